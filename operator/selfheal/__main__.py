@@ -1,0 +1,52 @@
+"""``python -m selfheal``: run the operator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from selfheal import __version__, settings
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="selfheal",
+        description="Run the selfheal operator: watch Pods and Deployments covered by "
+        "HealingPolicy objects, remediate, verify, and escalate to Jira.",
+        epilog="Every flag can also be set as SELFHEAL_<NAME> in the environment.",
+    )
+    p.add_argument("--version", action="version", version=f"selfheal {__version__}")
+    p.add_argument("--namespace", action="append", default=None, dest="namespaces",
+                   help="watch only this namespace (repeatable); default: cluster-wide")
+    p.add_argument("--prometheus-url", help="Prometheus base URL for metric triggers")
+    p.add_argument("--jira-url", help="Jira base URL for escalation tickets")
+    p.add_argument("--jira-secret", help="namespace/name of the Secret with Jira credentials")
+    p.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-format", choices=["text", "json"])
+    p.add_argument("--peering", help="kopf peering name for leader election")
+    p.add_argument("--kubeconfig", help="kubeconfig path; default: in-cluster or ~/.kube/config")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = settings.from_env()
+    overrides = {
+        k: v for k, v in vars(args).items()
+        if v is not None and k != "kubeconfig"
+    }
+    if "namespaces" in overrides:
+        overrides["namespaces"] = tuple(overrides["namespaces"])
+    import dataclasses
+
+    cfg = dataclasses.replace(base, **overrides)
+    # Imported late: --help and --version must not need kopf or a cluster.
+    from selfheal.handlers import runner
+
+    return runner.run(cfg, kubeconfig=args.kubeconfig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
