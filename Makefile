@@ -19,7 +19,7 @@ $(VENV)/.stamp: pyproject.toml requirements.lock
 
 venv: $(VENV)/.stamp ## create the virtual environment from the lock
 
-tools: ## build (or reuse) kube-apiserver, kube-controller-manager, etcd, helm
+tools: ## build (or reuse) kube-apiserver, kube-controller-manager, kubectl, etcd, helm
 	hack/build-tools.sh
 
 lint: venv ## ruff, mypy --strict, import-linter

@@ -69,10 +69,10 @@ simple_module() { # NAME MODULE VERSION -> a module dir requiring MODULE@VERSION
   echo "$dir"
 }
 
-want=${*:-kube-apiserver kube-controller-manager etcd helm}
+want=${*:-kube-apiserver kube-controller-manager kubectl etcd helm}
 for tool in $want; do
   case $tool in
-    kube-apiserver|kube-controller-manager)
+    kube-apiserver|kube-controller-manager|kubectl)
       kv="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
       [ -x "$bin/$tool-$K8S_VERSION" ] || mdir=$(k8s_module)
       build "$tool" "$K8S_VERSION" "${mdir:-.}" "k8s.io/kubernetes/cmd/$tool" "$kv" ;;
