@@ -1,0 +1,126 @@
+"""Restart a Deployment's pods as ``kubectl rollout restart`` does.
+
+kubectl sets the pod-template annotation ``kubectl.kubernetes.io/restartedAt`` to
+the current time (RFC 3339); the changed template makes the controller roll out a
+new ReplicaSet with the usual surge and availability limits. ``requested_at`` is
+passed in (the time the step started, kept in the Remediation) rather than read
+from a clock, so a repeated call for the same step sees its own restart already in
+place and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from selfheal.actions.result import ActionResult, Outcome, Reason, conflict, failed, lost_race
+from selfheal.clients import kube as k
+
+ACTION = "restart"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+_RESTARTED_AT_PATH = "/spec/template/metadata/annotations/" + RESTARTED_AT.replace("/", "~1")
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    """``2026-11-28T08:09:51Z``: whole seconds in UTC, as Go's time.RFC3339 prints it."""
+    if moment.tzinfo is None:
+        raise ValueError("requested_at: needs a timezone; pass an aware datetime (UTC)")
+    return moment.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def restarted_since(template: Mapping[str, Any], moment: dt.datetime) -> str | None:
+    """The template's restartedAt if it is at or after ``moment`` (to the second), else ``None``."""
+    value = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
+    if not value:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None  # not ours to interpret; a new restart overwrites it
+    if at.tzinfo is None:
+        return None
+    return str(value) if at >= moment.replace(microsecond=0) else None
+
+
+def restart_patch(*, deployment: Mapping[str, Any], at: str) -> list[dict[str, Any]]:
+    """The JSON patch: the annotation, guarded by the resourceVersion that was read."""
+    meta = deployment.get("spec", {}).get("template", {}).get("metadata")
+    rv = deployment.get("metadata", {}).get("resourceVersion")
+    test = {"op": "test", "path": "/metadata/resourceVersion", "value": rv}
+    if meta is None:
+        op = {"op": "add", "path": "/spec/template/metadata", "value": {"annotations": {}}}
+        return [test, op, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
+    if meta.get("annotations") is None:
+        value = {RESTARTED_AT: at}
+        return [test, {"op": "add", "path": "/spec/template/metadata/annotations", "value": value}]
+    return [test, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
+
+
+async def restart(
+    *,
+    kube: k.Kube,
+    namespace: str,
+    name: str,
+    requested_at: dt.datetime,
+    dry_run: bool,
+) -> ActionResult:
+    """Restart ``namespace/name``'s pods with a rolling update; refuses a paused Deployment."""
+    where = f"Deployment {namespace}/{name}"
+    path = k.apps(namespace, "deployments", name)
+    at = rfc3339(requested_at)
+    for attempt in (1, 2):
+        try:
+            deployment = await kube.get(path)
+        except k.KubeError as e:
+            return failed(ACTION, e, doing=f"reading {where}", change={})
+        spec = deployment.get("spec", {})
+        revision = (
+            deployment.get("metadata", {})
+            .get("annotations", {})
+            .get("deployment.kubernetes.io/revision")
+        )
+        change: dict[str, Any] = {"restartedAt": at, "fromRevision": revision, "patch": None}
+        done = restarted_since(spec.get("template") or {}, requested_at)
+        if done is not None:
+            change["restartedAt"] = done
+            return ActionResult(
+                action=ACTION,
+                result=Outcome.SUCCEEDED,
+                reason=Reason.ALREADY_RESTARTED,
+                message=f"{where} was already restarted at {done}, not before {at}; nothing to do",
+                change=change,
+            )
+        if spec.get("paused"):
+            return ActionResult(
+                action=ACTION,
+                result=Outcome.REFUSED,
+                reason=Reason.PAUSED,
+                message=(
+                    f"{where} is paused (spec.paused): a restart would not roll out. Resume it "
+                    f"with kubectl rollout resume deployment/{name} to let selfheal restart it."
+                ),
+                change=change,
+            )
+        patch = restart_patch(deployment=deployment, at=at)
+        change["patch"] = patch
+        try:
+            await kube.patch(path, patch, content_type=k.JSON_PATCH, dry_run=dry_run)
+        except k.KubeError as e:
+            if lost_race(e) and attempt == 1:
+                continue
+            if lost_race(e):
+                return conflict(ACTION, where, change=change)
+            return failed(ACTION, e, doing=f"restarting {where}", change=change)
+        return ActionResult(
+            action=ACTION,
+            result=Outcome.DRY_RUN if dry_run else Outcome.SUCCEEDED,
+            reason=Reason.RESTARTED,
+            message=(
+                f"{where}: dry run, nothing changed: would set {RESTARTED_AT}={at}"
+                if dry_run
+                else f"{where}: restarted ({RESTARTED_AT}={at}); its pods are replaced gradually"
+            ),
+            change=change,
+        )
+    raise AssertionError("unreachable: the loop returns on its second attempt")
