@@ -104,6 +104,9 @@ SYSTEM_FIELDS: tuple[tuple[str, str], ...] = (
     ("comment", "Comment"),
     ("attachment", "Attachment"),
 )
+# jira.text.field.character.limit, Jira's default for descriptions and comments.
+TEXT_LIMIT = 32767
+_TOO_LONG = "The entered text is too long. It exceeds the allowed limit of 32,767 characters."
 # Fields Jira rejects on create/edit with "cannot be set" (computed by Jira itself).
 _READ_ONLY = {"status", "resolution", "created", "updated", "comment", "attachment", "reporter"}
 
@@ -793,6 +796,8 @@ class JiraServer:
             elif name == "description":
                 if value is not None and not isinstance(value, str):
                     errors["description"] = "Operation value must be a string"
+                elif value is not None and len(value) > TEXT_LIMIT:
+                    errors["description"] = _TOO_LONG
                 else:
                     out["description"] = value
             elif name == "issuetype":
@@ -1161,6 +1166,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 text = data.get("body") if isinstance(data, Mapping) else None
                 if not isinstance(text, str) or not text.strip():
                     raise JiraHttpError(400, [], {"comment": "Comment body can not be empty!"})
+                if len(text) > TEXT_LIMIT:
+                    raise JiraHttpError(400, [], {"comment": _TOO_LONG})
                 with srv._lock:
                     srv._next_comment += 1
                     c = _Comment(
