@@ -12,6 +12,7 @@ range query stays under Prometheus' point limit. Every failure is a
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -606,7 +607,8 @@ def _kind(value: object) -> str:
 
 
 def _format_seconds(seconds: float) -> str:
-    whole = int(seconds) + (0 if seconds == int(seconds) else 1)
-    if whole % 60 == 0:
-        return f"{whole // 60}m"
-    return f"{whole}s"
+    """A duration at least ``seconds`` long, rounded up to what a person would write."""
+    whole = math.ceil(seconds)
+    if whole <= 60:
+        return f"{whole}s"
+    return f"{math.ceil(whole / 60)}m"
