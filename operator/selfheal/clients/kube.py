@@ -129,6 +129,10 @@ class Kube:
             )
             data = cast(bytes, await resp.read())
             status = str(resp.status)
+            # kubernetes.aio's call_api returns error responses instead of raising them.
+            if not 200 <= int(resp.status) <= 299:
+                err = ApiException(status=resp.status, reason=resp.reason, body=data.decode())
+                raise _error(err, method, path)
             return data
         except ApiException as e:
             status = str(e.status or 0)
