@@ -25,7 +25,9 @@ build() {
   fi
   log "building $name $version (first build takes minutes; cached afterwards)"
   local t0=$SECONDS
-  (cd "$moddir" && go build -trimpath -ldflags "-s -w $5" -o "$out.tmp" "$pkg")
+  # -mod=mod: the throwaway module's go.sum was tidied for an importable package
+  # (a main package cannot be imported), so let the build add the sums it lacks.
+  (cd "$moddir" && go build -mod=mod -trimpath -ldflags "-s -w $5" -o "$out.tmp" "$pkg")
   mv "$out.tmp" "$out"
   ln -sf "$(basename "$out")" "$bin/$name"
   log "built $name in $((SECONDS - t0))s"
