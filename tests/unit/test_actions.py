@@ -112,7 +112,7 @@ def _deployment(annotations: dict[str, str] | None) -> dict[str, object]:
 def test_restart_patch_adds_the_annotation_beside_existing_ones() -> None:
     patch = restart.restart_patch(deployment=_deployment({"a": "b"}), at="T")
     assert patch == [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": "7"},
         {
             "op": "add",
             "path": "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt",

@@ -209,7 +209,7 @@ def test_patch_restores_the_template_without_the_hash_label() -> None:
     dep = deployment("app:v2")
     (v1,) = rb.revisions(dep, [replicaset("app:v1", "h1", 1)])
     patch = rb.rollback_patch(deployment=dep, target=v1, change_cause="")
-    assert patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "4711"}
+    assert patch[0] == {"op": "replace", "path": "/metadata/resourceVersion", "value": "4711"}
     assert patch[1]["op"] == "replace"
     assert patch[1]["path"] == "/spec/template"
     assert patch[1]["value"]["metadata"]["labels"] == {"app": "shop"}

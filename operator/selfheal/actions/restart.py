@@ -47,14 +47,14 @@ def restart_patch(*, deployment: Mapping[str, Any], at: str) -> list[dict[str, A
     """The JSON patch: the annotation, guarded by the resourceVersion that was read."""
     meta = deployment.get("spec", {}).get("template", {}).get("metadata")
     rv = deployment.get("metadata", {}).get("resourceVersion")
-    test = {"op": "test", "path": "/metadata/resourceVersion", "value": rv}
+    lock = {"op": "replace", "path": "/metadata/resourceVersion", "value": rv}
     if meta is None:
         op = {"op": "add", "path": "/spec/template/metadata", "value": {"annotations": {}}}
-        return [test, op, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
+        return [lock, op, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
     if meta.get("annotations") is None:
         value = {RESTARTED_AT: at}
-        return [test, {"op": "add", "path": "/spec/template/metadata/annotations", "value": value}]
-    return [test, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
+        return [lock, {"op": "add", "path": "/spec/template/metadata/annotations", "value": value}]
+    return [lock, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
 
 
 async def restart(

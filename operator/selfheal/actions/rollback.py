@@ -259,8 +259,9 @@ def rollback_patch(
 ) -> list[dict[str, Any]]:
     """The JSON patch kubectl sends, guarded by the resourceVersion that was read.
 
-    The ``test`` op makes the API server apply it only to the object the decision
-    was made on. ``change_cause`` (when not empty) replaces the carried-over
+    The first op sets the resourceVersion that was read: the API server then applies
+    the patch only to the object the decision was made on (409 Conflict otherwise).
+    ``change_cause`` (when not empty) replaces the carried-over
     ``kubernetes.io/change-cause``, so ``kubectl rollout history`` says who and why.
     """
     meta = deployment.get("metadata", {})
@@ -273,7 +274,11 @@ def rollback_patch(
     if change_cause:
         annotations[CHANGE_CAUSE] = change_cause
     return [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
+        {
+            "op": "replace",
+            "path": "/metadata/resourceVersion",
+            "value": meta.get("resourceVersion"),
+        },
         {"op": "replace", "path": "/spec/template", "value": template},
         {
             "op": "replace" if "annotations" in meta else "add",

@@ -4,8 +4,8 @@ Without an autoscaler the replicas change through the ``scale`` subresource (the
 RBAC grant is ``deployments/scale``, not the whole Deployment). When a
 HorizontalPodAutoscaler targets the Deployment, writing replicas would fight it
 (it rewrites them on its next sync), so its ``minReplicas`` is raised instead and
-the HPA does the scaling. Both writes carry a ``test`` on the resourceVersion
-that was read, so the decision is never applied to a changed object.
+the HPA does the scaling. Both writes set the resourceVersion that was read
+(a 409 Conflict otherwise), so the decision is never applied to a changed object.
 
 ``revert_scale`` restores the recorded ``fromReplicas`` only while the value is
 still the one the action set: a person's later change is never undone.
@@ -96,7 +96,7 @@ def targeting_hpa(hpas: Iterable[Mapping[str, Any]], *, name: str) -> Mapping[st
 def _set(path: str, rv: str, value: int) -> list[dict[str, Any]]:
     # ``add`` also replaces; it works where the field is absent (replicas 0 is omitted).
     return [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": rv},
         {"op": "add", "path": path, "value": value},
     ]
 
