@@ -871,6 +871,7 @@ class JiraServer:
         return out
 
 
+_JSON = "application/json;charset=UTF-8"
 # status, JSON body, headers, raw body (instead of JSON), content type
 _Answer = tuple[int, Any, Mapping[str, str], bytes | None, str]
 
@@ -907,12 +908,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
-        self._status = status
 
     def _drop(self) -> None:
         # A server that is down: close without answering.
         self.close_connection = True
-        self._status = 0
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
@@ -933,49 +932,49 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = parsed.path.rstrip("/") or "/"
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        self._status = 0
         srv = self.jira
-        try:
-            if srv.is_down:
-                self._drop()
-                return
-            fault = srv._take_fault(method, path)
-            if fault is not None and fault.kind in ("fail", "throttle"):
-                self._fault_answer(fault)
-                return
-            try:
-                user = self._authenticate()
-                status, answer, headers, raw, ctype = self._route(
-                    method, path, parsed.query, body, user
-                )
-            except JiraHttpError as e:
-                status, answer, headers = e.status, e.body, e.headers
-                raw = e.text.encode() if e.text is not None else None
-                ctype = (
-                    "text/plain;charset=UTF-8"
-                    if e.text is not None
-                    else ("application/json;charset=UTF-8")
-                )
-            # A delay fault: applied already, the answer comes late (or never, if stopped).
-            if fault is not None and fault.kind == "delay" and srv._stopping.wait(fault.delay):
-                self._drop()
-                return
-            try:
-                self._send(status, answer, headers=headers, raw=raw, ctype=ctype)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-        finally:
+
+        def record(status: int) -> None:
+            # Logged before answering: a client that has its answer finds it in the log.
             with srv._lock:
                 srv._log.append(
                     RequestRecord(
                         method=method,
                         path=path,
                         query=parsed.query,
-                        headers={k: v for k, v in self.headers.items()},
+                        headers=dict(self.headers.items()),
                         body=body,
-                        status=self._status,
+                        status=status,
                     )
                 )
+
+        if srv.is_down:
+            record(0)
+            self._drop()
+            return
+        fault = srv._take_fault(method, path)
+        if fault is not None and fault.kind in ("fail", "throttle"):
+            record(fault.status)
+            self._fault_answer(fault)
+            return
+        try:
+            user = self._authenticate()
+            status, answer, headers, raw, ctype = self._route(
+                method, path, parsed.query, body, user
+            )
+        except JiraHttpError as e:
+            status, answer, headers = e.status, e.body, e.headers
+            raw = e.text.encode() if e.text is not None else None
+            ctype = "text/plain;charset=UTF-8" if e.text is not None else _JSON
+        record(status)
+        # A delay fault: applied already, the answer comes late (or never, if stopped).
+        if fault is not None and fault.kind == "delay" and srv._stopping.wait(fault.delay):
+            self._drop()
+            return
+        try:
+            self._send(status, answer, headers=headers, raw=raw, ctype=ctype)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _fault_answer(self, fault: _Fault) -> None:
         headers: dict[str, str] = {}
