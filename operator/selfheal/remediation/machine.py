@@ -1,0 +1,673 @@
+"""The remediation machine: one pure function, ``step()``.
+
+``step(state, event=..., policy=..., context=..., now=...) -> (state, effects)``
+decides what happens to one incident of (policy, workload, trigger). It does no I/O
+and reads no clock: the driver passes ``now`` and executes the returned effects.
+
+Phases (``selfheal.remediation.state.Phase``)::
+
+    Signal(unhealthy), no record
+        -> Detected --guardrails allow, last signal unhealthy--> Acting   [Act]
+    Acting --ActionDone(Succeeded)--> Verifying
+    Acting --ActionDone(Failed | Refused), or no outcome by the deadline--> next step
+    Acting --ActionDone(DryRun)--> Closed (the intended change is recorded; no verify)
+    Verifying --healthy for verify_for--> Resolved                        [Resolve if ticket]
+    Verifying --deadline (verify_timeout, default 2 x verify_for)--> next step
+    next step: Detected(k+1), acting at once when the last signal is unhealthy,
+               otherwise waiting for one until the deadline
+    Detected --steps exhausted, guardrail says escalate, or deadline--> Escalated
+                                                                       [Escalate]
+    Detected --healthy for verify_for--> Resolved (a step had succeeded) or Closed
+    Escalated --healthy for verify_for--> Closed                        [Resolve if ticket]
+    Escalated --escalated longer than context.escalated_retention--> Closed
+
+Rules the driver can rely on:
+
+- **Act at most once per step index.** An ``Act(index=k)`` is only emitted together
+  with a state whose ``steps[k]`` is in flight; no later event emits ``Act(k)`` again.
+  The driver MUST persist the returned state before executing an ``Act`` (and drop
+  the ``Act`` when the write conflicts): persisting is what makes this hold across
+  restarts. When the outcome is never reported, the step fails at its deadline.
+- **Unknown never acts.** Acting needs the last applied signal to be ``unhealthy``.
+  ``unknown`` pauses the verify window (it neither counts as healthy nor fails it);
+  ``unhealthy`` during verification restarts the window (the step still has until
+  its deadline, because detectors lag behind a rollout).
+- **Idempotent.** An ``ActionDone`` for another index, a duplicate one, or one in a
+  phase other than Acting is ignored; a ``Signal`` older than the last one applied is
+  ignored; a repeated signal changes nothing but the last-seen time.
+- **Resolved and Closed are final.** ``step()`` never reopens them (only a late
+  ``TicketDone`` is recorded). For a workload with no open record pass ``state=None``:
+  an unhealthy signal then returns a new state, which the driver creates as a new
+  Remediation (``naming.remediation_name`` with the next ordinal); creating it is the
+  lock. ``Resolved`` ends a verified heal; ``Closed`` every other ending. ``closed_at``
+  is set on entering either (no linger: cooldowns are computed from the step times).
+- **Paused** (policy mode): no record is opened, and ``Signal``/``Tick`` leave open
+  records exactly as they are (deadlines resume when the policy is resumed);
+  ``ActionDone``/``TicketDone`` are still recorded because they already happened,
+  and no ``Act`` is emitted while paused (guardrail ``Paused``).
+- **DryRun** (policy mode): ``Act`` effects carry ``dry_run=True``. A ``DryRun``
+  outcome records the intended change on the step and closes the record (``Closed``,
+  Event ``DryRun``): what a step would have done next depends on a change that was
+  not made, so nothing is verified and no further step is simulated. Refused steps
+  still fall through to the next one, and guardrails are evaluated as in Enforce, so
+  the record shows what Enforce would have decided. An escalation in DryRun is a
+  real escalation (a ticket when the policy configures Jira): it changes no workload.
+- **Tickets.** ``Escalate`` is emitted on entering Escalated when the policy has
+  ``remediation.jira``, except for records a storm brake summarises elsewhere; it is
+  emitted again every ``TICKET_RETRY`` seconds on ``Tick`` until ``TicketDone``
+  arrives, so the ticket code must find an existing ticket before filing one.
+  ``Resolve`` is emitted when a record with a ticket ends (or when the ticket
+  arrives after it ended).
+- **Persisting.** When nothing changed the input state object itself is returned
+  (``new is old``); otherwise write ``new.to_status()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+
+from selfheal.detect.signal import Health, Signal, WorkloadRef
+from selfheal.policy.model import HealingPolicy, Mode, Step, step_action
+from selfheal.remediation import guardrails
+from selfheal.remediation.guardrails import (
+    Availability,
+    Decision,
+    Guardrail,
+    RecordSummary,
+    Refusal,
+    human_duration,
+)
+from selfheal.remediation.state import (
+    Phase,
+    RemediationState,
+    StepRecord,
+    StepResult,
+    Verification,
+    VerifyOutcome,
+)
+
+ESCALATED_RETENTION = 86400.0
+"""Default seconds an Escalated record stays open while the workload is not healthy."""
+TICKET_RETRY = 300.0
+"""Seconds between two ``Escalate`` effects while no ``TicketDone`` has arrived."""
+
+
+# --- Events: what the machine is told ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ActionDone:
+    """The driver's report of an ``Act(index)``: what the action did."""
+
+    index: int
+    result: StepResult
+    message: str = ""
+    """Why (Failed, Refused) or what (Succeeded, DryRun), one human sentence."""
+    change: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    """``fromRevision``, ``toRevision``, ``fromReplicas``, ``toReplicas``, ``patch``."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TicketDone:
+    """The ticket code filed or updated the ticket; ``ticket`` is stored as is."""
+
+    ticket: Mapping[str, object]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Tick:
+    """Time passed: deadlines, verify windows, retention and ticket retries."""
+
+
+Event = Signal | ActionDone | TicketDone | Tick
+
+
+# --- Effects: what the driver does ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Act:
+    """Run policy step ``index`` on the workload, then report ``ActionDone(index)``."""
+
+    index: int
+    step: Step
+    dry_run: bool
+    """Server-side dry-run: compute and report the change (result DryRun), apply nothing."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Escalate:
+    """File (or find and update) the incident's ticket, then report ``TicketDone``."""
+
+    reason: str
+    related: tuple[str, ...] = ()
+    """Storm summary only: every unhealthy workload of the namespace it covers."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Resolve:
+    """Tell the existing ticket the incident ended."""
+
+    message: str
+    recovered: bool
+    """True: the workload was verified healthy (apply ``jira.resolve_transition``);
+    False: the record was closed without recovery (comment only)."""
+
+
+class EventType(enum.StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class EventReason(enum.StrEnum):
+    """Reasons of the Kubernetes Events the driver emits (``Emit``)."""
+
+    DETECTED = "Detected"
+    """An incident was opened."""
+    STEP_STARTED = "StepStarted"
+    """A step's action was requested."""
+    STEP_SUCCEEDED = "StepSucceeded"
+    """A step changed the workload; verification starts."""
+    STEP_FAILED = "StepFailed"
+    """A step's action errored or reported nothing by its deadline."""
+    STEP_REFUSED = "StepRefused"
+    """A step was not run (the action or the MinAvailable guardrail refused)."""
+    DRY_RUN = "DryRun"
+    """DryRun mode: the intended change was recorded."""
+    GUARDRAIL_REFUSED = "GuardrailRefused"
+    """A guardrail holds the incident back (it waits)."""
+    VERIFY_TIMED_OUT = "VerifyTimedOut"
+    """A step did not heal the workload within its deadline."""
+    RESOLVED = "Resolved"
+    """A step healed the workload (verified)."""
+    ESCALATED = "Escalated"
+    """Humans are needed: steps exhausted or a guardrail forbade acting."""
+    CLOSED = "Closed"
+    """The incident ended without a verified heal by a step."""
+    HEALTH_UNKNOWN = "HealthUnknown"
+    """The trigger cannot tell the workload's health (no data, backend down)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Emit:
+    """Emit a Kubernetes Event (about the Remediation and its workload)."""
+
+    reason: EventReason
+    message: str
+    type: EventType
+
+
+Effect = Act | Escalate | Resolve | Emit
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Context:
+    """Facts the driver gathers for one decision (read just before calling ``step``)."""
+
+    workload: WorkloadRef
+    trigger: str
+    name: str
+    """This record's name (``naming.remediation_name``); it is not counted by guardrails."""
+    records: Sequence[RecordSummary] = ()
+    """Remediation records of the namespace, open and final (``RecordSummary.from_body``)."""
+    unhealthy: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Workload name -> unix time it turned unhealthy, for the namespace (storm brake)."""
+    availability: Availability | None = None
+    """The workload's replicas; ``None``: unknown (refuses disruptive steps when
+    ``guardrails.minAvailable`` > 0)."""
+    escalated_retention: float = ESCALATED_RETENTION
+
+
+# --- The machine -----------------------------------------------------------------------
+
+
+def step(
+    state: RemediationState | None,
+    *,
+    event: Event,
+    policy: HealingPolicy,
+    context: Context,
+    now: float,
+) -> tuple[RemediationState | None, list[Effect]]:
+    """Apply one event to one incident; see the module docstring for the rules.
+
+    Raises ``ValueError`` when a ``Signal`` is about another policy, workload or trigger
+    than ``policy``/``context`` (a routing bug in the driver).
+    """
+    run = _Run(policy=policy, context=context, now=now)
+    new = run.apply(state, event)
+    return (state if new == state else new), run.effects
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Run:
+    """One call of ``step``: the inputs, and the effects collected on the way."""
+
+    policy: HealingPolicy
+    context: Context
+    now: float
+    effects: list[Effect] = dataclasses.field(default_factory=list)
+
+    # Derived settings.
+
+    @property
+    def timeout(self) -> float:
+        r = self.policy.remediation
+        timeout = 2 * r.verify_for if r.verify_timeout is None else r.verify_timeout
+        return max(timeout, r.verify_for)  # a deadline before the window could pass is moot
+
+    @property
+    def paused(self) -> bool:
+        return self.policy.mode is Mode.PAUSED
+
+    def emit(self, reason: EventReason, message: str, *, warning: bool = False) -> None:
+        kind = EventType.WARNING if warning else EventType.NORMAL
+        self.effects.append(Emit(reason=reason, message=message, type=kind))
+
+    # Dispatch.
+
+    def apply(self, state: RemediationState | None, event: Event) -> RemediationState | None:
+        if isinstance(event, Signal):
+            self._check_routing(event)
+            if state is None:
+                return self._open(event)
+            if state.phase.final or self.paused:
+                return state
+            if state.last_signal_at is not None and event.at < state.last_signal_at:
+                return state  # out of order: a newer observation was applied already
+            return self._advance(self._observe(state, event))
+        if state is None:
+            return None
+        if isinstance(event, ActionDone):
+            return self._action_done(state, event)
+        if isinstance(event, TicketDone):
+            return self._ticket_done(state, event)
+        if state.phase.final or self.paused:
+            return state
+        return self._advance(state)
+
+    def _check_routing(self, signal: Signal) -> None:
+        want = self.context.workload
+        if (signal.policy, signal.trigger) != (self.policy.name, self.context.trigger) or (
+            signal.workload.namespace,
+            signal.workload.name,
+        ) != (want.namespace, want.name):
+            raise ValueError(
+                f"signal: for policy {signal.policy!r}, trigger {signal.trigger!r}, "
+                f"workload {signal.workload}; this record is policy {self.policy.name!r}, "
+                f"trigger {self.context.trigger!r}, workload {want}: route by fingerprint"
+            )
+
+    # Opening and observing.
+
+    def _open(self, signal: Signal) -> RemediationState | None:
+        if signal.health is not Health.UNHEALTHY or self.paused:
+            return None
+        state = RemediationState(
+            phase=Phase.DETECTED,
+            detected_at=self.now,
+            cause=signal.cause,
+            detail=signal.detail,
+            evidence=dict(signal.evidence),
+            last_health=Health.UNHEALTHY,
+            last_signal_at=signal.at,
+            step_deadline=self.now + self.timeout,
+        )
+        what = f"{signal.cause}: {signal.detail}" if signal.cause else signal.detail
+        self.emit(
+            EventReason.DETECTED,
+            f"trigger {signal.trigger} found {signal.workload.name} unhealthy ({what})",
+            warning=True,
+        )
+        return self._try_start(state)
+
+    def _observe(self, state: RemediationState, signal: Signal) -> RemediationState:
+        """Record the signal and move the verify window."""
+        since, accrued = state.healthy_since, state.healthy_accrued
+        if signal.health is Health.HEALTHY:
+            since = self.now if since is None else since
+        elif signal.health is Health.UNKNOWN:
+            accrued, since = state.healthy_for(self.now), None  # pause: bank the streak
+            if state.last_health is not Health.UNKNOWN:
+                self.emit(
+                    EventReason.HEALTH_UNKNOWN,
+                    f"trigger {signal.trigger} cannot tell the health of "
+                    f"{signal.workload.name} ({signal.cause or 'unknown'}: {signal.detail}); "
+                    "nothing is acted on until it can",
+                    warning=True,
+                )
+        else:
+            accrued, since = 0.0, None
+        return dataclasses.replace(
+            state,
+            last_health=signal.health,
+            last_signal_at=signal.at,
+            healthy_since=since,
+            healthy_accrued=accrued,
+        )
+
+    def _window_passed(self, state: RemediationState) -> bool:
+        seen_healthy = state.healthy_since is not None or state.healthy_accrued > 0
+        return seen_healthy and state.healthy_for(self.now) >= self.policy.remediation.verify_for
+
+    # Time and phases.
+
+    def _advance(self, state: RemediationState) -> RemediationState:
+        deadline_passed = state.step_deadline is not None and self.now >= state.step_deadline
+        if state.phase is Phase.DETECTED:
+            if self._window_passed(state):
+                return self._recovered(state)
+            exhausted = state.current_step >= len(self.policy.remediation.steps)
+            if exhausted or state.last_health is Health.UNHEALTHY:
+                state = self._try_start(state)
+            if state.phase is Phase.DETECTED and deadline_passed:
+                return self._escalate(state, reason=self._gave_up_waiting(state))
+            return state
+        if state.phase is Phase.ACTING:
+            if not deadline_passed:
+                return state
+            message = f"no outcome was reported within {human_duration(self.timeout)}"
+            state = self._finish_step(state, result=StepResult.FAILED, message=message)
+            self.emit(EventReason.STEP_FAILED, self._step_line(state.steps[-1]), warning=True)
+            return self._next_step(state)
+        if state.phase is Phase.VERIFYING:
+            if self._window_passed(state):
+                return self._recovered(state)
+            if deadline_passed:
+                return self._verify_timed_out(state)
+            return state
+        if state.phase is Phase.ESCALATED:
+            if self._window_passed(state):
+                return self._recovered(state)
+            assert state.escalated_at is not None  # set on entering Escalated
+            if self.now >= state.escalated_at + self.context.escalated_retention:
+                message = (
+                    f"closed after {human_duration(self.context.escalated_retention)} "
+                    f"escalated; {self.context.workload.name} was not verified healthy"
+                )
+                return self._close(state, phase=Phase.CLOSED, message=message, recovered=False)
+            return self._retry_ticket(state)
+        return state
+
+    def _try_start(self, state: RemediationState) -> RemediationState:
+        """Start step ``current_step``, skipping steps guardrails refuse; or wait, or escalate."""
+        steps = self.policy.remediation.steps
+        while True:
+            index = state.current_step
+            if index >= len(steps):
+                storm = self._check(state, step=None)
+                if storm.guardrail is Guardrail.STORM_BRAKE:
+                    return self._escalate_for(state, storm)
+                return self._escalate(state, reason=self._exhausted(state))
+            step_ = steps[index]
+            decision = self._check(state, step=step_)
+            if decision.allowed:
+                return self._act(state, index=index, step_=step_)
+            if decision.refusal is Refusal.SKIP_STEP:
+                record = StepRecord(
+                    index=index,
+                    action=step_action(step_),
+                    started_at=self.now,
+                    finished_at=self.now,
+                    result=StepResult.REFUSED,
+                    message=decision.message,
+                )
+                self.emit(EventReason.STEP_REFUSED, self._step_line(record), warning=True)
+                state = dataclasses.replace(
+                    state, steps=(*state.steps, record), current_step=index + 1
+                )
+                continue
+            if decision.refusal is Refusal.WAIT:
+                if decision.message != state.waiting_for:
+                    self.emit(EventReason.GUARDRAIL_REFUSED, decision.message, warning=True)
+                return dataclasses.replace(state, waiting_for=decision.message)
+            return self._escalate_for(state, decision)
+
+    def _check(self, state: RemediationState, *, step: Step | None) -> Decision:
+        return guardrails.check(
+            policy=self.policy,
+            workload=self.context.workload,
+            step=step,
+            first=state.started_at is None,
+            records=self.context.records,
+            unhealthy=self.context.unhealthy,
+            availability=self.context.availability,
+            now=self.now,
+            exclude=self.context.name,
+        )
+
+    def _act(self, state: RemediationState, *, index: int, step_: Step) -> RemediationState:
+        dry_run = self.policy.mode is Mode.DRY_RUN
+        record = StepRecord(index=index, action=step_action(step_), started_at=self.now)
+        self.effects.append(Act(index=index, step=step_, dry_run=dry_run))
+        self.emit(
+            EventReason.STEP_STARTED,
+            f"step {index + 1} ({record.action}{', dry run' if dry_run else ''}) on "
+            f"{self.context.workload.name}",
+        )
+        return dataclasses.replace(
+            state,
+            phase=Phase.ACTING,
+            steps=(*state.steps, record),
+            current_step=index,
+            step_deadline=self.now + self.timeout,
+            waiting_for="",
+        )
+
+    def _action_done(self, state: RemediationState, done: ActionDone) -> RemediationState:
+        in_flight = state.steps[-1] if state.steps else None
+        if (
+            state.phase is not Phase.ACTING
+            or in_flight is None
+            or not in_flight.in_flight
+            or done.index != in_flight.index
+            or done.index != state.current_step
+        ):
+            return state  # stale or duplicate: that step's outcome is already known
+        state = self._finish_step(
+            state, result=done.result, message=done.message, change=done.change
+        )
+        line = self._step_line(state.steps[-1])
+        if done.result is StepResult.SUCCEEDED:
+            self.emit(EventReason.STEP_SUCCEEDED, line)
+            healthy = state.last_health is Health.HEALTHY
+            return dataclasses.replace(
+                state,
+                phase=Phase.VERIFYING,
+                verification=Verification(outcome=VerifyOutcome.PENDING, since=self.now),
+                step_deadline=self.now + self.timeout,
+                healthy_since=self.now if healthy else None,
+                healthy_accrued=0.0,
+            )
+        if done.result is StepResult.DRY_RUN:
+            self.emit(EventReason.DRY_RUN, line)
+            return dataclasses.replace(
+                state, phase=Phase.CLOSED, closed_at=self.now, step_deadline=None
+            )
+        failed = done.result is StepResult.FAILED
+        reason = EventReason.STEP_FAILED if failed else EventReason.STEP_REFUSED
+        self.emit(reason, line, warning=True)
+        return self._next_step(state)
+
+    def _finish_step(
+        self,
+        state: RemediationState,
+        *,
+        result: StepResult,
+        message: str,
+        change: Mapping[str, object] | None = None,
+    ) -> RemediationState:
+        record = dataclasses.replace(
+            state.steps[-1],
+            finished_at=self.now,
+            result=result,
+            message=message,
+            change=dict(change or {}),
+        )
+        return dataclasses.replace(state, steps=(*state.steps[:-1], record))
+
+    def _verify_timed_out(self, state: RemediationState) -> RemediationState:
+        verify_for = human_duration(self.policy.remediation.verify_for)
+        message = (
+            f"step {state.current_step + 1} ({state.steps[-1].action}): "
+            f"{self.context.workload.name} was not healthy for {verify_for} "
+            f"within {human_duration(self.timeout)}"
+        )
+        since = state.verification.since if state.verification is not None else self.now
+        verification = Verification(
+            outcome=VerifyOutcome.TIMED_OUT, since=since, until=self.now, message=message
+        )
+        self.emit(EventReason.VERIFY_TIMED_OUT, message, warning=True)
+        return self._next_step(dataclasses.replace(state, verification=verification))
+
+    def _next_step(self, state: RemediationState) -> RemediationState:
+        state = dataclasses.replace(
+            state,
+            phase=Phase.DETECTED,
+            current_step=state.current_step + 1,
+            step_deadline=self.now + self.timeout,
+            waiting_for="",
+        )
+        exhausted = state.current_step >= len(self.policy.remediation.steps)
+        if exhausted or state.last_health is Health.UNHEALTHY:
+            return self._try_start(state)
+        return state  # wait for an unhealthy signal (unknown never acts)
+
+    # Endings.
+
+    def _recovered(self, state: RemediationState) -> RemediationState:
+        healed = any(s.result is StepResult.SUCCEEDED for s in state.steps)
+        healthy_for = state.healthy_for(self.now)
+        name = self.context.workload.name
+        window = human_duration(self.policy.remediation.verify_for)
+        if state.phase is Phase.ESCALATED:
+            phase, message = Phase.CLOSED, f"{name} recovered after the escalation"
+        elif healed:
+            last = next(s for s in reversed(state.steps) if s.result is StepResult.SUCCEEDED)
+            phase = Phase.RESOLVED
+            message = f"step {last.index + 1} ({last.action}) healed {name}"
+        else:
+            phase, message = Phase.CLOSED, f"{name} recovered before any step changed it"
+        message = f"{message}: healthy for {window}"
+        since = self.now - healthy_for
+        if state.verification is not None and state.verification.outcome is VerifyOutcome.PENDING:
+            since = state.verification.since
+        verification = Verification(
+            outcome=VerifyOutcome.PASSED, since=since, until=self.now, message=message
+        )
+        state = dataclasses.replace(state, verification=verification)
+        return self._close(state, phase=phase, message=message, recovered=True)
+
+    def _close(
+        self, state: RemediationState, *, phase: Phase, message: str, recovered: bool
+    ) -> RemediationState:
+        reason = EventReason.RESOLVED if phase is Phase.RESOLVED else EventReason.CLOSED
+        self.emit(reason, message)
+        if state.ticket:
+            self.effects.append(Resolve(message=message, recovered=recovered))
+        return dataclasses.replace(
+            state, phase=phase, closed_at=self.now, step_deadline=None, waiting_for=""
+        )
+
+    def _escalate_for(self, state: RemediationState, decision: Decision) -> RemediationState:
+        summarised_elsewhere = (
+            decision.guardrail is Guardrail.STORM_BRAKE and not decision.storm_summary
+        )
+        return self._escalate(
+            state,
+            reason=decision.message,
+            ticket=not summarised_elsewhere,
+            storm_summary=decision.storm_summary,
+            related=decision.related if decision.storm_summary else (),
+        )
+
+    def _escalate(
+        self,
+        state: RemediationState,
+        *,
+        reason: str,
+        ticket: bool = True,
+        storm_summary: bool = False,
+        related: tuple[str, ...] = (),
+    ) -> RemediationState:
+        wants_ticket = ticket and self.policy.remediation.jira is not None
+        self.emit(EventReason.ESCALATED, reason, warning=True)
+        if wants_ticket:
+            self.effects.append(Escalate(reason=reason, related=related))
+        return dataclasses.replace(
+            state,
+            phase=Phase.ESCALATED,
+            escalation_reason=reason,
+            escalated_at=self.now,
+            storm_summary=storm_summary,
+            related=related,
+            ticket_requested_at=self.now if wants_ticket else None,
+            step_deadline=None,
+            waiting_for="",
+        )
+
+    def _retry_ticket(self, state: RemediationState) -> RemediationState:
+        requested = state.ticket_requested_at
+        if state.ticket or requested is None or self.now < requested + TICKET_RETRY:
+            return state
+        self.effects.append(Escalate(reason=state.escalation_reason, related=state.related))
+        return dataclasses.replace(state, ticket_requested_at=self.now)
+
+    def _ticket_done(self, state: RemediationState, done: TicketDone) -> RemediationState:
+        new = dataclasses.replace(state, ticket=dict(done.ticket))
+        if state.phase.final and not state.ticket and done.ticket:
+            # The incident ended before its ticket existed: tell the ticket now.
+            recovered = (
+                state.verification is not None
+                and state.verification.outcome is VerifyOutcome.PASSED
+            )
+            message = state.verification.message if state.verification else "record closed"
+            self.effects.append(Resolve(message=message, recovered=recovered))
+        return new
+
+    # Messages.
+
+    def _step_line(self, record: StepRecord) -> str:
+        line = f"step {record.index + 1} ({record.action}) {record.result}"
+        if record.message:
+            line += f": {record.message}"
+        change = describe_change(record.change)
+        return f"{line} [{change}]" if change else line
+
+    def _exhausted(self, state: RemediationState) -> str:
+        name = self.context.workload.name
+        if not self.policy.remediation.steps:
+            return (
+                f"HealingPolicy {self.policy.name} has no remediation steps; {name} needs a human"
+            )
+        tried = "; ".join(self._step_line(s) for s in state.steps)
+        if state.verification is not None and state.verification.outcome is not (
+            VerifyOutcome.PASSED
+        ):
+            tried += f"; {state.verification.message}"
+        return f"every remediation step was tried and {name} is still not healthy: {tried}"
+
+    def _gave_up_waiting(self, state: RemediationState) -> str:
+        steps = self.policy.remediation.steps
+        action = step_action(steps[state.current_step]) if state.current_step < len(steps) else ""
+        why = state.waiting_for or (
+            f"no unhealthy signal arrived (last health: {state.last_health or 'none'})"
+        )
+        return (
+            f"could not start step {state.current_step + 1} ({action}) within "
+            f"{human_duration(self.timeout)}: {why}"
+        )
+
+
+def describe_change(change: Mapping[str, object]) -> str:
+    """``revision 7 -> 6, replicas 3 -> 5`` from a change mapping; empty when none."""
+    parts = []
+    for what, before, after in (
+        ("revision", "fromRevision", "toRevision"),
+        ("replicas", "fromReplicas", "toReplicas"),
+    ):
+        if before in change or after in change:
+            parts.append(f"{what} {change.get(before, '?')} -> {change.get(after, '?')}")
+    return ", ".join(parts)
