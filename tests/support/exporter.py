@@ -7,6 +7,7 @@ sees exactly that rate with no background thread to drive it.
     exporter = Exporter().start()
     exporter.set_rate("http_requests_total", 20.0, namespace="shop", deployment="web", code="200")
     exporter.set_gauge("latency_seconds", 0.12, namespace="shop", deployment="web")
+    exporter.set_gauge("latency_seconds", lambda: 0.1 + rng.gauss(0, 0.002), ...)  # per scrape
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 from wsgiref.simple_server import WSGIServer
 
@@ -39,7 +40,7 @@ class _Counter:
 class _Series(Collector):
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.gauges: dict[str, dict[LabelKey, float]] = {}
+        self.gauges: dict[str, dict[LabelKey, float | Callable[[], float]]] = {}
         self.counters: dict[str, dict[LabelKey, _Counter]] = {}
 
     def collect(self) -> Iterator[Metric]:
@@ -48,7 +49,7 @@ class _Series(Collector):
             for name, series in self.gauges.items():
                 g = GaugeMetricFamily(name, f"{name} (set by the test)", labels=_names(series))
                 for key, value in series.items():
-                    g.add_metric([v for _, v in key], value)
+                    g.add_metric([v for _, v in key], value() if callable(value) else value)
                 yield g
             for name, counters in self.counters.items():
                 c = CounterMetricFamily(
@@ -111,7 +112,8 @@ class Exporter:
                 f"({[k for k, _ in existing]}), got {[k for k, _ in key]}"
             )
 
-    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+    def set_gauge(self, name: str, value: float | Callable[[], float], **labels: str) -> None:
+        """Set a gauge; a callable is called at each scrape (noise, a shifting level)."""
         key = _key(labels)
         with self._series.lock:
             self._check(self._series.gauges, name, key)

@@ -113,10 +113,12 @@ class PrometheusServer:
                 raise RuntimeError(
                     f"prometheus exited with {self._proc.returncode}: {self.tail_log()}"
                 )
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r,
+            ):
+                if r.status == 200:
+                    return
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"prometheus not ready within {timeout}s: {self.tail_log()}")

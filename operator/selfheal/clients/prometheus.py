@@ -31,6 +31,8 @@ from typing import NamedTuple
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import TimeoutError as TimeoutError_
 from urllib3.util.retry import Retry
 
 from selfheal import metrics
@@ -174,12 +176,21 @@ class Prometheus:
         except requests.Timeout as e:
             raise PrometheusUnavailable(self._timed_out()) from e
         except requests.RequestException as e:
+            if _timed_out(e):
+                raise PrometheusUnavailable(self._timed_out()) from e
             raise PrometheusUnavailable(f"{self.url}: {type(e).__name__}: {e}") from e
         except PrometheusApiClientException as e:
             response: requests.Response | None = getattr(self._last, "response", None)
             raise _http_error(response, query, self.url, str(e)) from e
         except (ValueError, KeyError) as e:  # a 200 that is not the Prometheus API
             raise PrometheusUnavailable(f"{self.url}: not a Prometheus API answer: {e}") from e
+
+
+def _timed_out(error: requests.RequestException) -> bool:
+    # With retries off, requests reports a read timeout as a ConnectionError wrapping
+    # urllib3's MaxRetryError(reason=ReadTimeoutError).
+    cause = error.args[0] if error.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, TimeoutError_)
 
 
 def _http_error(
