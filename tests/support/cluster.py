@@ -36,6 +36,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -363,6 +364,7 @@ class Cluster:
         self.etcd_url = ""
         self.service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
         self._procs: list[_Proc] = []
+        self._tied = False
         self._ssl: ssl.SSLContext | None = None
         self.startup_seconds: dict[str, float] = {}
 
@@ -381,6 +383,7 @@ class Cluster:
         """Starts the three processes and returns once the API server is ready and the
         controller-manager has created the ``default`` ServiceAccount."""
         t0 = time.monotonic()
+        self._tied = not self.detached and threading.current_thread() is threading.main_thread()
         still = missing_tools(self.bin_dir)
         if still:
             raise ClusterError(
@@ -427,7 +430,9 @@ class Cluster:
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=self.detached,
-                preexec_fn=None if self.detached else _die_with_parent,
+                # PDEATHSIG fires when the starting *thread* ends: only tie the
+                # processes to the main thread, which lives as long as the process.
+                preexec_fn=_die_with_parent if self._tied else None,
             )
         self._procs.append(_Proc(name, popen, log))
 
