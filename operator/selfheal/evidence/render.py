@@ -1,0 +1,315 @@
+"""A ``Bundle`` as a Jira issue: the summary line and a description in Jira wiki markup.
+
+The description is what the on-call reads first: a facts table, the stack trace in a
+``{code}`` block, the log tail in a ``{noformat}`` block, resources beside usage, the
+steps tried and how to look further. Every value from the cluster is escaped for
+wiki markup, and block content is neutralised so a hostile log line such as
+``{noformat}`` cannot close the block and inject markup. Jira limits a description
+to 32,767 characters; this one stays under ``max_chars`` (the full texts are
+attachments).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from selfheal.evidence.collect import Bundle
+from selfheal.policy.model import HealingPolicy
+
+MAX_DESCRIPTION = 30_000
+MAX_SUMMARY = 255
+STACK_CHARS = 8_000
+LOG_LINES = 60
+LOG_CHARS = 6_000
+EVENT_ROWS = 15
+
+_LANGUAGE = {"python": "python", "java": "java", "go": "go", "node": "javascript", "dotnet": "c#"}
+
+
+class WorkloadLike(Protocol):
+    """``selfheal.detect.signal.WorkloadRef`` or anything shaped like it."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+def render_summary(
+    *,
+    workload: WorkloadLike,
+    trigger: str,
+    cause: str,
+    outcome: str,
+    bundle: Bundle | None = None,
+) -> str:
+    """``[selfheal] shop/checkout: CrashLoopBackOff (OOMKilled) — rollback did not heal``.
+
+    One line of at most 255 characters (Jira's limit for a summary).
+    """
+    what = cause or trigger or "unhealthy"
+    t = bundle.termination if bundle is not None else None
+    if t is not None and t.reason and t.reason != what:
+        what += f" ({t.reason})"
+    text = f"[selfheal] {workload.namespace}/{workload.name}: {what}"
+    if outcome:
+        text += f" — {outcome}"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_SUMMARY else flat[: MAX_SUMMARY - 1] + "…"
+
+
+def render_description(
+    bundle: Bundle,
+    *,
+    policy: HealingPolicy,
+    workload: WorkloadLike,
+    trigger: str,
+    cause: str,
+    steps: Sequence[Mapping[str, object]] | None = None,
+    remediation: str = "",
+    max_chars: int = MAX_DESCRIPTION,
+) -> str:
+    """The issue description in Jira wiki markup.
+
+    ``steps``: the steps tried (``action``, ``result``, ``startedAt``, ``detail``...);
+    ``None``: the bundle's. ``remediation``: the Remediation object's name, for the
+    commands section.
+    """
+    steps = bundle.steps if steps is None else steps
+    ns, name = workload.namespace, workload.name
+    out: list[str] = []
+    out.append(f"h2. {esc(workload.kind)} {esc(ns)}/{esc(name)} was not healed")
+    out.append(esc(bundle.summary()))
+    out.append("")
+
+    out.append("h3. Facts")
+    t = bundle.termination
+    facts: list[tuple[str, str]] = [
+        ("Workload", f"{workload.kind} {ns}/{name}"),
+        ("Namespace", ns),
+        ("Policy", f"{policy.namespace}/{policy.name} (mode {policy.mode.value})"),
+        ("Trigger", trigger),
+        ("Cause", cause or "unknown"),
+    ]
+    if bundle.pod:
+        facts.append(
+            ("Pod", bundle.pod + (f" (container {bundle.container})" if bundle.container else ""))
+        )
+    if t is not None:
+        code = "unknown" if t.exit_code is None else str(t.exit_code)
+        facts.append(("Exit code", f"{code} ({t.reason or 'no reason'})"))
+        facts.append(("Restarts", str(t.restart_count)))
+        if t.finished_at:
+            facts.append(("Last termination", f"{t.started_at} → {t.finished_at}"))
+        if t.message and bundle.stack is None:
+            facts.append(("Termination message", t.message[:500]))
+    facts.append(("Revision", bundle.revision or "unknown"))
+    if bundle.images:
+        facts.append(("Images", ", ".join(bundle.images)))
+    facts.append(("Collected", _iso(bundle.collected_at)))
+    facts.append(("Secrets redacted", str(bundle.redaction_count)))
+    out.extend(f"||{esc(k)}|{cell(v)}|" for k, v in facts)
+    out.append("")
+
+    out.append("h3. Stack trace")
+    if bundle.stack is not None:
+        st = bundle.stack
+        out.append(
+            f"{esc(st.runtime)}: *{esc(st.exception_type or 'error')}* {esc(st.message[:300])}"
+        )
+        if st.root_cause:
+            out.append(f"Root cause: {esc(st.root_cause[:300])}")
+        lang = _LANGUAGE.get(st.runtime, "none")
+        out.append(block(_head_tail(st.text, STACK_CHARS), macro=f"code:{lang}", end="code"))
+    else:
+        out.append(f"No stack trace found in the {esc(bundle.logs_source)} logs.")
+    out.append("")
+
+    out.append(f"h3. Log tail ({esc(_log_source(bundle))})")
+    if bundle.logs_source != "unavailable":
+        out.append(block(_tail(bundle.logs, LOG_LINES, LOG_CHARS) or "(empty)"))
+    else:
+        why = bundle.unavailable.get("previous logs") or bundle.unavailable.get("pod") or ""
+        out.append("Logs unavailable" + (f": {esc(why)}" if why else "."))
+    out.append("")
+
+    out.append("h3. Resources")
+    if bundle.resources:
+        out.append(
+            "||Container||CPU request||CPU limit||CPU used"
+            "||Memory request||Memory limit||Memory used||"
+        )
+        for r in bundle.resources:
+            row = [
+                r.container,
+                r.requests.get("cpu", "-"),
+                r.limits.get("cpu", "-"),
+                r.usage.get("cpu", "n/a"),
+                r.requests.get("memory", "-"),
+                r.limits.get("memory", "-"),
+                r.usage.get("memory", "n/a"),
+            ]
+            out.append("|" + "|".join(cell(v) for v in row) + "|")
+    else:
+        out.append("No container resources known.")
+    if bundle.usage_source != "prometheus":
+        out.append(f"Usage: {esc(bundle.usage_source)}.")
+    out.append("")
+
+    out.append("h3. Steps tried")
+    if steps:
+        out.append("||#||Action||Result||Started||Detail||")
+        for i, s in enumerate(steps, 1):
+            row = [
+                str(i),
+                _field(s, "action", "step", "name"),
+                _field(s, "result", "outcome", "phase"),
+                _field(s, "startedAt", "started", "at"),
+                _field(s, "detail", "message", "reason"),
+            ]
+            out.append("|" + "|".join(cell(v) for v in row) + "|")
+    else:
+        out.append("None: no step was allowed or configured (see the Remediation).")
+    out.append("")
+
+    if bundle.rollout_history:
+        out.append("h3. Rollout history")
+        out.append("||Revision||ReplicaSet||Images||Change cause||Created||")
+        for h in bundle.rollout_history:
+            rev = (
+                f"{h.revision} (current)" if str(h.revision) == bundle.revision else str(h.revision)
+            )
+            row = [rev, h.replicaset, ", ".join(h.images), h.change_cause or "-", h.created]
+            out.append("|" + "|".join(cell(v) for v in row) + "|")
+        out.append("")
+
+    if bundle.events:
+        out.append("h3. Recent events")
+        out.append("||Time||Type||Reason||Object||Message||")
+        for e in bundle.events[-EVENT_ROWS:]:
+            msg = e.message + (f" (x{e.count})" if e.count > 1 else "")
+            row = [e.time, e.type, e.reason, e.object, msg[:400]]
+            out.append("|" + "|".join(cell(v) for v in row) + "|")
+        out.append("")
+
+    if bundle.unavailable:
+        out.append("h3. Not collected")
+        out.extend(f"* {esc(k)}: {esc(v)}" for k, v in sorted(bundle.unavailable.items()))
+        out.append("")
+
+    out.append("h3. For the on-call")
+    rem = remediation or ""
+    cmds = [
+        f"kubectl -n {ns} get remediation {rem} -o yaml"
+        if rem
+        else f"kubectl -n {ns} get remediations",
+        f"kubectl -n {policy.namespace} get healingpolicy {policy.name} -o yaml",
+        f"kubectl -n {ns} rollout history deployment/{name}",
+        f"kubectl -n {ns} get events --field-selector involvedObject.name={name}",
+    ]
+    if bundle.pod:
+        c = f" -c {bundle.container}" if bundle.container else ""
+        cmds.append(f"kubectl -n {ns} logs {bundle.pod}{c} --previous")
+        cmds.append(f"kubectl -n {ns} describe pod {bundle.pod}")
+    out.append(block("\n".join(cmds)))
+    names = ", ".join(bundle.attachments())
+    out.append(f"Attached (redacted): {esc(names)}.")
+    if bundle.truncated:
+        out.append(f"Truncated to fit: {esc(', '.join(bundle.truncated))}.")
+
+    text = "\n".join(out)
+    if len(text) > max_chars:
+        cut = text[: max_chars - 80]
+        # Never leave a block open: close it if the cut fell inside one.
+        if _open_block(cut):
+            cut += "\n{" + _open_block(cut) + "}"
+        text = cut + "\n\n_Description truncated; see the attachments._"
+    return text
+
+
+def esc(text: str) -> str:
+    """``text`` with wiki-markup characters escaped, on one line."""
+    flat = " ".join(str(text).split())
+    flat = _ESCAPE.sub(lambda m: "\\" + m.group(0), flat)
+    # "-x-" strikes through, "??x??" cites, a leading "#"/"*" makes a list: escape those too.
+    flat = _WORD_START_DASH.sub("\\\\-", flat)
+    return flat.replace("??", "?\\?")
+
+
+def cell(text: str) -> str:
+    """A table cell: escaped, never empty (an empty cell breaks the row)."""
+    return esc(text) or " "
+
+
+def block(content: str, *, macro: str = "noformat", end: str = "noformat") -> str:
+    """A ``{noformat}`` (or ``{code:...}``) block whose content cannot close it."""
+    return f"{{{macro}}}\n{neutralise(content)}\n{{{end}}}"
+
+
+def neutralise(content: str) -> str:
+    """Break every macro tag in block content (``{noformat}``, ``{code}``, ``{panel}``...).
+
+    A zero-width space after the brace keeps the text readable and the tag inert.
+    """
+    return _MACRO.sub("{\u200b", content)
+
+
+_ESCAPE = re.compile(r"[\\|{}\[\]*_^~+!]")
+_WORD_START_DASH = re.compile(r"(?<![^\s-])-(?=[\w-])")
+_MACRO = re.compile(r"\{(?=\s*/?\s*(?:noformat|code|panel|quote|color|html)\b)", re.IGNORECASE)
+_OPEN = re.compile(r"\{(noformat|code)(?::[^}]*)?\}")
+
+
+def _open_block(text: str) -> str:
+    """The macro left open at the end of ``text`` (``noformat``/``code``), or ``""``."""
+    depth: str = ""
+    for m in _OPEN.finditer(text):
+        name = m.group(1)
+        if not depth:
+            depth = name
+        elif name == depth and m.group(0) == "{" + name + "}":
+            depth = ""
+    return depth
+
+
+def _field(step: Mapping[str, object], *keys: str) -> str:
+    for k in keys:
+        v = step.get(k)
+        if v not in (None, ""):
+            return str(v)
+    return "-"
+
+
+def _tail(text: str, lines: int, chars: int) -> str:
+    kept = text.rstrip("\n").split("\n")[-lines:]
+    out = "\n".join(kept)
+    return out if len(out) <= chars else out[len(out) - chars :].split("\n", 1)[-1]
+
+
+def _head_tail(text: str, chars: int) -> str:
+    if len(text) <= chars:
+        return text
+    head = text[: chars * 3 // 5]
+    tail = text[len(text) - chars * 2 // 5 :]
+    return f"{head}\n... [truncated, see stack.txt] ...\n{tail}"
+
+
+def _log_source(bundle: Bundle) -> str:
+    return {
+        "previous": "previous container, the one that crashed",
+        "current": "current container: the previous one's logs were unavailable",
+    }.get(bundle.logs_source, "unavailable")
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+__all__ = ["WorkloadLike", "block", "cell", "esc", "render_description", "render_summary"]

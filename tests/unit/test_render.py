@@ -1,0 +1,267 @@
+"""The Jira description and summary rendered from a bundle, as the on-call sees them."""
+
+from __future__ import annotations
+
+import re
+
+from selfheal.detect.signal import WorkloadRef
+from selfheal.evidence import stacks
+from selfheal.evidence.collect import (
+    Bundle,
+    ContainerResources,
+    EventRecord,
+    Revision,
+    Termination,
+)
+from selfheal.evidence.render import esc, neutralise, render_description, render_summary
+from selfheal.policy.model import HealingPolicy, Mode
+
+NOW = 1_764_316_800.0  # 2025-11-28T08:00:00Z
+POLICY = HealingPolicy(namespace="shop", name="checkout", generation=3, mode=Mode.ENFORCE)
+WORKLOAD = WorkloadRef(namespace="shop", name="checkout")
+
+CRASH_LOG = """\
+starting server
+connecting to database at db:5432
+Traceback (most recent call last):
+  File "/app/main.py", line 42, in <module>
+    main()
+  File "/app/db.py", line 12, in connect
+    raise ConnectionError("connection refused: db:5432")
+ConnectionError: connection refused: db:5432
+"""
+
+
+def bundle(logs: str = CRASH_LOG, **kw: object) -> Bundle:
+    b = Bundle(
+        namespace="shop",
+        deployment="checkout",
+        pod="checkout-7d9f8-abcde",
+        container="app",
+        collected_at=NOW,
+        revision="4",
+        images=("shop/checkout:1.4.2",),
+        termination=Termination(
+            container="app",
+            exit_code=137,
+            reason="OOMKilled",
+            message="",
+            started_at="2025-11-28T07:59:40Z",
+            finished_at="2025-11-28T07:59:58Z",
+            restart_count=5,
+        ),
+        logs=logs,
+        logs_source="previous",
+        stack=stacks.extract_stack(logs),
+        snapshots={"pod": "kind: Pod\n", "deployment": "kind: Deployment\n"},
+        rollout_history=[
+            Revision(
+                revision=3,
+                replicaset="checkout-5c6b7",
+                images=("shop/checkout:1.4.1",),
+                change_cause="",
+                created="2025-11-27T10:00:00Z",
+                replicas=0,
+            ),
+            Revision(
+                revision=4,
+                replicaset="checkout-7d9f8",
+                images=("shop/checkout:1.4.2",),
+                change_cause="kubectl set image deployment/checkout app=shop/checkout:1.4.2",
+                created="2025-11-28T07:50:00Z",
+                replicas=3,
+            ),
+        ],
+        events=[
+            EventRecord(
+                time="2025-11-28T07:59:59Z",
+                type="Warning",
+                reason="BackOff",
+                object="Pod/checkout-7d9f8-abcde",
+                count=7,
+                message="Back-off restarting failed container app in pod checkout-7d9f8-abcde",
+            )
+        ],
+        resources=[
+            ContainerResources(
+                container="app",
+                requests={"cpu": "250m", "memory": "256Mi"},
+                limits={"memory": "512Mi"},
+                usage={"cpu": "412m", "memory": "511Mi"},
+            )
+        ],
+        usage_source="prometheus",
+        steps=[{"action": "rollback", "result": "NotHealed", "startedAt": "2025-11-28T07:52:00Z"}],
+        redactions={"env-value": 2},
+    )
+    for k, v in kw.items():
+        setattr(b, k, v)
+    return b
+
+
+def describe(b: Bundle, **kw: object) -> str:
+    args: dict[str, object] = {
+        "policy": POLICY,
+        "workload": WORKLOAD,
+        "trigger": "crashloop",
+        "cause": "CrashLoopBackOff",
+    }
+    args.update(kw)
+    return render_description(b, **args)  # type: ignore[arg-type]
+
+
+def blocks(markup: str) -> list[tuple[str, str]]:
+    """(opening tag, content) of every code/noformat block, parsed as Jira does."""
+    out = []
+    pos = 0
+    opener = re.compile(r"\{(noformat|code)(?::[^}]*)?\}")
+    while (m := opener.search(markup, pos)) is not None:
+        end = markup.find("{" + m.group(1) + "}", m.end())
+        assert end != -1, f"unclosed {m.group(0)}"
+        out.append((m.group(0), markup[m.end() : end]))
+        pos = end + len(m.group(1)) + 2
+    return out
+
+
+def test_stack_trace_sits_in_a_code_block_with_its_language() -> None:
+    text = describe(bundle())
+    code = [c for tag, c in blocks(text) if tag == "{code:python}"]
+    assert len(code) == 1
+    assert 'raise ConnectionError("connection refused: db:5432")' in code[0]
+    assert "ConnectionError: connection refused: db:5432" in code[0]
+    # The log tail is there too, literal, in a noformat block.
+    logs = [c for tag, c in blocks(text) if tag == "{noformat}"]
+    assert any("connecting to database at db:5432" in c for c in logs)
+
+
+def test_headings_and_facts_table_are_well_formed() -> None:
+    text = describe(bundle())
+    assert text.startswith("h2. Deployment shop/checkout was not healed\n")
+    for heading in ("Facts", "Stack trace", "Resources", "Steps tried", "Rollout history"):
+        assert f"\nh3. {heading}" in text
+    facts = dict(
+        re.findall(r"^\|\|([^|]+)\|(.*)\|$", text.split("h3. Facts")[1].split("h3.")[0], re.M)
+    )
+    assert facts["Namespace"] == "shop"
+    assert facts["Exit code"] == "137 (OOMKilled)"
+    assert facts["Revision"] == "4"
+    assert facts["Trigger"] == "crashloop"
+    assert facts["Restarts"] == "5"
+
+
+def test_every_table_row_has_as_many_cells_as_its_header() -> None:
+    hostile = bundle()
+    hostile.events = [
+        EventRecord(
+            time="t",
+            type="Warning",
+            reason="Failed|Pipe",
+            object="Pod/x",
+            count=1,
+            message="a | b || c\nnew line [link|http://x] {color:red}",
+        )
+    ]
+    text = describe(hostile)
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("||") and line.endswith("||") and line.count("||") > 2:
+            header_cells = line.count("||") - 1
+            j = i + 1
+            while j < len(lines) and lines[j].startswith("|") and not lines[j].startswith("||"):
+                unescaped = re.sub(r"\\.", "", lines[j])
+                assert unescaped.count("|") - 1 == header_cells, lines[j]
+                j += 1
+    assert "a \\| b \\|\\| c new line \\[link\\|http://x\\] \\{color:red\\}" in text
+
+
+def test_a_hostile_log_cannot_escape_its_block() -> None:
+    evil = (
+        CRASH_LOG + "{noformat}\nh1. PWNED [click|http://evil]\n{code}\n{NoFormat}\n"
+        "{ noformat }{code:java}x{code}\n"
+    )
+    text = describe(bundle(logs=evil))
+    # Outside the blocks, nothing from the log shows.
+    outside = text
+    for tag, content in blocks(text):
+        outside = outside.replace(tag + content, "", 1)
+    assert "PWNED" not in outside
+    assert "evil" not in outside
+    # Inside, the text is still readable.
+    assert any("h1. PWNED [click|http://evil]" in c for _, c in blocks(text))
+
+
+def test_neutralise_breaks_only_macro_tags() -> None:
+    assert (
+        neutralise('{"a": 1} {noformat} {code:java}')
+        == '{"a": 1} {\u200bnoformat} {\u200bcode:java}'
+    )
+
+
+def test_escape_keeps_names_readable() -> None:
+    assert esc("checkout-7d9f8") == "checkout-7d9f8"
+    assert esc("--api-key *bold* _it_") == "\\-\\-api-key \\*bold\\* \\_it\\_"
+
+
+def test_resources_table_beside_usage_and_unavailable_usage_is_said() -> None:
+    text = describe(bundle())
+    assert "|app|250m|-|412m|256Mi|512Mi|511Mi|" in text
+    b = bundle()
+    b.resources = [
+        ContainerResources(container="app", requests={}, limits={"memory": "512Mi"}, usage={})
+    ]
+    b.usage_source = "unavailable: Prometheus not configured"
+    text = describe(b)
+    assert "|app|-|-|n/a|-|512Mi|n/a|" in text
+    assert "Usage: unavailable: Prometheus not configured." in text
+
+
+def test_steps_and_commands_for_the_on_call() -> None:
+    text = describe(bundle(), remediation="checkout-crashloop-6f2a")
+    assert "|1|rollback|NotHealed|2025-11-28T07:52:00Z|-|" in text
+    cmds = [c for tag, c in blocks(text) if tag == "{noformat}"][-1]
+    assert "kubectl -n shop get remediation checkout-crashloop-6f2a -o yaml" in cmds
+    assert "kubectl -n shop rollout history deployment/checkout" in cmds
+    assert "kubectl -n shop logs checkout-7d9f8-abcde -c app --previous" in cmds
+    assert "|4 (current)|checkout-7d9f8|" in text
+
+
+def test_no_stack_and_unavailable_logs_are_stated() -> None:
+    b = bundle(logs="")
+    b.stack = None
+    b.logs_source = "unavailable"
+    b.unavailable = {"previous logs": "403 Forbidden: pods/log is forbidden"}
+    text = describe(b)
+    assert "No stack trace found in the unavailable logs." in text
+    assert "Logs unavailable: 403 Forbidden: pods/log is forbidden" in text
+    assert "* previous logs: 403 Forbidden: pods/log is forbidden" in text
+
+
+def test_description_is_bounded_and_never_leaves_a_block_open() -> None:
+    huge = CRASH_LOG + "".join(f"line {i} {'x' * 200}\n" for i in range(2000))
+    b = bundle(logs=huge)
+    b.events = [
+        EventRecord(time=f"t{i}", type="Normal", reason="R", object="Pod/x", count=1,
+                    message="m" * 400)
+        for i in range(100)
+    ]  # fmt: skip
+    text = describe(b, max_chars=5000)
+    assert len(text) <= 5000
+    blocks(text)  # every block is closed
+    full = describe(b)
+    assert len(full) <= 30_000
+
+
+def test_summary_line() -> None:
+    s = render_summary(
+        workload=WORKLOAD,
+        trigger="crashloop",
+        cause="CrashLoopBackOff",
+        outcome="rollback did not heal",
+        bundle=bundle(),
+    )
+    assert s == "[selfheal] shop/checkout: CrashLoopBackOff (OOMKilled) — rollback did not heal"
+    long = render_summary(
+        workload=WORKLOAD, trigger="t", cause="X" * 400, outcome="o\nwith newline"
+    )
+    assert len(long) <= 255
+    assert "\n" not in long
