@@ -211,9 +211,11 @@ class BadPolicy:
     """The field path both the API server's message and ``PolicyError.field`` name."""
     says: str
     """A fragment of the API server's message (schema wording or our CEL message)."""
-    parse_field: str | None = ""
-    """When ``parse`` names a different path ("" means ``field``); ``None``: parse is
-    never shown this object (the API server's structural checks own it)."""
+    parse_field: str = ""
+    """When ``parse`` names a different path ("" means ``field``)."""
+    api: bool = True
+    """False: only ``parse`` catches it (CEL cannot express the rule); the API server
+    stores it and the operator reports Ready=False with reason InvalidSpec."""
 
 
 def _set(path: str, value: object) -> Edit:
@@ -251,7 +253,8 @@ def _both(*edits: Edit) -> Edit:
 _PROM = "triggers.1.prometheus"
 _JIRA = "remediation.escalate.jira"
 
-# Each is refused by the API server (422) naming ``field``, and by ``parse`` too.
+# Each is refused by ``parse`` and (unless ``api`` is False) by the API server with a
+# 422 naming ``field``.
 INVALID_POLICIES: tuple[BadPolicy, ...] = (
     BadPolicy("mode-typo", _set("mode", "Enforcing"), "spec.mode", "supported values"),
     BadPolicy("target-missing", _drop("target"), "spec.target", "Required value"),
@@ -460,8 +463,9 @@ INVALID_POLICIES: tuple[BadPolicy, ...] = (
         "jira-custom-field-by-name",
         _set(f"{_JIRA}.customFields", {"Team": "payments"}),
         "spec.remediation.escalate.jira.customFields",
-        "customfield_10042",
+        "not a Jira field id",
         parse_field="spec.remediation.escalate.jira.customFields.Team",
+        api=False,
     ),
     BadPolicy(
         "min-available-fraction",
