@@ -463,7 +463,6 @@ class _Run:
             or in_flight is None
             or not in_flight.in_flight
             or done.index != in_flight.index
-            or done.index != state.current_step
         ):
             return state  # stale or duplicate: that step's outcome is already known
         state = self._finish_step(
