@@ -6,6 +6,10 @@ status codes, Jira's error bodies, headers.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -318,3 +322,37 @@ class TestFaults:
         assert any(b"needle-1234" in r.body for r in log)
         assert b"needle-1234" in jira_server.all_bytes_received()
         assert log[-1].status == 201
+
+
+def test_the_demo_entry_point_serves_on_the_printed_url() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.jira_server",
+            "--port",
+            "0",
+            "--user",
+            "demo",
+            "--component",
+            "checkout",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JIRA_SERVER_PASSWORD": "demo-pw"},
+        cwd=pathlib.Path(__file__).parents[2],
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        r = requests.post(
+            f"{url}{API}/issue",
+            json=_fields(components=[{"name": "checkout"}]),
+            auth=("demo", "demo-pw"),
+            timeout=5,
+        )
+        assert r.status_code == 201
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

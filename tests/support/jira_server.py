@@ -38,12 +38,13 @@ import email.policy
 import functools
 import http.server
 import json
+import os
 import re
 import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 Json = dict[str, Any]
@@ -1404,34 +1405,30 @@ def _matches(srv: JiraServer, issue: _Issue, c: JqlClause) -> bool:
     return empty if c.op == "is" else not empty
 
 
-def iter_strings(value: Any) -> Iterator[str]:
-    """Every string inside a JSON-like value (used by tests that hunt for secrets)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield str(k)
-            yield from iter_strings(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from iter_strings(v)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="A Jira-REST-compatible server for the demo.")
     ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free)")
     ap.add_argument("--user", default="selfheal", help="basic-auth user name")
-    ap.add_argument("--password", default="selfheal-demo", help="basic-auth password or token")
+    ap.add_argument(
+        "--password",
+        default=os.environ.get("JIRA_SERVER_PASSWORD", "selfheal-demo"),
+        help="basic-auth password or API token (default: $JIRA_SERVER_PASSWORD or selfheal-demo)",
+    )
     ap.add_argument("--token", default=None, help="a bearer token (personal access token)")
     ap.add_argument(
         "--project", action="append", default=None, help="project key (repeatable; default OPS)"
+    )
+    ap.add_argument(
+        "--component", action="append", default=[], help="component of every project (repeatable)"
     )
     args = ap.parse_args(argv)
     server = JiraServer(
         port=args.port,
         users={args.user: args.password},
         tokens={args.token: args.user} if args.token else {},
-        projects=[ProjectSpec(key=k) for k in (args.project or ["OPS"])],
+        projects=[
+            ProjectSpec(key=k, components=tuple(args.component)) for k in (args.project or ["OPS"])
+        ],
     ).start()
     print(server.url, flush=True)
     try:
