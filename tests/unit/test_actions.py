@@ -8,7 +8,15 @@ import json
 import pytest
 
 from selfheal.actions import restart, scale
-from selfheal.actions.result import ActionResult, Outcome, Reason, failed, lost_race
+from selfheal.actions.result import (
+    ActionResult,
+    Outcome,
+    Reason,
+    failed,
+    guard,
+    guard_holds,
+    pointer,
+)
 from selfheal.clients import kube as k
 
 # --- plan_scale --------------------------------------------------------------------------
@@ -106,13 +114,15 @@ def test_a_restart_at_or_after_the_request_counts_as_done() -> None:
 
 
 def _deployment(annotations: dict[str, str] | None) -> dict[str, object]:
-    return {"metadata": {"resourceVersion": "7"}, "spec": {"template": _template(annotations)}}
+    meta = {"uid": "u1", "generation": 4, "resourceVersion": "7"}
+    return {"metadata": meta, "spec": {"template": _template(annotations)}}
 
 
 def test_restart_patch_adds_the_annotation_beside_existing_ones() -> None:
     patch = restart.restart_patch(deployment=_deployment({"a": "b"}), at="T")
     assert patch == [
-        {"op": "replace", "path": "/metadata/resourceVersion", "value": "7"},
+        {"op": "test", "path": "/metadata/uid", "value": "u1"},
+        {"op": "test", "path": "/metadata/generation", "value": 4},
         {
             "op": "add",
             "path": "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt",
@@ -123,7 +133,7 @@ def test_restart_patch_adds_the_annotation_beside_existing_ones() -> None:
 
 def test_restart_patch_creates_the_annotations_when_there_are_none() -> None:
     patch = restart.restart_patch(deployment=_deployment(None), at="T")
-    assert patch[1] == {
+    assert patch[-1] == {
         "op": "add",
         "path": "/spec/template/metadata/annotations",
         "value": {"kubectl.kubernetes.io/restartedAt": "T"},
@@ -179,8 +189,14 @@ def test_api_errors_become_failed_results_that_name_the_fix() -> None:
     assert failed("scale", outage, doing="reading x", change={}).retryable
 
 
-def test_only_a_lost_optimistic_lock_counts_as_a_race() -> None:
-    conflict = k.Conflict(409, "Conflict", "the object has been modified", method="P", path="/x")
-    assert lost_race(conflict)
-    other = k.Invalid(422, "Invalid", "spec.replicas: must be >= 0", method="P", path="/x")
-    assert not lost_race(other)
+def test_a_guard_pins_present_values_and_detects_a_change() -> None:
+    obj = {"metadata": {"uid": "u", "annotations": {"a/b": "1"}}, "spec": {"replicas": 2}}
+    lock = guard(obj, ("/metadata/uid", "/metadata/generation", "/spec/replicas"))
+    assert lock == [
+        {"op": "test", "path": "/metadata/uid", "value": "u"},
+        {"op": "test", "path": "/spec/replicas", "value": 2},
+    ]
+    assert guard_holds(obj, lock)
+    assert not guard_holds({**obj, "spec": {"replicas": 3}}, lock)
+    assert not guard_holds({"spec": {"replicas": 2}}, lock)  # re-created: no such uid
+    assert pointer(obj, "/metadata/annotations/a~1b") == "1"

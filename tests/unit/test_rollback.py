@@ -30,6 +30,7 @@ def deployment(image: str, **annotations: str) -> dict[str, Any]:
             "name": "shop",
             "namespace": "ns",
             "uid": UID,
+            "generation": 3,
             "resourceVersion": "4711",
             "annotations": {"deployment.kubernetes.io/revision": "9", **annotations},
         },
@@ -60,6 +61,11 @@ def replicaset(
         },
         "spec": {"template": template(image, hash_=hash_)},
     }
+
+
+def split(patch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the lock's test ops, the writes)."""
+    return [op for op in patch if op["op"] == "test"], [op for op in patch if op["op"] != "test"]
 
 
 def history(current: str, *rs: tuple[str, str, int]) -> list[rb.Revision]:
@@ -208,14 +214,26 @@ def test_revisions_newer_than_the_running_one_are_never_targets() -> None:
 def test_patch_restores_the_template_without_the_hash_label() -> None:
     dep = deployment("app:v2")
     (v1,) = rb.revisions(dep, [replicaset("app:v1", "h1", 1)])
-    patch = rb.rollback_patch(deployment=dep, target=v1, change_cause="")
-    assert patch[0] == {"op": "replace", "path": "/metadata/resourceVersion", "value": "4711"}
-    assert patch[1]["op"] == "replace"
-    assert patch[1]["path"] == "/spec/template"
-    assert patch[1]["value"]["metadata"]["labels"] == {"app": "shop"}
-    assert patch[1]["value"]["spec"]["containers"][0]["image"] == "app:v1"
+    _, writes = split(rb.rollback_patch(deployment=dep, target=v1, change_cause=""))
+    assert writes[0]["op"] == "replace"
+    assert writes[0]["path"] == "/spec/template"
+    assert writes[0]["value"]["metadata"]["labels"] == {"app": "shop"}
+    assert writes[0]["value"]["spec"]["containers"][0]["image"] == "app:v1"
     # The ReplicaSet's own record keeps its label: the patch works on a copy.
     assert v1.template["metadata"]["labels"]["pod-template-hash"] == "h1"
+
+
+def test_patch_is_locked_on_what_the_decision_read_not_on_status() -> None:
+    dep = deployment("app:v2")
+    (v1,) = rb.revisions(dep, [replicaset("app:v1", "h1", 1)])
+    patch = rb.rollback_patch(deployment=dep, target=v1, change_cause="")
+    tests, _ = split(patch)
+    assert patch[: len(tests)] == tests  # every test comes before any write
+    assert tests == [
+        {"op": "test", "path": "/metadata/uid", "value": UID},
+        {"op": "test", "path": "/metadata/generation", "value": 3},
+        {"op": "test", "path": "/metadata/annotations", "value": dep["metadata"]["annotations"]},
+    ]
 
 
 def test_patch_carries_annotations_as_kubectl_does() -> None:
@@ -240,8 +258,8 @@ def test_patch_carries_annotations_as_kubectl_does() -> None:
         },
     )
     (v1,) = rb.revisions(dep, [rs])
-    patch = rb.rollback_patch(deployment=dep, target=v1, change_cause="")
-    assert patch[2] == {
+    _, writes = split(rb.rollback_patch(deployment=dep, target=v1, change_cause=""))
+    assert writes[1] == {
         "op": "replace",
         "path": "/metadata/annotations",
         "value": {
@@ -259,16 +277,18 @@ def test_change_cause_is_recorded_in_the_rollout_history_annotation() -> None:
     dep = deployment("app:v2")
     rs = replicaset("app:v1", "h1", 1, annotations={"kubernetes.io/change-cause": "deploy v1"})
     (v1,) = rb.revisions(dep, [rs])
-    patch = rb.rollback_patch(deployment=dep, target=v1, change_cause="selfheal: crashloop")
-    assert patch[2]["value"]["kubernetes.io/change-cause"] == "selfheal: crashloop"
+    _, writes = split(rb.rollback_patch(deployment=dep, target=v1, change_cause="selfheal: x"))
+    assert writes[1]["value"]["kubernetes.io/change-cause"] == "selfheal: x"
 
 
 def test_patch_adds_annotations_to_a_deployment_without_any() -> None:
     dep = deployment("app:v2")
     del dep["metadata"]["annotations"]
     (v1,) = rb.revisions(dep, [replicaset("app:v1", "h1", 1, annotations={"a": "b"})])
-    patch = rb.rollback_patch(deployment=dep, target=v1, change_cause="")
-    assert patch[2] == {"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}
+    tests, writes = split(rb.rollback_patch(deployment=dep, target=v1, change_cause=""))
+    assert writes[1] == {"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}
+    # No test of the absent member: it would always fail.
+    assert [t["path"] for t in tests] == ["/metadata/uid", "/metadata/generation"]
 
 
 def test_equal_ignore_hash_ignores_only_the_hash_label() -> None:

@@ -14,7 +14,15 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from selfheal.actions.result import ActionResult, Outcome, Reason, conflict, failed, lost_race
+from selfheal.actions.result import (
+    ActionResult,
+    Outcome,
+    Reason,
+    conflict,
+    failed,
+    guard,
+    lost_race,
+)
 from selfheal.clients import kube as k
 
 ACTION = "restart"
@@ -44,17 +52,16 @@ def restarted_since(template: Mapping[str, Any], moment: dt.datetime) -> str | N
 
 
 def restart_patch(*, deployment: Mapping[str, Any], at: str) -> list[dict[str, Any]]:
-    """The JSON patch: the annotation, guarded by the resourceVersion that was read."""
+    """The JSON patch: the annotation, behind ``test`` ops on the uid and generation read."""
     meta = deployment.get("spec", {}).get("template", {}).get("metadata")
-    rv = deployment.get("metadata", {}).get("resourceVersion")
-    lock = {"op": "replace", "path": "/metadata/resourceVersion", "value": rv}
+    lock = guard(deployment, ("/metadata/uid", "/metadata/generation"))
     if meta is None:
         op = {"op": "add", "path": "/spec/template/metadata", "value": {"annotations": {}}}
-        return [lock, op, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
+        return [*lock, op, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
     if meta.get("annotations") is None:
         value = {RESTARTED_AT: at}
-        return [lock, {"op": "add", "path": "/spec/template/metadata/annotations", "value": value}]
-    return [lock, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
+        return [*lock, {"op": "add", "path": "/spec/template/metadata/annotations", "value": value}]
+    return [*lock, {"op": "add", "path": _RESTARTED_AT_PATH, "value": at}]
 
 
 async def restart(
@@ -107,9 +114,9 @@ async def restart(
         try:
             await kube.patch(path, patch, content_type=k.JSON_PATCH, dry_run=dry_run)
         except k.KubeError as e:
-            if lost_race(e) and attempt == 1:
-                continue
-            if lost_race(e):
+            if await lost_race(kube, e, path=path, patch=patch):
+                if attempt == 1:
+                    continue
                 return conflict(ACTION, where, change=change)
             return failed(ACTION, e, doing=f"restarting {where}", change=change)
         return ActionResult(

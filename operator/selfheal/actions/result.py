@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import enum
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from selfheal.clients import kube as k
@@ -131,15 +131,66 @@ def failed(action: str, err: k.KubeError, *, doing: str, change: Mapping[str, An
     )
 
 
-def lost_race(err: k.KubeError) -> bool:
-    """The optimistic lock failed: the object changed after it was read.
+_MISSING = object()  # pointer(): no default given, raise
+_ABSENT = object()  # a member that is not there
 
-    Every action's JSON patch sets ``/metadata/resourceVersion`` to the value it read,
-    so the API server itself rejects a write to a changed object with 409 Conflict.
-    (A JSON-patch ``test`` op would also guard, but its failure is an anonymous 422
-    that cannot be told apart from a malformed patch.)
+
+def pointer(obj: Any, path: str, default: Any = _MISSING) -> Any:
+    """The value at a JSON pointer (RFC 6901) in ``obj``; ``default`` (or KeyError) if absent."""
+    node = obj
+    for raw in path.split("/")[1:]:
+        key = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif default is not _MISSING:
+            return default
+        else:
+            raise KeyError(path)
+    return node
+
+
+def guard(obj: Mapping[str, Any], paths: Sequence[str]) -> list[dict[str, Any]]:
+    """JSON-patch ``test`` ops pinning the values a decision was made on.
+
+    They make a write apply only while what the decision read still holds. This
+    is the optimistic lock: narrower than ``resourceVersion``, which every status
+    write of a controller bumps (a crash-looping rollout rewrites status every few
+    seconds, so a resourceVersion lock would lose to it again and again). Paths
+    absent from ``obj`` are left out: a ``test`` of a missing member always fails.
     """
-    return isinstance(err, k.Conflict)
+    return [
+        {"op": "test", "path": p, "value": pointer(obj, p)}
+        for p in paths
+        if pointer(obj, p, _ABSENT) is not _ABSENT
+    ]
+
+
+def guard_holds(obj: Mapping[str, Any], patch: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every ``test`` op of ``patch`` still holds on ``obj`` (a fresh read)."""
+    return all(
+        pointer(obj, op["path"], _ABSENT) == op["value"] for op in patch if op["op"] == "test"
+    )
+
+
+async def lost_race(
+    kube: k.Kube, err: k.KubeError, *, path: str, patch: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Whether a failed write lost an optimistic race rather than being wrong.
+
+    A failed ``test`` op comes back as an anonymous 422, like a malformed patch; a
+    fresh read tells them apart: if a pinned value changed, the object moved on.
+    """
+    if isinstance(err, k.Conflict):
+        return True
+    if not isinstance(err, k.Invalid):
+        return False
+    try:
+        fresh = await kube.get(path)
+    except k.KubeError:
+        return True  # gone or unreadable: the re-decision reports it
+    return not guard_holds(fresh, patch)
 
 
 def conflict(action: str, where: str, *, change: Mapping[str, Any]) -> ActionResult:

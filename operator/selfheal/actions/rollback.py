@@ -33,7 +33,15 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from selfheal.actions.result import ActionResult, Outcome, Reason, conflict, failed, lost_race
+from selfheal.actions.result import (
+    ActionResult,
+    Outcome,
+    Reason,
+    conflict,
+    failed,
+    guard,
+    lost_race,
+)
 from selfheal.clients import kube as k
 from selfheal.policy.model import RollbackTo
 
@@ -56,6 +64,10 @@ ANNOTATIONS_TO_SKIP = frozenset(
         "deprecated.deployment.rollback.to",
     }
 )
+
+# What a rollback decision depends on: the object itself (a deleted and re-created
+# Deployment restarts at generation 1), its spec and the annotations it replaces.
+LOCK_PATHS = ("/metadata/uid", "/metadata/generation", "/metadata/annotations")
 
 # Markers GitOps controllers put on what they manage. ``app.kubernetes.io/instance``
 # alone is not one: Helm sets it too; Argo CD's label tracking uses it, but its
@@ -257,12 +269,13 @@ def choose_target(
 def rollback_patch(
     *, deployment: Mapping[str, Any], target: Revision, change_cause: str
 ) -> list[dict[str, Any]]:
-    """The JSON patch kubectl sends, guarded by the resourceVersion that was read.
+    """The JSON patch kubectl sends, behind ``test`` ops on what the decision read.
 
-    The first op sets the resourceVersion that was read: the API server then applies
-    the patch only to the object the decision was made on (409 Conflict otherwise).
-    ``change_cause`` (when not empty) replaces the carried-over
-    ``kubernetes.io/change-cause``, so ``kubectl rollout history`` says who and why.
+    The tests pin the Deployment's uid, its generation (which moves with every spec
+    change, not with status) and the annotations the patch replaces, so a change
+    made in between makes the API server refuse the whole patch. ``change_cause``
+    (when not empty) replaces the carried-over ``kubernetes.io/change-cause``, so
+    ``kubectl rollout history`` says who and why.
     """
     meta = deployment.get("metadata", {})
     template = _without_hash(target.template)
@@ -274,11 +287,7 @@ def rollback_patch(
     if change_cause:
         annotations[CHANGE_CAUSE] = change_cause
     return [
-        {
-            "op": "replace",
-            "path": "/metadata/resourceVersion",
-            "value": meta.get("resourceVersion"),
-        },
+        *guard(deployment, LOCK_PATHS),
         {"op": "replace", "path": "/spec/template", "value": template},
         {
             "op": "replace" if "annotations" in meta else "add",
@@ -374,9 +383,9 @@ async def rollback(
         try:
             await kube.patch(path, patch, content_type=k.JSON_PATCH, dry_run=dry_run)
         except k.KubeError as e:
-            if lost_race(e) and attempt == 1:
-                continue
-            if lost_race(e):
+            if await lost_race(kube, e, path=path, patch=patch):
+                if attempt == 1:
+                    continue
                 return conflict(ACTION, where, change=_change(choice, patch))
             return failed(ACTION, e, doing=f"patching {where}", change=_change(choice, patch))
         if dry_run:

@@ -4,8 +4,8 @@ Without an autoscaler the replicas change through the ``scale`` subresource (the
 RBAC grant is ``deployments/scale``, not the whole Deployment). When a
 HorizontalPodAutoscaler targets the Deployment, writing replicas would fight it
 (it rewrites them on its next sync), so its ``minReplicas`` is raised instead and
-the HPA does the scaling. Both writes set the resourceVersion that was read
-(a 409 Conflict otherwise), so the decision is never applied to a changed object.
+the HPA does the scaling. Both writes carry JSON-patch ``test`` ops on the value
+the plan started from, so the decision is never applied to a changed object.
 
 ``revert_scale`` restores the recorded ``fromReplicas`` only while the value is
 still the one the action set: a person's later change is never undone.
@@ -17,7 +17,15 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from selfheal.actions.result import ActionResult, Outcome, Reason, conflict, failed, lost_race
+from selfheal.actions.result import (
+    ActionResult,
+    Outcome,
+    Reason,
+    conflict,
+    failed,
+    guard,
+    lost_race,
+)
 from selfheal.clients import kube as k
 
 ACTION = "scale"
@@ -93,12 +101,11 @@ def targeting_hpa(hpas: Iterable[Mapping[str, Any]], *, name: str) -> Mapping[st
     return matches[0] if matches else None
 
 
-def _set(path: str, rv: str, value: int) -> list[dict[str, Any]]:
+def _set(obj: Mapping[str, Any], field: str, value: int) -> list[dict[str, Any]]:
+    # The lock pins the value the plan started from (not resourceVersion: status churns).
     # ``add`` also replaces; it works where the field is absent (replicas 0 is omitted).
-    return [
-        {"op": "replace", "path": "/metadata/resourceVersion", "value": rv},
-        {"op": "add", "path": path, "value": value},
-    ]
+    lock = guard(obj, ("/metadata/uid", "/metadata/generation", field))
+    return [*lock, {"op": "add", "path": field, "value": value}]
 
 
 def _min_replicas(hpa: Mapping[str, Any]) -> int:
@@ -162,16 +169,17 @@ async def scale(
                 message=f"{where}: {plan.message}",
                 change=change,
             )
-        patch = _set(field, obj["metadata"]["resourceVersion"], plan.to_replicas)
+        patch = _set(obj, field, plan.to_replicas)
         change["patch"] = patch
         try:
             await kube.patch(
                 path, patch, content_type=k.JSON_PATCH, subresource=subresource, dry_run=dry_run
             )
         except k.KubeError as e:
-            if lost_race(e) and attempt == 1:
-                continue
-            if lost_race(e):
+            read = f"{path}/{subresource}" if subresource else path
+            if await lost_race(kube, e, path=read, patch=patch):
+                if attempt == 1:
+                    continue
                 return conflict(ACTION, where, change=change)
             return failed(ACTION, e, doing=f"scaling {where}", change=change)
         return ActionResult(
@@ -247,16 +255,17 @@ async def revert_scale(
                 ),
                 change=record,
             )
-        patch = _set(field, obj["metadata"]["resourceVersion"], before)
+        patch = _set(obj, field, before)
         record["patch"] = patch
         try:
             await kube.patch(
                 path, patch, content_type=k.JSON_PATCH, subresource=subresource, dry_run=dry_run
             )
         except k.KubeError as e:
-            if lost_race(e) and attempt == 1:
-                continue
-            if lost_race(e):
+            read = f"{path}/{subresource}" if subresource else path
+            if await lost_race(kube, e, path=read, patch=patch):
+                if attempt == 1:
+                    continue
                 return conflict(REVERT, where, change=record)
             return failed(REVERT, e, doing=f"reverting {where}", change=record)
         return ActionResult(
