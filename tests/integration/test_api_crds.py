@@ -463,3 +463,19 @@ def test_discovery_lists_both_kinds_namespaced_with_short_names(
     # NAME SHORTNAMES APIVERSION NAMESPACED KIND
     assert rows["healingpolicies"] == ["hp,hpol", GROUP_VERSION, "true", "HealingPolicy"]
     assert rows["remediations"] == ["rem", GROUP_VERSION, "true", "Remediation"]
+
+
+async def test_integer_thresholds_are_compared_as_numbers(
+    crds: list[str], kube: Kube, namespace: str
+) -> None:
+    # YAML `above: 10` arrives as a JSON integer; the CEL rule must still compare it.
+    band = valid_policy("band")
+    band["spec"]["triggers"][1]["prometheus"].update(above=10, below=2)
+    stored = await kube.create(hp_path(namespace), band)
+    prom = parse(stored).triggers[1].prometheus
+    assert prom is not None
+    assert (prom.above, prom.below) == (10.0, 2.0)
+    inverted = valid_policy("inverted")
+    inverted["spec"]["triggers"][1]["prometheus"].update(above=2, below=10)
+    with pytest.raises(Invalid, match=r"prometheus\.above: .*greater than below"):
+        await kube.create(hp_path(namespace), inverted)
