@@ -1,4 +1,4 @@
-"""NAB's scoring method, reimplemented (numenta/NAB ``nab/sweeper.py``, ``optimizer.py``, ``runner.py``).
+"""NAB's scoring method, reimplemented (numenta/NAB sweeper.py, optimizer.py, runner.py).
 
 The rules, exactly as NAB applies them:
 
@@ -226,8 +226,8 @@ def optimise_threshold(
     last[:-1] = all_s[1:] != all_s[:-1]
     cand_t = np.concatenate(([1.1], all_s[last]))
     cand_v = np.concatenate(([base], totals[last]))
-    best = int(np.argmax(cand_v))  # first maximum: the highest threshold among ties
-    return float(cand_t[best]), float(cand_v[best])
+    top = int(np.argmax(cand_v))  # first maximum: the highest threshold among ties
+    return float(cand_t[top]), float(cand_v[top])
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

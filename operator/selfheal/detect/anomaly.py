@@ -19,8 +19,8 @@ Semantics:
   returned, so replaying an overlapping range query after a restart is harmless.
 - The score says how surprising the sample is given the series' own history: with ``e`` the
   excess of its surprise (``-log10`` of a tail probability) over the recent peak surprise, the
-  score is ``1 - 10**-e`` (0.9 means one decade more surprising than anything lately). It is highest at
-  the *onset* of an anomaly: once a surprise level has been seen, the same level shortly after
+  score is ``1 - 10**-e`` (0.9: one decade more surprising than anything lately). It is highest
+  at the *onset* of an anomaly: once a surprise level has been seen, the same level shortly after
   scores lower (a refractory peak that decays with ``Config.decay`` per sample). A sustained
   anomaly therefore fires once; triggers should treat a score over the threshold as an event
   (fire, then hold the signal for ``for``), not as a level that must stay high.
@@ -119,12 +119,21 @@ class Config:
     """Per-sample decay of the refractory peak surprise."""
     gamma: float = 1.0
     """Weight of the refractory peak subtracted from the surprise (0 disables it)."""
+    boost: float = 0.0
+    """Added to a new refractory peak (decades of surprise)."""
     likelihood: bool = False
     """Score the recent average surprise too (NAB's anomaly-likelihood idea)."""
     shift: bool = True
     """Score level shifts."""
     volatility: bool = True
     """Score volatility changes (flatlines, bursts)."""
+    range_tolerance: float = 0.05
+    """A value beyond the range seen so far by more than this fraction of it is anomalous
+    (0 disables the check)."""
+    range_surprise: float = 4.0
+    """Surprise (decades) of a value just beyond the tolerance; more the further out."""
+    evidence_margin: float = 99.0
+    """The surprise of sample n is capped at ``log10(n) + evidence_margin``."""
     band_width: float = 4.0
     """``band()`` is the expected value +- ``band_width`` robust scales."""
 
@@ -197,12 +206,17 @@ _SCALAR_FIELDS = (
     "lik",
     "last_point",
     "peak",
+    "range_low",
+    "range_high",
     "last_score",
     "last_value",
     "last_expected",
     "last_spread",
     "last_model",
 )
+
+
+_NONFINITE_DEFAULTS = {"last_t": -math.inf, "range_low": math.inf, "range_high": -math.inf}
 
 
 class AnomalyDetector:
@@ -230,6 +244,8 @@ class AnomalyDetector:
         "lik",
         "n",
         "peak",
+        "range_high",
+        "range_low",
         "scale_local",
         "scale_season",
         "slow_dev",
@@ -272,6 +288,8 @@ class AnomalyDetector:
         self.lik = 0.0
         self.last_point = 0.0
         self.peak = 0.0
+        self.range_low = math.inf
+        self.range_high = -math.inf
         self.last_score = 0.0
         self.last_value = math.nan
         self.last_expected = math.nan
@@ -294,6 +312,7 @@ class AnomalyDetector:
         x = value
         if n == 0:
             self.level = self.fast_mean = self.slow_mean = x
+            self.range_low = self.range_high = x
             self.last_t = timestamp
             self.n = 1
             self.last_value = self.last_expected = x
@@ -340,7 +359,7 @@ class AnomalyDetector:
         if season is not None and n >= _STEP_SAMPLES and self.step > 0.0:
             slots = self._slots
             if not slots:
-                count = max(1, min(_MAX_SEASON_SLOTS, int(round(season / self.step))))
+                count = max(1, min(_MAX_SEASON_SLOTS, round(season / self.step)))
                 slots = self._slots = [None] * count
             k = len(slots)
             b = int((timestamp % season) / season * k) % k
@@ -370,7 +389,9 @@ class AnomalyDetector:
         vf = self.vol_fast + cfg.alpha_fast * (resid_abs - self.vol_fast)
         self.vol_fast = vf
         cap = clip * spread + eps
-        vs = self.vol_slow + cfg.alpha_slow * ((resid_abs if resid_abs < cap else cap) - self.vol_slow)
+        vs = self.vol_slow + cfg.alpha_slow * (
+            (resid_abs if resid_abs < cap else cap) - self.vol_slow
+        )
         self.vol_slow = vs
         vol = abs(math.log((vf + eps) / (vs + eps)))
 
@@ -391,6 +412,20 @@ class AnomalyDetector:
             u = self._t_lik.surprise(self.lik, prior)
             if u > surprise:
                 surprise = u
+        # Range novelty (Numenta's "spatial anomaly"): a value beyond everything seen so far by
+        # more than a fraction of the range seen so far.
+        lo = self.range_low
+        hi = self.range_high
+        if cfg.range_tolerance > 0.0 and hi > lo:
+            beyond = (x - hi if x > hi else lo - x if x < lo else 0.0) / (hi - lo)
+            if beyond > cfg.range_tolerance:
+                u = cfg.range_surprise + math.log10(beyond / cfg.range_tolerance)
+                if u > surprise:
+                    surprise = u
+        if x > hi:
+            self.range_high = x
+        if x < lo:
+            self.range_low = x
         self.last_point = u_point
         self.n = n + 1
         self.last_value = x
@@ -400,10 +435,16 @@ class AnomalyDetector:
         if n <= cfg.warmup:
             self.last_score = 0.0
             return 0.0
+        # n samples cannot vouch for a tail probability much below 1/n.
+        cap = math.log10(n) + cfg.evidence_margin
+        if surprise > cap:
+            surprise = cap
 
         # Refractory: only surprise above the (decaying) recent peak scores.
         peak = self.peak
-        self.peak = surprise if surprise > peak * cfg.decay else peak * cfg.decay
+        decayed = peak * cfg.decay
+        # A new peak is raised by ``boost`` so a surprise still rising does not fire again.
+        self.peak = surprise + cfg.boost if surprise > decayed else decayed
         excess = surprise - cfg.gamma * peak
         score = 0.0 if excess <= 0.0 else 1.0 - 10.0**-excess
         self.last_score = score
@@ -481,7 +522,7 @@ class AnomalyDetector:
             elif name == "n":
                 det.n = int(v)
             elif v is None:
-                setattr(det, name, -math.inf if name == "last_t" else math.nan)
+                setattr(det, name, _NONFINITE_DEFAULTS.get(name, math.nan))
             else:
                 setattr(det, name, float(v))
         tails = state["tails"]
