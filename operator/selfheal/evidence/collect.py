@@ -40,6 +40,9 @@ MAX_REVISIONS = 15
 MAX_JSON_BYTES = 32 * 1024
 MAX_REASON = 300
 
+_API_VERSION = {"pod": "v1", "replicaset": "apps/v1", "deployment": "apps/v1"}
+_KIND = {"pod": "Pod", "replicaset": "ReplicaSet", "deployment": "Deployment"}
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Termination:
@@ -313,7 +316,9 @@ async def collect(
 
     for kind, obj in (("pod", pod_obj), ("replicaset", rs), ("deployment", dep)):
         if obj is not None:
-            snap = yaml.safe_dump(r.redact_object(obj), sort_keys=False, width=120)
+            # List items carry no apiVersion/kind; a snapshot should apply as it reads.
+            typed = {"apiVersion": _API_VERSION[kind], "kind": _KIND[kind], **obj}
+            snap = yaml.safe_dump(r.redact_object(typed), sort_keys=False, width=120)
             if len(snap.encode()) > SNAPSHOT_MAX_BYTES:
                 snap = _cut_bytes(snap.encode(), SNAPSHOT_MAX_BYTES, tail=False).decode(
                     errors="ignore"
