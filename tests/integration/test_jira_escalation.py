@@ -439,3 +439,15 @@ async def test_check_reports_an_unreachable_server(
     jira_server.down()
     with pytest.raises(JiraUnavailable, match="cannot connect"):
         await jira_client.check(project="OPS")
+
+
+async def test_an_attachment_jira_refuses_leaves_the_ticket_filed(
+    jira_server: JiraServer, jira_client: Jira
+) -> None:
+    jira_server.max_attachment_size = 1024
+    big = {"logs.txt": b"small", "heap.bin": b"\0" * 4096}
+    [out] = await drive(jira_client, Clock(), attachments=big)
+    assert out.state is TicketState.FILED
+    assert "heap.bin" in (out.last_error or "")
+    assert "too large" in (out.last_error or "")
+    assert _only_ticket(jira_server)["attachments"] == {"logs.txt": b"small"}

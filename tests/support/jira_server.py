@@ -408,6 +408,7 @@ class JiraServer:
         projects: Sequence[ProjectSpec] = (ProjectSpec(key="OPS", components=("checkout",)),),
         custom_fields: Mapping[str, str] | None = None,
         allow_anonymous: bool = False,
+        max_attachment_size: int = 10 * 1024 * 1024,
     ) -> None:
         """``users``: username -> password (basic auth); ``tokens``: bearer token ->
         username; ``custom_fields``: id (``customfield_NNNNN``) -> name."""
@@ -421,6 +422,8 @@ class JiraServer:
             else {"customfield_10010": "Team", "customfield_10011": "Runbook URL"}
         )
         self.allow_anonymous = allow_anonymous
+        self.max_attachment_size = max_attachment_size
+        """Bytes; larger uploads get 413 (Jira's default limit is 10 MB)."""
         self._port = port
         self._lock = threading.RLock()
         self._issues: dict[str, _Issue] = {}
@@ -1313,6 +1316,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
             filename = part.get_filename() or "attachment"
+            if len(data) > srv.max_attachment_size:
+                raise JiraHttpError(
+                    413,
+                    [
+                        f"The file '{filename}' is too large to attach: the limit is "
+                        f"{srv.max_attachment_size} bytes."
+                    ],
+                )
             with srv._lock:
                 srv._next_attachment += 1
                 a = _Attachment(

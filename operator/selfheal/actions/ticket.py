@@ -295,8 +295,9 @@ async def escalate(
         if p.key is None:
             found = await jira.search_open(project=escalation.project, label=label)
             if found:
-                # A create of ours whose answer was lost landed: it is our ticket.
-                ref = found[0]
+                ref = found[0]  # the oldest
+                # After a create whose answer was lost, what we find is that create: ours
+                # (evidence to attach). Otherwise it is an open ticket: a recurrence.
                 mode = TicketMode.FILE if p.create_sent else TicketMode.COMMENT
             else:
                 p = dataclasses.replace(p, create_sent=True)
@@ -321,10 +322,19 @@ async def escalate(
                 p = dataclasses.replace(
                     p, attached=p.attached + tuple(n for n in wanted if n in on_issue)
                 )
+            refused: list[str] = []
             for name in [n for n in wanted if n not in p.attached]:
-                await jira.attach(key=key, filename=name, data=attachments[name])
+                try:
+                    await jira.attach(key=key, filename=name, data=attachments[name])
+                except JiraRejected as e:
+                    if e.status in (401, 404):
+                        raise
+                    # Too large, a forbidden type, no attach permission: the ticket stands,
+                    # with the evidence that Jira took.
+                    refused.append(f"{name}: {e}")
+                    continue
                 p = dataclasses.replace(p, attached=(*p.attached, name))
-            return _done(TicketState.FILED, p)
+            return _done(TicketState.FILED, p, "; ".join(refused) or None)
         body = _recurrence_comment(
             summary=summary, description=description, now=now, marker=p.marker
         )
@@ -352,9 +362,9 @@ async def escalate(
         )
 
 
-def _done(state: TicketState, p: PendingTicket) -> TicketOutcome:
+def _done(state: TicketState, p: PendingTicket, error: str | None = None) -> TicketOutcome:
     metrics.TICKETS.labels("escalate", state.value.lower()).inc()
-    return TicketOutcome(state=state, key=p.key, url=p.url, attempts=p.attempts)
+    return TicketOutcome(state=state, key=p.key, url=p.url, attempts=p.attempts, last_error=error)
 
 
 def _retry(
