@@ -346,22 +346,46 @@ def test_unknown_is_recorded_and_reported_once() -> None:
 # --- DryRun and Paused -----------------------------------------------------------------
 
 
-def test_dry_run_records_the_intended_change_and_closes() -> None:
+def test_dry_run_records_the_intended_change_and_closes_when_healthy() -> None:
     inc = incident(mode=Mode.DRY_RUN)
     effects = inc.signal(U, T0)
     assert acts(effects) == [Act(index=0, step=RollbackStep(), dry_run=True)]
     change = {"fromRevision": "7", "toRevision": "6", "patch": {"spec": {"template": {}}}}
     effects = inc.done(0, StepResult.DRY_RUN, T0 + 1, message="would roll back", change=change)
     state = inc.current
-    assert state.phase is Phase.CLOSED
-    assert state.closed_at == T0 + 1
+    assert state.phase is Phase.VERIFYING
     assert state.steps[0].result is StepResult.DRY_RUN
     assert state.steps[0].change == change
     assert reasons(effects) == ["DryRun"]
     assert "revision 7 -> 6" in effects[0].message  # type: ignore[union-attr]
-    assert acts(effects) == []
-    assert of_type(effects, Escalate) == []
-    assert inc.signal(U, T0 + 100) == []  # final: a new incident gets a new record
+    assert inc.signal(U, T0 + 30) == []  # one record per incident, however many signals
+    inc.signal(H, T0 + 60)
+    effects = inc.tick(T0 + 360)
+    assert inc.phase() is Phase.CLOSED  # nothing healed it: not Resolved
+    assert reasons(effects) == ["Closed"]
+    assert "nothing was changed (dry run)" in effects[0].message  # type: ignore[union-attr]
+    assert inc.signal(U, T0 + 400) == []  # final: a new incident gets a new record
+
+
+def test_dry_run_walks_every_step_then_escalates_like_enforce() -> None:
+    inc = incident(mode=Mode.DRY_RUN)
+    inc.signal(U, T0)
+    inc.done(0, StepResult.DRY_RUN, T0 + 1)
+    effects = inc.tick(T0 + 601)
+    assert acts(effects) == [Act(index=1, step=ScaleStep(by=2, max=12), dry_run=True)]
+    inc.done(1, StepResult.DRY_RUN, T0 + 602, change={"fromReplicas": 3, "toReplicas": 5})
+    effects = inc.tick(T0 + 1202)
+    assert inc.phase() is Phase.ESCALATED
+    [escalate] = of_type(effects, Escalate)
+    assert "step 2 (scale) DryRun [replicas 3 -> 5]" in escalate.reason
+
+
+def test_dry_run_steps_do_not_count_for_cooldowns() -> None:
+    inc = incident(mode=Mode.DRY_RUN)
+    inc.signal(U, T0)
+    inc.done(0, StepResult.DRY_RUN, T0 + 1)
+    assert inc.current.started_at is None
+    assert inc.current.last_acted_at is None
 
 
 def test_dry_run_falls_through_a_refused_step() -> None:

@@ -10,7 +10,7 @@ Phases (``selfheal.remediation.state.Phase``)::
         -> Detected --guardrails allow, last signal unhealthy--> Acting   [Act]
     Acting --ActionDone(Succeeded)--> Verifying
     Acting --ActionDone(Failed | Refused), or no outcome by the deadline--> next step
-    Acting --ActionDone(DryRun)--> Closed (the intended change is recorded; no verify)
+    Acting --ActionDone(DryRun)--> Verifying (the intended change is recorded)
     Verifying --healthy for verify_for--> Resolved                        [Resolve if ticket]
     Verifying --deadline (verify_timeout, default 2 x verify_for)--> next step
     next step: Detected(k+1), acting at once when the last signal is unhealthy,
@@ -45,13 +45,15 @@ Rules the driver can rely on:
   records exactly as they are (deadlines resume when the policy is resumed);
   ``ActionDone``/``TicketDone`` are still recorded because they already happened,
   and no ``Act`` is emitted while paused (guardrail ``Paused``).
-- **DryRun** (policy mode): ``Act`` effects carry ``dry_run=True``. A ``DryRun``
-  outcome records the intended change on the step and closes the record (``Closed``,
-  Event ``DryRun``): what a step would have done next depends on a change that was
-  not made, so nothing is verified and no further step is simulated. Refused steps
-  still fall through to the next one, and guardrails are evaluated as in Enforce, so
-  the record shows what Enforce would have decided. An escalation in DryRun is a
-  real escalation (a ticket when the policy configures Jira): it changes no workload.
+- **DryRun** (policy mode): ``Act`` effects carry ``dry_run=True``; the driver reports
+  ``ActionDone(result=DryRun, change=<the intended patch>)``. The machine then runs
+  exactly as in Enforce (guardrails, verify window, deadlines, the next step dry-run,
+  escalation), except that a verified recovery ends in ``Closed``, not ``Resolved``:
+  no step changed anything. So the record answers "what would Enforce have done,
+  step by step", and it stays open while the workload is sick (closing at once would
+  open a new record on every unhealthy signal). DryRun steps never count for
+  cooldowns or rate limits. An escalation in DryRun is a real one (a ticket when the
+  policy configures Jira): a ticket changes no workload, and nobody else is acting.
 - **Tickets.** ``Escalate`` is emitted on entering Escalated when the policy has
   ``remediation.jira``, except for records a storm brake summarises elsewhere; it is
   emitted again every ``TICKET_RETRY`` seconds on ``Tick`` until ``TicketDone``
@@ -175,7 +177,7 @@ class EventReason(enum.StrEnum):
     STEP_REFUSED = "StepRefused"
     """A step was not run (the action or the MinAvailable guardrail refused)."""
     DRY_RUN = "DryRun"
-    """DryRun mode: the intended change was recorded."""
+    """DryRun mode: a step's intended change was recorded (nothing was changed)."""
     GUARDRAIL_REFUSED = "GuardrailRefused"
     """A guardrail holds the incident back (it waits)."""
     VERIFY_TIMED_OUT = "VerifyTimedOut"
@@ -469,8 +471,11 @@ class _Run:
             state, result=done.result, message=done.message, change=done.change
         )
         line = self._step_line(state.steps[-1])
-        if done.result is StepResult.SUCCEEDED:
-            self.emit(EventReason.STEP_SUCCEEDED, line)
+        if done.result in (StepResult.SUCCEEDED, StepResult.DRY_RUN):
+            dry_run = done.result is StepResult.DRY_RUN
+            self.emit(EventReason.DRY_RUN if dry_run else EventReason.STEP_SUCCEEDED, line)
+            # DryRun verifies too: the record stays open while the workload is sick (one
+            # record per incident, not one per signal) and shows what Enforce would do next.
             healthy = state.last_health is Health.HEALTHY
             return dataclasses.replace(
                 state,
@@ -479,11 +484,6 @@ class _Run:
                 step_deadline=self.now + self.timeout,
                 healthy_since=self.now if healthy else None,
                 healthy_accrued=0.0,
-            )
-        if done.result is StepResult.DRY_RUN:
-            self.emit(EventReason.DRY_RUN, line)
-            return dataclasses.replace(
-                state, phase=Phase.CLOSED, closed_at=self.now, step_deadline=None
             )
         failed = done.result is StepResult.FAILED
         reason = EventReason.STEP_FAILED if failed else EventReason.STEP_REFUSED
@@ -547,6 +547,8 @@ class _Run:
             last = next(s for s in reversed(state.steps) if s.result is StepResult.SUCCEEDED)
             phase = Phase.RESOLVED
             message = f"step {last.index + 1} ({last.action}) healed {name}"
+        elif any(s.result is StepResult.DRY_RUN for s in state.steps):
+            phase, message = Phase.CLOSED, f"{name} recovered; nothing was changed (dry run)"
         else:
             phase, message = Phase.CLOSED, f"{name} recovered before any step changed it"
         message = f"{message}: healthy for {window}"

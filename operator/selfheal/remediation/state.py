@@ -34,8 +34,8 @@ class Phase(enum.StrEnum):
     ESCALATED = "Escalated"
     """Steps exhausted or a guardrail forbade acting; humans were told (ticket, Event)."""
     CLOSED = "Closed"
-    """Final: ended without a verified heal (escalation recovered or expired, dry run,
-    recovered before any step)."""
+    """Final: ended without a heal by a step (recovered after escalation, before any step
+    changed the workload, or in DryRun; or escalated past retention)."""
 
     @property
     def final(self) -> bool:
