@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -468,6 +469,9 @@ class Cluster:
                 f"--initial-cluster=selfheal=http://127.0.0.1:{peer}",
                 # Throwaway data: durability buys nothing and fsync costs every write.
                 "--unsafe-no-fsync",
+                # One member on loopback: elect it in ~0.1s instead of ~1s.
+                "--heartbeat-interval=10",
+                "--election-timeout=100",
                 "--log-level=warn",
             ],
         )
@@ -597,7 +601,7 @@ class Cluster:
         """
         url = self.server + path
         if query:
-            url += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+            url += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")

@@ -218,6 +218,7 @@ class PodRun:
     bound_at: float
     ip: str
     runs: dict[str, ContainerRun] = dataclasses.field(default_factory=dict)
+    ready_since: float | None = None  # when readiness last changed; None: at binding
     written: str | None = None
     next_due: float | None = None
     delete_sent: bool = False
@@ -243,7 +244,7 @@ def _image_id(image: str) -> str:
     return f"{repo}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
 
-def _settle(uid: str, run: ContainerRun, b: Behaviour, now: float) -> None:
+def _settle(pod: PodRun, run: ContainerRun, b: Behaviour, now: float) -> None:
     """Carries the container over when its image's behaviour changed."""
     if run.behaviour == b:
         return
@@ -253,10 +254,12 @@ def _settle(uid: str, run: ContainerRun, b: Behaviour, now: float) -> None:
     old = run.behaviour
     count = restart_count(run, old, now) if old else run.base
     if old is not None and old.kind == "crashloop":
-        run.last_terminated = _crash_terminated(uid, run, old, count)
+        run.last_terminated = _crash_terminated(pod.uid, run, old, count)
     if b.kind == "running" and old is not None and old.kind == "crashloop":
         count += 1  # the crashed container came back up for good
     run.base, run.since, run.behaviour, run.adopted_kind = count, now, b, None
+    if old is None or (old.kind == "running") != (b.kind == "running"):
+        pod.ready_since = now
 
 
 def _crash_terminated(uid: str, run: ContainerRun, b: Behaviour, count: int) -> Body:
@@ -341,14 +344,14 @@ def pod_status(
                 name=name, image=image, since=now, base=run.base if run else 0
             )
         b = behaviour_of(image)
-        _settle(pod.uid, run, b, now)
+        _settle(pod, run, b, now)
         st, d = container_status(pod, run, b, now)
         statuses.append(st)
         if d is not None:
             due = d if due is None else min(due, d)
     unready = [s["name"] for s in statuses if not s["ready"]]
     started_any = any("running" in s["state"] or s["lastState"] for s in statuses)
-    since = max((r.since for r in pod.runs.values()), default=pod.bound_at)
+    since = pod.ready_since or pod.bound_at
     bound = ts(pod.bound_at)
 
     def cond(kind: str, ok: bool, at: str, reason: str = "", message: str = "") -> Body:
@@ -404,6 +407,9 @@ def adopt(pod: PodRun, status: Mapping[str, Any]) -> None:
     restarted stand-in neither resets restart counts nor rewrites every Pod."""
     pod.ip = str(status.get("podIP") or pod.ip)
     pod.bound_at = parse_ts(status.get("startTime")) or pod.bound_at
+    for c in status.get("conditions") or []:
+        if c.get("type") == "Ready":
+            pod.ready_since = parse_ts(c.get("lastTransitionTime"))
     for cs in status.get("containerStatuses") or []:
         name = cs.get("name")
         image = cs.get("image")
