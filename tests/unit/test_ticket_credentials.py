@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from selfheal.clients.jira import JiraCredentials, JiraCredentialsError, credentials_from_secret
+from selfheal.clients.jira import (
+    JiraCredentials,
+    JiraCredentialsError,
+    credentials_from_secret,
+    from_settings,
+    secret_ref,
+)
+from selfheal.settings import Settings
 
 
 def _secret(**data: str) -> dict[str, Any]:
@@ -66,3 +73,31 @@ def test_string_data_is_accepted_when_data_lacks_the_key() -> None:
     body = _secret(username="bot")
     body["stringData"] = {"token": "plain"}
     assert credentials_from_secret(body).token == "plain"
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("ops/jira", ("ops", "jira")),
+        ("jira", ("selfheal-system", "jira")),
+        (None, None),
+    ],
+)
+def test_the_secret_reference_of_the_settings(
+    ref: str | None, expected: tuple[str, str] | None
+) -> None:
+    assert secret_ref(Settings(jira_secret=ref)) == expected
+
+
+def test_a_malformed_secret_reference_names_the_setting() -> None:
+    with pytest.raises(JiraCredentialsError, match="jira_secret"):
+        secret_ref(Settings(jira_secret="a/b/c"))
+
+
+def test_no_url_means_no_client() -> None:
+    assert from_settings(Settings(), credentials=None) is None
+    jira = from_settings(
+        Settings(jira_url="http://127.0.0.1:1/", jira_timeout=3.0), credentials=None
+    )
+    assert jira is not None
+    assert (jira.url, jira.timeout) == ("http://127.0.0.1:1", 3.0)

@@ -33,6 +33,7 @@ import requests
 from jira import JIRA, JIRAError
 
 from selfheal import metrics
+from selfheal.settings import Settings
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ class JiraError(Exception):
         """HTTP status; 0 when no answer came (or the failure happened before sending)."""
 
 
-class JiraUnavailable(JiraError):  # noqa: N818 (the taxonomy's names, as in kopf)
+class JiraUnavailable(JiraError):
     """Temporary: no answer, a timeout, 5xx or 429. Retry later."""
 
     def __init__(
@@ -60,7 +61,7 @@ class JiraUnavailable(JiraError):  # noqa: N818 (the taxonomy's names, as in kop
         """Seconds Jira asked us to wait (``Retry-After``); ``None``: it did not say."""
 
 
-class JiraRejected(JiraError):  # noqa: N818
+class JiraRejected(JiraError):
     """Permanent: Jira refused the request itself (400, 401, 403, 404, ...)."""
 
     def __init__(
@@ -131,6 +132,27 @@ def credentials_from_secret(secret: Mapping[str, Any], *, name: str = "") -> Jir
             f"Secret {label}: key `username` contains ':', which basic auth cannot carry"
         )
     return JiraCredentials(username=username, token=token)
+
+
+def secret_ref(settings: Settings) -> tuple[str, str] | None:
+    """``(namespace, name)`` of the credentials Secret (``jira_secret``); a bare name is
+    looked up in the operator's namespace. ``None``: anonymous."""
+    ref = settings.jira_secret
+    if not ref:
+        return None
+    namespace, _, name = ref.rpartition("/")
+    if not name or "/" in namespace:
+        raise JiraCredentialsError(
+            f"jira_secret: {ref!r} must be `namespace/name` (or a name in {settings.namespace})"
+        )
+    return (namespace or settings.namespace, name)
+
+
+def from_settings(settings: Settings, *, credentials: JiraCredentials | None) -> Jira | None:
+    """The client the settings ask for; ``None`` when ``jira_url`` is unset (no tickets)."""
+    if not settings.jira_url:
+        return None
+    return Jira(url=settings.jira_url, credentials=credentials, timeout=settings.jira_timeout)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
