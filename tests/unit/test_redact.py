@@ -278,3 +278,21 @@ def test_env_values_are_collected_from_pods_and_templates() -> None:
 )
 def test_secret_looking_keys(key: str, secret: bool) -> None:
     assert redact.is_secret_key(key) is secret
+
+
+def test_secret_flag_values_in_separate_args_are_redacted() -> None:
+    pod = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "command": ["/app", "--db-password", "hunter2hunter2", "--port", "8080"],
+                    "args": ["-token", "tk-777", "--verbose"],
+                }
+            ]
+        }
+    }
+    out = Redactor().redact_object(pod)
+    c = out["spec"]["containers"][0]
+    assert c["command"] == ["/app", "--db-password", REDACTED, "--port", "8080"]
+    assert c["args"] == ["-token", REDACTED, "--verbose"]

@@ -265,3 +265,8 @@ def test_summary_line() -> None:
     )
     assert len(long) <= 255
     assert "\n" not in long
+
+
+def test_unix_times_in_steps_read_as_rfc3339() -> None:
+    text = describe(bundle(), steps=[{"action": "scale", "result": "Healed", "startedAt": NOW}])
+    assert "|1|scale|Healed|2025-11-28T08:00:00Z|-|" in text

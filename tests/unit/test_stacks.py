@@ -359,3 +359,51 @@ def test_headline_is_one_line() -> None:
         'django.db.utils.OperationalError: connection to server at "db" (10.96.0.12), '
         "port 5432 failed: Connection refused"
     )
+
+
+def test_kubectl_prefix_and_nanosecond_timestamps_are_stripped() -> None:
+    log = "\n".join(
+        f"[pod/checkout-7d9f8-abcde/app] 2026-11-28T08:00:00.123456789Z {line[25:]}"
+        for line in NODE_TYPEERROR.splitlines()
+    )
+    st = stacks.extract_stack(log)
+    assert st is not None
+    assert (st.runtime, st.exception_type) == ("node", "TypeError")
+    assert "[pod/" not in st.text
+    assert "08:00:00.123456789Z" not in st.text
+
+
+def test_go_recovered_and_repanicked() -> None:
+    log = (
+        "panic: boom [recovered]\n"
+        "\tpanic: boom again\n\n"
+        "goroutine 1 [running]:\n"
+        "main.main.func1()\n\t/src/main.go:9 +0x45\n"
+        "panic({0x4a1f20?, 0x4e3b30?})\n\t/usr/local/go/src/runtime/panic.go:770 +0x132\n"
+        "main.main()\n\t/src/main.go:12 +0x5b\n"
+        "after the trace\n"
+    )
+    st = stacks.extract_stack(log)
+    assert st is not None
+    assert st.message == "boom [recovered]\npanic: boom again"
+    assert st.text.endswith("/src/main.go:12 +0x5b")
+
+
+def test_kotlin_coroutine_exception_with_suppressed() -> None:
+    log = (
+        'Exception in thread "DefaultDispatcher-worker-1" '
+        "kotlinx.coroutines.JobCancellationException: Job was cancelled\n"
+        "\tat kotlinx.coroutines.JobSupport.cancel(JobSupport.kt:1580)\n"
+        "\tSuppressed: java.io.IOException: stream closed\n"
+        "\t\tat com.shop.Stream.close(Stream.kt:10)\n"
+        "\t\t... 3 more\n"
+        "Caused by: java.lang.IllegalStateException: no leader\n"
+        "\tat com.shop.Raft.leader(Raft.kt:77)\n"
+        "next log line\n"
+    )
+    st = stacks.extract_stack(log)
+    assert st is not None
+    assert st.exception_type == "kotlinx.coroutines.JobCancellationException"
+    assert st.root_cause == "java.lang.IllegalStateException: no leader"
+    assert "Suppressed: java.io.IOException" in st.text
+    assert "next log line" not in st.text

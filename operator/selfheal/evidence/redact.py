@@ -383,10 +383,30 @@ class Redactor:
                     node[k] = self._walk(v, key=str(k))
             return node
         if isinstance(node, list):
-            return [self._walk(v, key=key) for v in node]
+            out = [self._walk(v, key=key) for v in node]
+            if key in ("args", "command"):
+                _redact_flag_values(out, self.counts)
+            return out
         if isinstance(node, str):
             return self.redact_text(node)
         return node
+
+
+def _redact_flag_values(argv: list[Any], counts: Counter[str]) -> None:
+    """``["--password", "x"]``: the value after a secret-looking flag is a separate item."""
+    for i in range(len(argv) - 1):
+        flag, value = argv[i], argv[i + 1]
+        if (
+            isinstance(flag, str)
+            and isinstance(value, str)
+            and flag.startswith("-")
+            and "=" not in flag
+            and is_secret_key(flag.lstrip("-"))
+            and value != REDACTED
+            and not value.startswith("-")
+        ):
+            argv[i + 1] = REDACTED
+            counts["key-value"] += 1
 
 
 def _policy_sub(m: re.Match[str]) -> str:

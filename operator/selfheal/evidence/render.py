@@ -282,8 +282,12 @@ def _open_block(text: str) -> str:
 def _field(step: Mapping[str, object], *keys: str) -> str:
     for k in keys:
         v = step.get(k)
-        if v not in (None, ""):
-            return str(v)
+        if v in (None, ""):
+            continue
+        # Unix times (the Remediation's step records) read better as RFC 3339.
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > 1e9:
+            return _iso(float(v))
+        return str(v)
     return "-"
 
 

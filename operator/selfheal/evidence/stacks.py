@@ -7,6 +7,7 @@ in a crashed container's previous logs that is the fatal one.
 
 Log prefixes are tolerated: RFC 3339 / ``YYYY-MM-DD hh:mm:ss`` timestamps (as
 ``kubectl logs --timestamps`` or most loggers print them), CRI ``stdout F`` markers,
+``kubectl logs --prefix`` markers,
 and JSON log lines whose ``exc_info`` / ``stack_trace`` / ``stack`` / ``exception``
 field holds the trace (structlog, logstash-logback-encoder, pino, bunyan).
 """
@@ -79,6 +80,7 @@ def extract_stacks(
 
 # --- normalisation --------------------------------------------------------------------------
 
+_KUBECTL_PREFIX = re.compile(r"^\[pod/[^\]\s]+\] ")
 _PREFIX = re.compile(
     r"^\[?\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2}| ?UTC)?\]?"
     r"(?: (?:std(?:out|err) [FP] )?|$)"
@@ -91,6 +93,11 @@ def _normalise(log: str) -> list[str]:
     out: list[str] = []
     for raw in log.splitlines():
         line = raw
+        if line[:5] == "[pod/":
+            # kubectl logs --prefix: "[pod/NAME/CONTAINER] ".
+            m = _KUBECTL_PREFIX.match(line)
+            if m:
+                line = line[m.end() :]
         if line[:1].isdigit() or line[:1] == "[":
             m = _PREFIX.match(line)
             if m:
