@@ -270,3 +270,29 @@ def test_summary_line() -> None:
 def test_unix_times_in_steps_read_as_rfc3339() -> None:
     text = describe(bundle(), steps=[{"action": "scale", "result": "Healed", "startedAt": NOW}])
     assert "|1|scale|Healed|2025-11-28T08:00:00Z|-|" in text
+
+
+def test_bundle_attachments_are_bounded_and_logs_keep_their_end() -> None:
+    huge = "".join(f"line {i:06d} {'x' * 100}\n" for i in range(20_000)) + CRASH_LOG
+    b = bundle(logs=huge)
+    b.snapshots = {"pod": "kind: Pod\n" + "a: b\n" * 50_000}
+    b.max_total_bytes = 300_000
+    files = b.attachments()
+    assert sum(len(v) for v in files.values()) <= 300_000
+    logs = files["previous-logs.txt"].decode()
+    assert logs.startswith("[... ")
+    assert "bytes truncated ...]" in logs.splitlines()[0]
+    assert logs.endswith("ConnectionError: connection refused: db:5432\n")
+    assert files["pod.yaml"].startswith(b"kind: Pod\n")
+    assert set(files) >= {"evidence.json", "stack.txt", "events.txt", "rollout-history.txt"}
+
+
+def test_bundle_summary_is_short_and_says_what_is_missing() -> None:
+    b = bundle()
+    b.unavailable = {"previous logs": "403 Forbidden: no", "events of Pod": "timeout"}
+    s = b.summary()
+    assert len(s) <= 600
+    assert "exit 137 (OOMKilled) after 5 restarts" in s
+    assert "python ConnectionError: connection refused: db:5432" in s
+    assert "revision 4 (shop/checkout:1.4.2)" in s
+    assert "unavailable: events of Pod, previous logs" in s

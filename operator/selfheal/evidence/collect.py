@@ -531,8 +531,14 @@ def _images(pod_spec: Mapping[str, Any]) -> list[str]:
     return [str(c.get("image", "")) for c in pod_spec.get("containers") or []]
 
 
+def _statuses(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    # Init containers crash-loop too (Init:CrashLoopBackOff).
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
 def _crashed_container(pod: Mapping[str, Any]) -> str | None:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    statuses = _statuses(pod)
     crashed = [s for s in statuses if (s.get("lastState") or {}).get("terminated")]
     if crashed:
         return str(max(crashed, key=lambda s: int(s.get("restartCount") or 0)).get("name"))
@@ -541,7 +547,7 @@ def _crashed_container(pod: Mapping[str, Any]) -> str | None:
 
 
 def _termination(pod: Mapping[str, Any], container: str | None, r: Redactor) -> Termination | None:
-    for s in (pod.get("status") or {}).get("containerStatuses") or []:
+    for s in _statuses(pod):
         if s.get("name") != container:
             continue
         t = (s.get("lastState") or {}).get("terminated") or (s.get("state") or {}).get("terminated")
