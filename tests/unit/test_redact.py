@@ -77,6 +77,13 @@ def redacted(text: str, r: Redactor | None = None) -> str:
         ("<password>xml-secret-1</password>", "xml-secret-1", "<password>"),
         ('{\\"credentials\\":\\"escaped-in-json\\"}', "escaped-in-json", "credentials"),
         ("auth: dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA==", "auth:"),
+        (
+            "map[Authorization:[Bearer abc123def456] Accept:[*/*]]",
+            "abc123def456",
+            "] Accept:[*/*]]",
+        ),
+        ("curl -u admin:hunter2 https://x", "hunter2", "curl -u admin:"),
+        ("exec app --db-password hunter2 --user bob", "hunter2", "--user bob"),
     ],
 )
 def test_each_secret_shape_is_redacted(text: str, secret: str, kept: str) -> None:
@@ -128,6 +135,9 @@ NORMAL_TRACES = [
     "goroutine 1 [running]:\nmain.loadSecret(0xc000010000)\n\t/src/secret.go:17 +0x1d",
     "TypeError: token.split is not a function\n    at parseAuth (/app/auth.js:3:9)\n"
     "    at node:internal/process/task_queues:95:5",
+    # Signature lines with annotations (FastAPI), as they show in tracebacks.
+    "    async def me(token: str = Depends(oauth2_scheme)):",
+    "    def login(password: Optional[str] = None) -> User:",
     # Ordinary log fields.
     "GET /health 200 1.2ms host=checkout-7d9f:8080 secretName=db-creds tokens_used=12",
     "author=jane passenger=3 keyboard=us",

@@ -131,6 +131,7 @@ _KV = re.compile(
 )
 
 
+_ANNOTATION = re.compile(r"(?:\[[^\]]*\])?(?:\s*\|\s*\w+)*\s*=[^=]")
 _KV_HINTS = ("pass", "pw", "secret", "token", "key", "auth", "cred", "cookie", "signature", "dsn")
 
 
@@ -151,6 +152,9 @@ def _kv_sub(counter: Counter[str]) -> _Sub:
             return m.group(0)
         # "key:value" with neither quotes nor a space is a file:line, a host:port, a label.
         if sep == ":" and not m.group("q"):
+            return m.group(0)
+        # "token: str = Depends(...)": a type annotation in a traceback's code line.
+        if ":" in sep and _ANNOTATION.match(m.string, m.end()):
             return m.group(0)
         quote = '\\"' if value.startswith('\\"') else value[0] if value[:1] in ("'", '"') else ""
         inner = value[len(quote) : len(value) - len(quote)]
@@ -175,9 +179,9 @@ _BUILTIN: tuple[_Rule, ...] = (
     _Rule(
         "authorization-header",
         re.compile(
-            r"(?P<pre>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
+            r"(?P<pre>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\[\"']*"
             r"(?:(?:bearer|basic|digest|negotiate|token|ntlm|aws4-hmac-sha256)\s+)?)"
-            r"(?P<secret>[^\s\"',;]+(?:,\s*\w+=[^\s\"',;]+)*)",
+            r"(?P<secret>[^\s\"',;\]]+(?:,\s*\w+=[^\s\"',;\]]+)*)",
             re.IGNORECASE,
         ),
         _keep_groups("pre"),
@@ -207,6 +211,22 @@ _BUILTIN: tuple[_Rule, ...] = (
         re.compile(r"(?P<pre>\bbearer\s+)(?P<secret>[A-Za-z0-9\-._~+/]{8,}=*)", re.IGNORECASE),
         _keep_groups("pre"),
         hints=("bearer",),
+    ),
+    _Rule(
+        "cli-credentials",
+        re.compile(r"(?P<pre>(?:^|(?<=\s))(?:-u|--user)[\s=]+[^\s:]+:)(?P<secret>\S+)", re.M),
+        _keep_groups("pre"),
+        hints=("-u",),
+    ),
+    _Rule(
+        "cli-secret-flag",
+        re.compile(
+            r"(?P<pre>(?:^|(?<=\s))--?[\w-]*(?:password|passwd|token|secret|api-key|apikey)"
+            r"[\w-]*\s+)(?P<secret>[^\s\-\[]\S*)",
+            re.M | re.IGNORECASE,
+        ),
+        _keep_groups("pre"),
+        hints=("-",),
     ),
     _Rule(
         "url-password",
