@@ -451,3 +451,23 @@ async def test_an_attachment_jira_refuses_leaves_the_ticket_filed(
     assert "heap.bin" in (out.last_error or "")
     assert "too large" in (out.last_error or "")
     assert _only_ticket(jira_server)["attachments"] == {"logs.txt": b"small"}
+
+
+async def test_an_empty_fingerprint_files_nothing(
+    jira_server: JiraServer, jira_client: Jira
+) -> None:
+    jira_server.add_issue(project="OPS", summary="someone else's", labels=["selfheal-"])
+    out = await ticket.escalate(
+        jira=jira_client,
+        escalation=ESCALATION,
+        fingerprint="",
+        summary="s",
+        description=DESCRIPTION,
+        attachments=EVIDENCE,
+        pending=None,
+        now=T0,
+    )
+    assert out.state is TicketState.FAILED
+    assert "fingerprint" in (out.last_error or "")
+    assert len(jira_server.issues()) == 1
+    assert jira_server.issues()[0]["comments"] == []

@@ -286,6 +286,13 @@ async def escalate(
     """One attempt to file (or comment) the ticket for ``fingerprint``. ``now`` is
     wall-clock epoch seconds; ``pending`` is the previous attempt's progress."""
     rng = rng or random.Random()
+    if not fingerprint or any(c.isspace() for c in fingerprint):
+        # Every incident would share (or break) the label: refuse rather than merge them.
+        metrics.TICKETS.labels("escalate", "failed").inc()
+        return TicketOutcome(
+            state=TicketState.FAILED,
+            last_error=f"fingerprint {fingerprint!r} is empty or has spaces (a selfheal bug)",
+        )
     p = pending if pending is not None and pending.fingerprint == fingerprint else None
     if p is None:
         p = PendingTicket(fingerprint=fingerprint, first_attempt_at=now)
