@@ -510,6 +510,22 @@ async def test_scale_goes_through_the_subresource_within_max_then_refuses_at_max
     assert again.reason is Reason.ALREADY_REVERTED
 
 
+async def test_scale_re_plans_from_a_concurrent_replica_change(
+    cluster: Cluster, kube: k.Kube, namespace: str, shop: Shop
+) -> None:
+    await shop.create("shop:v1", replicas=2)
+    client = await racing(cluster, 1, lambda n: {"spec": {"replicas": 4}})
+    try:
+        result = await do_scale(client, namespace, by=1, max_replicas=10)
+    finally:
+        await client.close()
+
+    assert result.result is Outcome.SUCCEEDED, result.message
+    assert client.races == 0
+    assert (result.change["fromReplicas"], result.change["toReplicas"]) == (4, 5)
+    assert await replicas(shop) == 5
+
+
 async def test_revert_leaves_a_later_human_change_alone(
     kube: k.Kube, namespace: str, shop: Shop
 ) -> None:
@@ -578,6 +594,12 @@ async def test_with_an_hpa_its_min_replicas_is_raised_instead(
     hpa = await kube.get(f"{hpas}/{NAME}-hpa")
     assert hpa["spec"]["minReplicas"] == 4
     assert hpa["spec"]["maxReplicas"] == 5
+
+    async def hpa_scaled() -> bool:
+        return await replicas(shop) == 4
+
+    # The HPA controller itself brings the Deployment up to its new minimum.
+    await eventually("the HPA controller scales the Deployment to 4", hpa_scaled, within=90)
 
     # Up to the HPA's maxReplicas, then no further.
     assert (await do_scale(kube, namespace, by=2, max_replicas=10)).change["toReplicas"] == 5
