@@ -150,7 +150,7 @@ class RecordSummary:
             ("metadata.namespace", meta.get("namespace")),
             ("spec.policy", spec.get("policy")),
             ("spec.workload.name", workload.get("name")),
-            ("spec.trigger", spec.get("trigger")),
+            ("spec.trigger.name", trigger_name(spec)),
         ):
             if not value:
                 raise ValueError(f"{field}: missing; the object was not written by selfheal")
@@ -161,8 +161,14 @@ class RecordSummary:
             name=meta["name"],
             policy=spec["policy"],
             workload=workload["name"],
-            trigger=spec["trigger"],
+            trigger=trigger_name(spec),
         )
+
+
+def trigger_name(spec: Mapping[str, Any]) -> str:
+    """``spec.trigger.name`` of a Remediation (a plain string in early records)."""
+    trig = spec.get("trigger")
+    return str(trig.get("name") or "") if isinstance(trig, Mapping) else str(trig or "")
 
 
 def is_disruptive(step: Step) -> bool:
@@ -354,7 +360,7 @@ def _min_available(
         message=(
             f"min available: {workload.name} has {avail.available}/{avail.desired} replicas "
             f"available ({avail.available / avail.desired:.0%}); a {action} needs "
-            f"{need:.0%} (guardrails.minAvailable={need:g})"
+            f"{need:.0%} (guardrails.minAvailable={need:.0%})"
         ),
     )
 

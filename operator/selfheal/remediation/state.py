@@ -306,10 +306,13 @@ def parse_time(value: object, *, field: str) -> float | None:
     return dt.timestamp()
 
 
-def remediation_spec(*, policy: str, workload: WorkloadRef, trigger: str) -> dict[str, Any]:
+def remediation_spec(
+    *, policy: str, workload: WorkloadRef, trigger: str, trigger_kind: str = ""
+) -> dict[str, Any]:
     """The ``spec`` of a Remediation object: who it is about. Immutable after creation."""
+    trig = {"name": trigger, "kind": trigger_kind} if trigger_kind else {"name": trigger}
     return {
         "policy": policy,
         "workload": {"kind": workload.kind, "name": workload.name, "uid": workload.uid},
-        "trigger": trigger,
+        "trigger": trig,
     }

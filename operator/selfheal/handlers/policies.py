@@ -1,0 +1,329 @@
+"""HealingPolicy handlers: parse on every change, keep status current, drive time.
+
+A policy that does not parse is marked ``Ready=False`` with the reason and the
+field; it is not served, and every other policy goes on. The timer evaluates the
+policy's Prometheus triggers when due, ticks its open incidents (verify windows,
+deadlines, ticket retries), refreshes crash-loop verdicts of workloads with open
+incidents (time alone can heal: restarts leave the window), and writes status only
+when it changed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from selfheal import GROUP, VERSION, metrics
+from selfheal.detect.signal import Health, Signal, WorkloadRef
+from selfheal.handlers import watch
+from selfheal.handlers.runtime import Runtime
+from selfheal.policy import conditions as c
+from selfheal.policy.model import HealingPolicy, Mode, PolicyError
+from selfheal.policy.parse import parse
+from selfheal.remediation import machine
+from selfheal.remediation.guardrails import trigger_name
+from selfheal.remediation.state import Phase
+
+logger = logging.getLogger(__name__)
+
+TICK = 2.0
+"""Seconds between two timer runs of one policy: the resolution of verify windows."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ready(
+    patch: kopf.Patch,
+    status: kopf.Status,
+    *,
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+) -> None:
+    conditions = c.set_condition(
+        list(status.get("conditions") or []),
+        type=c.READY,
+        status=c.TRUE if ok else c.FALSE,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=_now(),
+    )
+    if conditions != list(status.get("conditions") or []):
+        patch.status["conditions"] = conditions
+    if status.get("observedGeneration") != generation:
+        patch.status["observedGeneration"] = generation
+
+
+def _count_ready(rt: Runtime) -> None:
+    metrics.POLICIES.labels("true").set(len(rt.policies))
+    metrics.POLICIES.labels("false").set(len(rt.invalid))
+
+
+@kopf.on.resume(GROUP, VERSION, "healingpolicies")
+@kopf.on.create(GROUP, VERSION, "healingpolicies")
+@kopf.on.update(GROUP, VERSION, "healingpolicies", field="spec")  # type: ignore[arg-type]
+def load(
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    rt: Runtime = memo["runtime"]
+    key = (namespace, name)
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    try:
+        policy = parse(body)
+    except PolicyError as e:
+        rt.policies.pop(key, None)
+        rt.invalid[key] = str(e)
+        logger.warning("HealingPolicy %s/%s is not served: %s", namespace, name, e)
+        _ready(
+            patch, status, ok=False, reason=c.INVALID_SPEC, message=str(e), generation=generation
+        )
+        kopf.warn(body, reason=c.INVALID_SPEC, message=str(e))
+        _count_ready(rt)
+        return
+    rt.invalid.pop(key, None)
+    old = rt.policies.get(key)
+    rt.policies[key] = policy
+    if old is not None:
+        for trig in old.triggers:
+            if policy.trigger(trig.name) != trig:
+                rt.prometheus.forget(namespace=namespace, policy=name, trigger=trig.name)
+    if policy.mode is Mode.PAUSED:
+        _ready(
+            patch,
+            status,
+            ok=True,
+            reason=c.PAUSED,
+            message="spec.mode is Paused: nothing is detected or acted on",
+            generation=generation,
+        )
+    else:
+        _ready(
+            patch,
+            status,
+            ok=True,
+            reason=c.ACCEPTED,
+            message=f"serving {len(policy.triggers)} trigger(s) in mode {policy.mode}",
+            generation=generation,
+        )
+    _count_ready(rt)
+
+
+@kopf.on.delete(GROUP, VERSION, "healingpolicies", optional=True)  # type: ignore[arg-type]
+def unload(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    rt: Runtime = memo["runtime"]
+    rt.policies.pop((namespace, name), None)
+    rt.invalid.pop((namespace, name), None)
+    rt.prometheus.forget(namespace=namespace, policy=name)
+    _count_ready(rt)
+
+
+@kopf.timer(GROUP, VERSION, "healingpolicies", interval=TICK, sharp=True)  # type: ignore[arg-type]
+async def tick(
+    namespace: str,
+    name: str,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    pods_by_rs: kopf.Index[Any, Any],
+    rs_by_deployment: kopf.Index[Any, Any],
+    deployments: kopf.Index[Any, Any],
+    remediations: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    rt: Runtime = memo["runtime"]
+    rt.health.set(ready=True, reason="indexes filled; handling events")
+    policy = rt.policies.get((namespace, name))
+    if policy is None:
+        return
+    now = time.time()
+    workloads = [
+        info
+        for info in deployments.get(namespace, ())
+        if policy in watch.matching_policies(rt, namespace, info)
+    ]
+    by_name = {w.name: w for w in workloads}
+    trigger_status: list[dict[str, Any]] = []
+    backend_problem: tuple[str, str] | None = None
+    if policy.mode is not Mode.PAUSED:
+        signals: list[tuple[HealingPolicy, Signal, watch.DeploymentInfo]] = []
+        for trigger in policy.triggers:
+            if trigger.prometheus is None:
+                continue
+            key = (namespace, name, trigger.name)
+            if now < rt.next_eval.get(key, 0.0):
+                continue
+            rt.next_eval[key] = now + trigger.prometheus.interval
+            refs = [WorkloadRef(namespace=namespace, name=w.name, uid=w.uid) for w in workloads]
+            got = await rt.prometheus.evaluate(
+                policy=policy, trigger=trigger, workloads=refs, now=now
+            )
+            for sig in got:
+                metrics.SIGNALS.labels("prometheus", str(sig.health)).inc()
+                signals.append((policy, sig, by_name[sig.workload.name]))
+            problem = _backend_problem(got)
+            if problem is not None:
+                backend_problem = (problem[0], f"trigger {trigger.name}: {problem[1]}")
+            trigger_status.append(_trigger_status(trigger.name, got))
+        # Crash-loop verdicts move with time too; refresh those with open incidents.
+        open_names = _open_workloads(namespace, policy, remediations)
+        for wname in open_names:
+            info = by_name.get(wname)
+            if info is None:
+                continue
+            pods = watch.workload_pods(
+                namespace, wname, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs
+            )
+            signals.extend(
+                s
+                for s in watch.crash_signals(rt, namespace, info, pods=pods, now=now)
+                if s[0] is policy
+            )
+        await watch.feed(rt, signals, remediations=remediations, rs_by_deployment=rs_by_deployment)
+    # Time passes for every open incident of this policy (verify windows, deadlines).
+    for rec in remediations.get(namespace, ()):
+        spec = rec["spec"]
+        if spec.get("policy") != name or rec["status"].get("phase") in (None, *_FINAL):
+            continue
+        info = by_name.get(spec.get("workload", {}).get("name"))
+        if info is None:
+            continue
+        ref = WorkloadRef(namespace=namespace, name=info.name, uid=info.uid)
+        await rt.driver.handle(
+            event=machine.Tick(),
+            policy=policy,
+            workload=ref,
+            trigger=trigger_name(spec),
+            facts=watch.facts_for(
+                namespace, info, rt=rt, remediations=remediations, rs_by_deployment=rs_by_deployment
+            ),
+        )
+    _write_status(
+        patch,
+        status,
+        policy=policy,
+        workloads=len(workloads),
+        rt=rt,
+        remediations=remediations,
+        triggers=trigger_status,
+        problem=backend_problem,
+    )
+
+
+_FINAL = (str(Phase.RESOLVED), str(Phase.CLOSED))
+
+
+def _open_workloads(
+    namespace: str, policy: HealingPolicy, remediations: kopf.Index[Any, Any]
+) -> set[str]:
+    out = set()
+    for rec in remediations.get(namespace, ()):
+        spec = rec["spec"]
+        if spec.get("policy") == policy.name and rec["status"].get("phase") not in _FINAL:
+            out.add(str(spec.get("workload", {}).get("name")))
+    return out
+
+
+def _backend_problem(signals: list[Signal]) -> tuple[str, str] | None:
+    for sig in signals:
+        if sig.health is Health.UNKNOWN and sig.cause in ("BackendUnavailable", "QueryFailed"):
+            return sig.cause, sig.detail
+    return None
+
+
+def _trigger_status(trigger: str, signals: list[Signal]) -> dict[str, Any]:
+    worst = Health.HEALTHY
+    reason, message = "", ""
+    for sig in signals:
+        if sig.health is Health.UNHEALTHY or (
+            sig.health is Health.UNKNOWN and worst is Health.HEALTHY
+        ):
+            worst, reason, message = sig.health, sig.cause, sig.detail
+    if not signals:
+        worst, reason, message = Health.UNKNOWN, "NoWorkloads", "no workload matches the selector"
+    return {
+        "name": trigger,
+        "health": str(worst),
+        "reason": reason or "Healthy",
+        "message": message[:512],
+        "lastEvaluated": _now(),
+    }
+
+
+def _write_status(
+    patch: kopf.Patch,
+    status: kopf.Status,
+    *,
+    policy: HealingPolicy,
+    workloads: int,
+    rt: Runtime,
+    remediations: kopf.Index[Any, Any],
+    triggers: list[dict[str, Any]],
+    problem: tuple[str, str] | None,
+) -> None:
+    mine = [
+        r for r in remediations.get(policy.namespace, ()) if r["spec"].get("policy") == policy.name
+    ]
+    active = sum(1 for r in mine if r["status"].get("phase") not in (None, *_FINAL))
+    last = max(mine, key=lambda r: r["status"].get("detectedAt") or "", default=None)
+    outcome = last["status"].get("phase", "") if last else ""
+    if status.get("workloads") != workloads:
+        patch.status["workloads"] = workloads
+    if status.get("activeRemediations") != active:
+        patch.status["activeRemediations"] = active
+    if outcome and status.get("lastOutcome") != outcome:
+        patch.status["lastOutcome"] = outcome
+    if triggers:
+        old = {t.get("name"): t for t in status.get("triggers") or []}
+        merged = dict(old)
+        changed = False
+        for t in triggers:
+            prev = old.get(t["name"]) or {}
+            if (prev.get("health"), prev.get("reason")) != (t["health"], t["reason"]):
+                changed = True
+            merged[t["name"]] = t
+        if changed:
+            patch.status["triggers"] = list(merged.values())
+    gen = policy.generation
+    if problem is not None:
+        _ready(patch, status, ok=False, reason=problem[0], message=problem[1], generation=gen)
+    elif policy.mode is Mode.PAUSED:
+        _ready(
+            patch,
+            status,
+            ok=True,
+            reason=c.PAUSED,
+            message="spec.mode is Paused: nothing is detected or acted on",
+            generation=gen,
+        )
+    elif workloads == 0:
+        _ready(
+            patch,
+            status,
+            ok=True,
+            reason=c.NO_WORKLOADS,
+            message="spec.target.selector matches no Deployment in this namespace",
+            generation=gen,
+        )
+    else:
+        _ready(
+            patch,
+            status,
+            ok=True,
+            reason=c.ACCEPTED,
+            message=f"serving {len(policy.triggers)} trigger(s) on {workloads} workload(s)",
+            generation=gen,
+        )

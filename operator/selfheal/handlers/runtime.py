@@ -1,0 +1,51 @@
+"""What every handler shares: clients, parsed policies, detector state, the driver.
+
+Built once by the start-up handler and kept in kopf's ``memo``. Nothing here is a
+source of truth: policies and Remediations live in the API server, and this is
+rebuilt from them after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from selfheal.detect import crashloop
+from selfheal.detect.prometheus import PrometheusEvaluator
+from selfheal.handlers.web import Health
+from selfheal.policy.model import HealingPolicy
+from selfheal.remediation.driver import Driver
+from selfheal.settings import Settings
+
+
+@dataclasses.dataclass(kw_only=True)
+class Runtime:
+    settings: Settings
+    driver: Driver
+    prometheus: PrometheusEvaluator
+    health: Health
+    policies: dict[tuple[str, str], HealingPolicy] = dataclasses.field(default_factory=dict)
+    """(namespace, name) -> the parsed policy, for every policy that parsed."""
+    invalid: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """(namespace, name) -> why the policy is not served."""
+    histories: dict[str, crashloop.PodHistory] = dataclasses.field(default_factory=dict)
+    """Pod uid -> crash-loop history; only pods of namespaces some policy covers."""
+    unhealthy: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    """Namespace -> workload -> unix time it turned unhealthy (storm brake input)."""
+    next_eval: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
+    """(namespace, policy, trigger) -> when its Prometheus query is due."""
+
+    def policies_in(self, namespace: str) -> Iterator[HealingPolicy]:
+        for (ns, _), policy in self.policies.items():
+            if ns == namespace:
+                yield policy
+
+    def covers(self, namespace: str) -> bool:
+        return any(ns == namespace for ns, _ in self.policies)
+
+    def mark(self, namespace: str, workload: str, *, unhealthy: bool, now: float) -> None:
+        seen = self.unhealthy.setdefault(namespace, {})
+        if unhealthy:
+            seen.setdefault(workload, now)
+        else:
+            seen.pop(workload, None)

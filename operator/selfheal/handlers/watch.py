@@ -1,0 +1,322 @@
+"""Watching without touching: Pods, ReplicaSets, Deployments and Remediations.
+
+Only ``@kopf.index`` and ``@kopf.on.event`` are used here: kopf writes nothing to
+objects for those (no annotations, no finalizers, no status). Indexes hold small
+frozen tuples, never whole bodies:
+
+- ``pods_by_rs``: (namespace, ReplicaSet) -> PodSummary of each pod;
+- ``rs_owner``: (namespace, ReplicaSet) -> the Deployment that controls it;
+- ``rs_by_deployment``: (namespace, Deployment) -> RsInfo of each of its ReplicaSets;
+- ``deployments``: (namespace, name) -> DeploymentInfo;
+- ``remediations``: namespace -> compact Remediation records (metadata, spec, status).
+
+A pod event costs an index update; only pods in namespaces that some policy covers
+go on to crash-loop evaluation, and only workloads with an unhealthy verdict or an
+open incident reach the remediation driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from selfheal import GROUP, VERSION
+from selfheal.detect import crashloop
+from selfheal.detect.signal import Health, Signal, WorkloadRef
+from selfheal.handlers.runtime import Runtime
+from selfheal.policy.model import HealingPolicy
+from selfheal.policy.selector import selector_matches
+from selfheal.remediation import naming
+from selfheal.remediation.driver import Facts
+from selfheal.remediation.guardrails import Availability, trigger_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RsInfo:
+    name: str
+    deployment: str
+    revision: int
+    template_hash: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeploymentInfo:
+    name: str
+    uid: str
+    labels: tuple[tuple[str, str], ...]
+    desired: int
+    available: int
+
+    def availability(self) -> Availability:
+        return Availability(available=self.available, desired=self.desired)
+
+
+def _controller(body: Mapping[str, Any], kind: str) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or ():
+        if ref.get("controller") and ref.get("kind") == kind:
+            return str(ref.get("name"))
+    return None
+
+
+def _rs_info(body: Mapping[str, Any]) -> RsInfo | None:
+    deployment = _controller(body, "Deployment")
+    if deployment is None:
+        return None
+    meta = body.get("metadata", {})
+    rev = (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")
+    return RsInfo(
+        name=str(meta.get("name")),
+        deployment=deployment,
+        revision=int(rev) if str(rev).isdigit() else 0,
+        template_hash=str((meta.get("labels") or {}).get("pod-template-hash", "")),
+    )
+
+
+# --- indexes ------------------------------------------------------------------------------
+
+
+@kopf.index("pods")  # type: ignore[arg-type]
+def pods_by_rs(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    summary = crashloop.summarize(body)
+    if not summary.replicaset:
+        return None
+    return {(namespace, summary.replicaset): summary}
+
+
+@kopf.index("apps", "v1", "replicasets")  # type: ignore[arg-type]
+def rs_owner(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    info = _rs_info(body)
+    return None if info is None else {(namespace, name): info.deployment}
+
+
+@kopf.index("apps", "v1", "replicasets")  # type: ignore[arg-type]
+def rs_by_deployment(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    info = _rs_info(body)
+    return None if info is None else {(namespace, info.deployment): info}
+
+
+@kopf.index("apps", "v1", "deployments")  # type: ignore[arg-type]
+def deployments(
+    namespace: str,
+    name: str,
+    uid: str,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    **_: Any,
+) -> dict[Any, Any]:
+    labels = tuple(sorted((body.get("metadata", {}).get("labels") or {}).items()))
+    info = DeploymentInfo(
+        name=name,
+        uid=uid,
+        labels=labels,
+        desired=int(spec.get("replicas", 1) or 0),
+        available=int(status.get("availableReplicas", 0) or 0),
+    )
+    return {(namespace, name): info, namespace: info}
+
+
+@kopf.index(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
+def remediations(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    meta = body.get("metadata", {})
+    compact = {
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": namespace,
+            "labels": dict(meta.get("labels") or {}),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
+    }
+    return {namespace: compact}
+
+
+# --- lookups over the indexes ----------------------------------------------------------------
+
+
+def _one(index: kopf.Index[Any, Any], key: Any) -> Any:
+    store = index.get(key)
+    return next(iter(store), None) if store else None
+
+
+def workload_pods(
+    namespace: str,
+    deployment: str,
+    *,
+    rs_by_deployment: kopf.Index[Any, Any],
+    pods_by_rs: kopf.Index[Any, Any],
+) -> list[crashloop.PodSummary]:
+    pods: list[crashloop.PodSummary] = []
+    for rs in rs_by_deployment.get((namespace, deployment), ()):
+        pods.extend(pods_by_rs.get((namespace, rs.name), ()))
+    return pods
+
+
+def newest_hash(namespace: str, deployment: str, rs_by_deployment: kopf.Index[Any, Any]) -> str:
+    infos = list(rs_by_deployment.get((namespace, deployment), ()))
+    return max(infos, key=lambda i: i.revision).template_hash if infos else ""
+
+
+def matching_policies(rt: Runtime, namespace: str, info: DeploymentInfo) -> list[HealingPolicy]:
+    labels = dict(info.labels)
+    return [p for p in rt.policies_in(namespace) if selector_matches(p.target, labels)]
+
+
+def facts_for(
+    namespace: str,
+    info: DeploymentInfo,
+    *,
+    rt: Runtime,
+    remediations: kopf.Index[Any, Any],
+    rs_by_deployment: kopf.Index[Any, Any],
+    culprit: tuple[str, str] | None = None,
+) -> Facts:
+    return Facts(
+        records=list(remediations.get(namespace, ())),
+        unhealthy=dict(rt.unhealthy.get(namespace, {})),
+        availability=info.availability(),
+        template_hash=newest_hash(namespace, info.name, rs_by_deployment),
+        pod=culprit[0] if culprit else None,
+        container=culprit[1] if culprit else None,
+    )
+
+
+def culprit_of(signal: Signal) -> tuple[str, str] | None:
+    """The pod and container a crash-loop verdict blames, from its evidence."""
+    pod, container = signal.evidence.get("pod"), signal.evidence.get("container")
+    if isinstance(pod, str) and isinstance(container, str):
+        return pod, container
+    return None
+
+
+async def feed(
+    rt: Runtime,
+    signals: Iterable[tuple[HealingPolicy, Signal, DeploymentInfo]],
+    *,
+    remediations: kopf.Index[Any, Any],
+    rs_by_deployment: kopf.Index[Any, Any],
+) -> None:
+    """Send signals to the driver: unhealthy ones, and any for an open incident."""
+    open_fps = rt.driver.open_incidents()
+    for policy, signal, info in signals:
+        ns = signal.workload.namespace
+        if signal.health is not Health.UNKNOWN:
+            rt.mark(ns, info.name, unhealthy=signal.health is Health.UNHEALTHY, now=signal.at)
+        fp = naming.fingerprint(
+            namespace=ns, policy=policy.name, workload=info.name, trigger=signal.trigger
+        )
+        if (
+            signal.health is not Health.UNHEALTHY
+            and fp not in open_fps
+            and not _has_open(remediations, ns, fp)
+        ):
+            continue
+        await rt.driver.handle(
+            event=signal,
+            policy=policy,
+            workload=signal.workload,
+            trigger=signal.trigger,
+            facts=facts_for(
+                ns,
+                info,
+                rt=rt,
+                remediations=remediations,
+                rs_by_deployment=rs_by_deployment,
+                culprit=culprit_of(signal),
+            ),
+        )
+
+
+def _has_open(remediations: kopf.Index[Any, Any], namespace: str, fp: str) -> bool:
+    for rec in remediations.get(namespace, ()):
+        if rec["metadata"]["labels"].get(naming.LABEL_FINGERPRINT) != fp:
+            continue
+        if rec["status"].get("phase") not in (None, "Resolved", "Closed"):
+            return True
+    return False
+
+
+def crash_signals(
+    rt: Runtime,
+    namespace: str,
+    info: DeploymentInfo,
+    *,
+    pods: list[crashloop.PodSummary],
+    now: float,
+) -> list[tuple[HealingPolicy, Signal, DeploymentInfo]]:
+    out: list[tuple[HealingPolicy, Signal, DeploymentInfo]] = []
+    policies = [p for p in matching_policies(rt, namespace, info) if p.mode != "Paused"]
+    if not policies:
+        return out
+    histories = []
+    for pod in pods:
+        history = rt.histories.get(pod.uid)
+        if history is None or history.summary != pod:
+            # First sight (e.g. after a restart, from the pre-filled index), or newer.
+            history = crashloop.observe(history, pod, now=now)
+            rt.histories[pod.uid] = history
+        histories.append(history)
+    ref = WorkloadRef(namespace=namespace, name=info.name, uid=info.uid)
+    for policy in policies:
+        for trigger in policy.triggers:
+            if trigger.crash_loop is None:
+                continue
+            verdict = crashloop.evaluate(trigger.crash_loop, histories, now=now)
+            out.append(
+                (
+                    policy,
+                    verdict.signal(policy=policy.name, workload=ref, trigger=trigger.name, at=now),
+                    info,
+                )
+            )
+    return out
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+@kopf.on.event("pods")  # type: ignore[arg-type]
+async def pod_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str,
+    memo: kopf.Memo,
+    pods_by_rs: kopf.Index[Any, Any],
+    rs_owner: kopf.Index[Any, Any],
+    rs_by_deployment: kopf.Index[Any, Any],
+    deployments: kopf.Index[Any, Any],
+    remediations: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    rt: Runtime = memo["runtime"]
+    rt.health.set(ready=True, reason="indexes filled; handling events")
+    if not rt.covers(namespace):
+        return
+    uid = body.get("metadata", {}).get("uid", "")
+    if event.get("type") == "DELETED":
+        rt.histories.pop(uid, None)
+    summary = crashloop.summarize(body)
+    deployment = _one(rs_owner, (namespace, summary.replicaset)) if summary.replicaset else None
+    info = _one(deployments, (namespace, deployment)) if deployment else None
+    if info is None:
+        return
+    now = time.time()
+    if event.get("type") != "DELETED":
+        rt.histories[uid] = crashloop.observe(rt.histories.get(uid), summary, now=now)
+    pods = workload_pods(
+        namespace, info.name, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs
+    )
+    # The index may not hold this very event yet: judge with the fresh summary.
+    pods = [p for p in pods if p.uid != summary.uid]
+    if event.get("type") != "DELETED":
+        pods.append(summary)
+    signals = crash_signals(rt, namespace, info, pods=pods, now=now)
+    await feed(rt, signals, remediations=remediations, rs_by_deployment=rs_by_deployment)

@@ -1,0 +1,668 @@
+"""The driver: runs the pure machine for every incident and executes its effects.
+
+One incident is one (policy, workload, trigger), identified by its fingerprint. For
+each event the driver, under a per-fingerprint lock:
+
+1. finds the open Remediation record (its own cache first, then the records the
+   handlers pass in from kopf's index, so a restarted operator resumes from the API);
+2. calls ``machine.step`` with the facts the handlers gathered;
+3. persists the new state *before* executing any ``Act``: a new record is created
+   (the name is the lock: a 409 means another replica owns the incident), an
+   existing one is patched with its ``resourceVersion`` (a 409 means somebody else
+   moved it: the driver reloads and drops the effects of the stale decision);
+4. executes the effects: actions (reported back as ``ActionDone``), Events, and
+   ticket work, which runs in background tasks so a slow Jira never holds the lock.
+
+Nothing here imports kopf; the handlers own the watches and call ``handle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from selfheal import API_VERSION, metrics
+from selfheal.actions import restart as restart_action
+from selfheal.actions import rollback as rollback_action
+from selfheal.actions import scale as scale_action
+from selfheal.actions import ticket as ticket_action
+from selfheal.actions.result import ActionResult, failed
+from selfheal.clients import kube as k
+from selfheal.clients.jira import Jira
+from selfheal.detect.signal import WorkloadRef
+from selfheal.policy.model import (
+    HealingPolicy,
+    RestartStep,
+    RollbackStep,
+    ScaleStep,
+    Step,
+    step_action,
+)
+from selfheal.remediation import machine, naming
+from selfheal.remediation.guardrails import Availability, RecordSummary, trigger_name
+from selfheal.remediation.state import Phase, RemediationState, StepResult, remediation_spec
+
+logger = logging.getLogger(__name__)
+
+PLURAL = "remediations"
+TEMPLATE_HASH_LABEL = "pod-template-hash"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Facts:
+    """What the handlers know about the incident's surroundings, read from kopf indexes."""
+
+    records: Sequence[Mapping[str, Any]] = ()
+    """Remediation objects of the namespace (bodies or compact dicts with metadata,
+    spec and status)."""
+    unhealthy: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Workload name -> unix time it turned unhealthy (namespace-wide, storm brake)."""
+    availability: Availability | None = None
+    template_hash: str = ""
+    """``pod-template-hash`` of the workload's newest ReplicaSet at detection time."""
+    pod: str | None = None
+    """The pod and container whose evidence goes into a ticket, when known."""
+    container: str | None = None
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Record:
+    name: str
+    namespace: str
+    state: RemediationState | None
+    resource_version: str | None
+    spec: Mapping[str, Any]
+
+
+EvidenceFn = Callable[..., Awaitable[tuple[str, str, Mapping[str, bytes], str]]]
+"""``(policy, workload, trigger, state, facts) -> (summary, description, attachments,
+short evidence summary)``: gathers and renders redacted evidence for a ticket."""
+
+
+class Driver:
+    def __init__(
+        self,
+        *,
+        kube: k.Kube,
+        jira: Jira | None = None,
+        evidence: EvidenceFn | None = None,
+        events: EventRecorder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.jira = jira
+        self.evidence = evidence
+        self.events = events or EventRecorder(kube=kube, clock=clock)
+        self.clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._open: dict[str, _Record] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.actions_taken: list[tuple[str, str, str]] = []
+        """(namespace/workload, action, result) of every executed Act: for tests and logs."""
+
+    # --- public ----------------------------------------------------------------------
+
+    async def handle(
+        self,
+        *,
+        event: machine.Event,
+        policy: HealingPolicy,
+        workload: WorkloadRef,
+        trigger: str,
+        facts: Facts,
+    ) -> RemediationState | None:
+        """Apply one event to the incident of (policy, workload, trigger)."""
+        fp = naming.fingerprint(
+            namespace=workload.namespace,
+            policy=policy.name,
+            workload=workload.name,
+            trigger=trigger,
+        )
+        lock = self._locks.setdefault(fp, asyncio.Lock())
+        async with lock:
+            return await self._apply(fp, event, policy, workload, trigger, facts)
+
+    def open_incidents(self) -> dict[str, RemediationState]:
+        """Fingerprint -> state of every open record this driver holds."""
+        return {
+            fp: r.state
+            for fp, r in self._open.items()
+            if r.state is not None and not r.state.phase.final
+        }
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def _apply(
+        self,
+        fp: str,
+        event: machine.Event,
+        policy: HealingPolicy,
+        workload: WorkloadRef,
+        trigger: str,
+        facts: Facts,
+    ) -> RemediationState | None:
+        # Bounded: each Act is reported once; a step never acts twice (machine rule).
+        queue: list[machine.Event] = [event]
+        record = self._find(fp, facts)
+        for _ in range(2 * len(policy.remediation.steps) + 8):
+            if not queue:
+                break
+            ev = queue.pop(0)
+            old = record.state if record else None
+            if record is None:
+                name = naming.remediation_name(
+                    namespace=workload.namespace,
+                    policy=policy.name,
+                    workload=workload.name,
+                    trigger=trigger,
+                    ordinal=naming.next_ordinal(
+                        existing=(_name_of(b) for b in facts.records), fingerprint=fp
+                    ),
+                )
+            else:
+                name = record.name
+            context = machine.Context(
+                workload=workload,
+                trigger=trigger,
+                name=name,
+                records=_summaries(facts.records, self._open.values()),
+                unhealthy=facts.unhealthy,
+                availability=facts.availability,
+            )
+            now = self.clock()
+            new, effects = machine.step(old, event=ev, policy=policy, context=context, now=now)
+            if new is None:
+                return None
+            if new is not old:
+                try:
+                    record = await self._persist(
+                        record,
+                        new,
+                        name=name,
+                        fp=fp,
+                        policy=policy,
+                        workload=workload,
+                        trigger=trigger,
+                        facts=facts,
+                    )
+                except k.Conflict:
+                    # Another writer owns or moved this incident: its decision stands.
+                    logger.info(
+                        "remediation %s/%s changed under us; reloading", workload.namespace, name
+                    )
+                    self._open.pop(fp, None)
+                    await self._reload(fp, workload.namespace, name)
+                    return None
+            assert record is not None
+            for eff in effects:
+                done = await self._execute(eff, record, policy, workload, trigger, facts)
+                if done is not None:
+                    queue.append(done)
+        return record.state if record else None
+
+    def _find(self, fp: str, facts: Facts) -> _Record | None:
+        if (cached := self._open.get(fp)) is not None:
+            return cached
+        newest: Mapping[str, Any] | None = None
+        for body in facts.records:
+            labels = (body.get("metadata") or {}).get("labels") or {}
+            if labels.get(naming.LABEL_FINGERPRINT) != fp:
+                continue
+            phase = (body.get("status") or {}).get("phase")
+            if phase and Phase(phase).final:
+                continue
+            if newest is None or _ordinal(body) > _ordinal(newest):
+                newest = body
+        if newest is None:
+            return None
+        record = _from_body(newest)
+        self._open[fp] = record
+        return record
+
+    async def _reload(self, fp: str, namespace: str, name: str) -> None:
+        try:
+            body = await self.kube.get(k.group(API_VERSION, namespace, PLURAL, name))
+        except k.NotFound:
+            return
+        record = _from_body(body)
+        if record.state is not None and not record.state.phase.final:
+            self._open[fp] = record
+
+    async def _persist(
+        self,
+        record: _Record | None,
+        new: RemediationState,
+        *,
+        name: str,
+        fp: str,
+        policy: HealingPolicy,
+        workload: WorkloadRef,
+        trigger: str,
+        facts: Facts,
+    ) -> _Record:
+        ns = workload.namespace
+        if record is None:
+            trig = policy.trigger(trigger)
+            spec = remediation_spec(
+                policy=policy.name,
+                workload=workload,
+                trigger=trigger,
+                trigger_kind=trig.kind if trig else "",
+            )
+            spec["fingerprint"] = fp
+            if facts.template_hash:
+                spec["workload"]["templateHash"] = facts.template_hash
+            body = {
+                "apiVersion": API_VERSION,
+                "kind": "Remediation",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": naming.labels(
+                        namespace=ns,
+                        policy=policy.name,
+                        workload=workload.name,
+                        trigger=trigger,
+                    ),
+                },
+                "spec": spec,
+            }
+            # Creating the record is the lock: a 409 means another replica has it.
+            created = await self.kube.create(k.group(API_VERSION, ns, PLURAL), body)
+            record = _Record(
+                name=name,
+                namespace=ns,
+                state=None,
+                resource_version=created["metadata"]["resourceVersion"],
+                spec=spec,
+            )
+        patch = {
+            "metadata": {"resourceVersion": record.resource_version},
+            "status": new.to_status(),
+        }
+        out = await self.kube.patch(
+            k.group(API_VERSION, ns, PLURAL, name), patch, subresource="status"
+        )
+        record.state = new
+        record.resource_version = out["metadata"]["resourceVersion"]
+        if new.phase.final:
+            self._open.pop(fp, None)
+            if new.phase is Phase.RESOLVED:
+                metrics.TIME_TO_RESOLVE.observe(max(0.0, (new.closed_at or 0) - new.detected_at))
+        else:
+            self._open[fp] = record
+        return record
+
+    # --- effects -------------------------------------------------------------------------
+
+    async def _execute(
+        self,
+        eff: machine.Effect,
+        record: _Record,
+        policy: HealingPolicy,
+        workload: WorkloadRef,
+        trigger: str,
+        facts: Facts,
+    ) -> machine.Event | None:
+        if isinstance(eff, machine.Emit):
+            await self.events.emit(
+                namespace=workload.namespace,
+                involved=[
+                    _ref("Remediation", API_VERSION, workload.namespace, record.name),
+                    _ref(workload.kind, "apps/v1", workload.namespace, workload.name, workload.uid),
+                ],
+                reason=str(eff.reason),
+                message=eff.message,
+                type=str(eff.type),
+            )
+            return None
+        if isinstance(eff, machine.Act):
+            result = await self._act(eff, policy, workload, record, facts)
+            metrics.REMEDIATIONS.labels(result.action, str(result.result)).inc()
+            self.actions_taken.append(
+                (f"{workload.namespace}/{workload.name}", result.action, str(result.result))
+            )
+            return machine.ActionDone(
+                index=eff.index,
+                result=StepResult(str(result.result)),
+                message=result.message,
+                change=_status_change(result.change),
+            )
+        if isinstance(eff, machine.Escalate):
+            self._spawn(
+                record, "ticket", self._ticket_loop(eff, record, policy, workload, trigger, facts)
+            )
+            return None
+        if isinstance(eff, machine.Resolve):
+            self._spawn(record, "resolve", self._resolve(eff, record, policy))
+            return None
+        raise TypeError(f"unknown effect {eff!r}")
+
+    async def _act(
+        self,
+        eff: machine.Act,
+        policy: HealingPolicy,
+        workload: WorkloadRef,
+        record: _Record,
+        facts: Facts,
+    ) -> ActionResult:
+        step: Step = eff.step
+        ns, name = workload.namespace, workload.name
+        cause = f"selfheal: {policy.name}/{record.name} step {eff.index + 1} ({step_action(step)})"
+        try:
+            if isinstance(step, RollbackStep):
+                return await rollback_action.rollback(
+                    kube=self.kube,
+                    namespace=ns,
+                    name=name,
+                    to=step.to,
+                    known_bad=_known_bad(workload, facts, record),
+                    allow_gitops=policy.guardrails.allow_gitops,
+                    dry_run=eff.dry_run,
+                    change_cause=cause,
+                )
+            if isinstance(step, ScaleStep):
+                return await scale_action.scale(
+                    kube=self.kube,
+                    namespace=ns,
+                    name=name,
+                    by=step.by,
+                    max_replicas=step.max,
+                    dry_run=eff.dry_run,
+                )
+            if isinstance(step, RestartStep):
+                return await restart_action.restart(
+                    kube=self.kube,
+                    namespace=ns,
+                    name=name,
+                    dry_run=eff.dry_run,
+                    requested_at=datetime.datetime.fromtimestamp(self.clock(), datetime.UTC),
+                )
+        except k.KubeError as e:
+            # Actions report API errors themselves; this is the last line of defence.
+            return failed(step_action(step), e, doing=step_action(step), change={})
+        raise TypeError(f"unknown step {step!r}")
+
+    def _spawn(self, record: _Record, kind: str, coro: Coroutine[Any, Any, None]) -> None:
+        key = f"{record.namespace}/{record.name}/{kind}"
+        running = self._tasks.get(key)
+        if running is not None and not running.done():
+            # The machine re-emits Escalate while no ticket arrived: one worker suffices.
+            coro.close()
+            return
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("%s for remediation %s failed", kind, key)
+            finally:
+                self._tasks.pop(key, None)
+
+        self._tasks[key] = asyncio.create_task(guarded(), name=key)
+
+    async def _ticket_loop(
+        self,
+        eff: machine.Escalate,
+        record: _Record,
+        policy: HealingPolicy,
+        workload: WorkloadRef,
+        trigger: str,
+        facts: Facts,
+    ) -> None:
+        escalation = policy.remediation.jira
+        state = record.state
+        assert state is not None
+        if self.jira is None or escalation is None:
+            why = (
+                "Jira is not configured (settings: jira_url)"
+                if self.jira is None
+                else ("the policy has no remediation.escalate.jira")
+            )
+            await self.handle(
+                event=machine.TicketDone(ticket={"state": "Failed", "lastError": why}),
+                policy=policy,
+                workload=workload,
+                trigger=trigger,
+                facts=facts,
+            )
+            return
+        if self.evidence is None:
+            raise RuntimeError("driver: evidence collector missing")
+        summary, description, attachments, short = await self.evidence(
+            policy=policy,
+            workload=workload,
+            trigger=trigger,
+            state=state,
+            facts=facts,
+            reason=eff.reason,
+            related=eff.related,
+        )
+        fp = str(record.spec.get("fingerprint") or "")
+        pending = ticket_action.PendingTicket.from_status(state.ticket)
+        for _ in range(50):  # bounded: about a day of retries at the maximum backoff
+            outcome = await ticket_action.escalate(
+                jira=self.jira,
+                escalation=escalation,
+                fingerprint=fp,
+                summary=summary,
+                description=description,
+                attachments=attachments,
+                pending=pending,
+                now=self.clock(),
+            )
+            metrics.TICKETS.labels("escalate", str(outcome.state)).inc()
+            status = dict(outcome.to_status())
+            status["evidenceSummary"] = short
+            await self.handle(
+                event=machine.TicketDone(ticket=status),
+                policy=policy,
+                workload=workload,
+                trigger=trigger,
+                facts=facts,
+            )
+            if outcome.pending is None or outcome.retry_at is None:
+                return
+            pending = outcome.pending
+            await asyncio.sleep(max(0.0, outcome.retry_at - self.clock()))
+
+    async def _resolve(self, eff: machine.Resolve, record: _Record, policy: HealingPolicy) -> None:
+        state = record.state
+        key = str((state.ticket if state else {}).get("key") or "")
+        if self.jira is None or not key:
+            return
+        transition = (
+            policy.remediation.jira.resolve_transition
+            if (eff.recovered and policy.remediation.jira)
+            else None
+        )
+        attempts = 0
+        for _ in range(20):
+            out = await ticket_action.resolve(
+                jira=self.jira,
+                key=key,
+                comment=eff.message,
+                transition=transition,
+                now=self.clock(),
+                attempts=attempts,
+            )
+            metrics.TICKETS.labels("resolve", str(out.state)).inc()
+            if out.retry_at is None:
+                return
+            attempts = out.attempts
+            await asyncio.sleep(max(0.0, out.retry_at - self.clock()))
+
+
+# --- Events ---------------------------------------------------------------------------------
+
+
+class EventRecorder:
+    """Kubernetes Events, rate-limited so an incident cannot flood the namespace.
+
+    The same (object, reason, message) is posted at most once per ``window`` seconds;
+    at most ``burst`` Events per ``window`` per namespace in all.
+    """
+
+    def __init__(
+        self,
+        *,
+        kube: k.Kube,
+        clock: Callable[[], float] = time.time,
+        window: float = 60.0,
+        burst: int = 30,
+    ) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.window = window
+        self.burst = burst
+        self._seen: dict[tuple[str, str, str], float] = {}
+        self._recent: dict[str, list[float]] = {}
+        self.suppressed = 0
+
+    def allow(self, *, namespace: str, key: tuple[str, str, str]) -> bool:
+        now = self.clock()
+        if now - self._seen.get(key, -1e18) < self.window:
+            return False
+        recent = [t for t in self._recent.get(namespace, []) if now - t < self.window]
+        if len(recent) >= self.burst:
+            self._recent[namespace] = recent
+            return False
+        recent.append(now)
+        self._recent[namespace] = recent
+        self._seen[key] = now
+        if len(self._seen) > 4096:  # bounded memory: forget the oldest half
+            for old in sorted(self._seen, key=self._seen.__getitem__)[:2048]:
+                del self._seen[old]
+        return True
+
+    async def emit(
+        self,
+        *,
+        namespace: str,
+        involved: Sequence[Mapping[str, str]],
+        reason: str,
+        message: str,
+        type: str,
+    ) -> None:
+        stamp = datetime.datetime.fromtimestamp(self.clock(), datetime.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        for obj in involved:
+            key = (f"{obj['kind']}/{obj['name']}", reason, message)
+            if not self.allow(namespace=namespace, key=key):
+                self.suppressed += 1
+                continue
+            body = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{obj['name'][:200]}.", "namespace": namespace},
+                "involvedObject": dict(obj),
+                "reason": reason,
+                "message": message[:1024],
+                "type": type,
+                "source": {"component": "selfheal"},
+                "reportingComponent": "selfheal.dev/operator",
+                "reportingInstance": "selfheal",
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            }
+            try:
+                await self.kube.create(k.core(namespace, "events"), body)
+            except k.KubeError as e:
+                # Events are best effort: never let them fail a remediation.
+                logger.warning("event %s on %s not posted: %s", reason, obj["name"], e)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _status_change(change: Mapping[str, Any]) -> dict[str, Any]:
+    """An action's change as the Remediation status stores it: the patch as JSON text,
+    revisions as strings, nothing null."""
+    out: dict[str, Any] = {}
+    for key, value in change.items():
+        if value is None:
+            continue
+        if key == "patch" and not isinstance(value, str):
+            value = json.dumps(value, sort_keys=True)
+        elif key in ("fromRevision", "toRevision"):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _ref(kind: str, api: str, namespace: str, name: str, uid: str = "") -> dict[str, str]:
+    ref = {"kind": kind, "apiVersion": api, "namespace": namespace, "name": name}
+    if uid:
+        ref["uid"] = uid
+    return ref
+
+
+def _name_of(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("name") or "")
+
+
+def _ordinal(body: Mapping[str, Any]) -> int:
+    tail = _name_of(body).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _from_body(body: Mapping[str, Any]) -> _Record:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return _Record(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        state=RemediationState.from_status(status) if status.get("phase") else None,
+        resource_version=meta.get("resourceVersion"),
+        spec=body.get("spec") or {},
+    )
+
+
+def _summaries(bodies: Sequence[Mapping[str, Any]], cached: Any) -> list[RecordSummary]:
+    """Guardrail summaries: the index's records, overridden by fresher cached states."""
+    fresh: dict[str, RecordSummary] = {}
+    for body in bodies:
+        try:
+            summary = RecordSummary.from_body(body)
+        except ValueError:
+            continue  # not written by selfheal (or not yet given a status)
+        fresh[summary.name] = summary
+    for rec in cached:
+        if rec.state is None:
+            continue
+        spec = rec.spec
+        fresh[rec.name] = RecordSummary.from_state(
+            rec.state,
+            namespace=rec.namespace,
+            name=rec.name,
+            policy=str(spec.get("policy")),
+            workload=str((spec.get("workload") or {}).get("name")),
+            trigger=trigger_name(spec),
+        )
+    return list(fresh.values())
+
+
+def _known_bad(workload: WorkloadRef, facts: Facts, record: _Record) -> frozenset[str]:
+    """Template hashes that were unhealthy in some incident of this workload."""
+    bad = set()
+    for body in [*facts.records, {"spec": record.spec}]:
+        spec = body.get("spec") or {}
+        wl = spec.get("workload") or {}
+        if wl.get("name") == workload.name and wl.get("templateHash"):
+            bad.add(str(wl["templateHash"]))
+    return frozenset(bad)

@@ -1,0 +1,89 @@
+"""Helpers for tests that drive Deployments and HealingPolicies on the real API server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from selfheal import API_VERSION
+from selfheal.clients import kube as k
+
+T = TypeVar("T")
+
+
+def deployment(name: str, image: str, *, replicas: int = 2,
+               labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    labels = {"app": name, **(labels or {})}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 10,
+            "selector": {"matchLabels": {"app": name}},
+            # Fast rollouts: the stand-in reports Ready at once.
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    }
+
+
+def policy(name: str, *, selector: Mapping[str, str], spec: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": "HealingPolicy",
+        "metadata": {"name": name},
+        "spec": {"target": {"kind": "Deployment", "selector": {"matchLabels": dict(selector)}}},
+    }
+    body["spec"].update(spec)
+    return body
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float, what: str, every: float = 0.5
+) -> T:
+    """Poll ``probe`` until it returns something truthy; bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def set_image(kube: k.Kube, namespace: str, name: str, image: str) -> None:
+    await kube.patch(
+        k.apps(namespace, "deployments", name),
+        [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": image}],
+        content_type=k.JSON_PATCH,
+    )
+
+
+async def available(kube: k.Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    d = await kube.get(k.apps(namespace, "deployments", name))
+    st, spec = d.get("status", {}), d["spec"]
+    done = (
+        st.get("observedGeneration", 0) >= d["metadata"]["generation"]
+        and st.get("updatedReplicas", 0) == spec["replicas"]
+        and st.get("availableReplicas", 0) == spec["replicas"]
+        and st.get("replicas", 0) == spec["replicas"]
+    )
+    return d if done else None
+
+
+async def remediations(kube: k.Kube, namespace: str) -> list[dict[str, Any]]:
+    out = await kube.get(k.group(API_VERSION, namespace, "remediations"))
+    return list(out.get("items", []))
+
+
+def image_of(d: Mapping[str, Any]) -> str:
+    return str(d["spec"]["template"]["spec"]["containers"][0]["image"])
