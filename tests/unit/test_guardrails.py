@@ -196,7 +196,7 @@ def test_min_available_refuses_disruptive_steps(step: Step) -> None:
     action = "rollback" if isinstance(step, RollbackStep) else "restart"
     assert decision.message == (
         f"min available: checkout has 2/4 replicas available (50%); a {action} needs 75% "
-        "(guardrails.minAvailable=0.75)"
+        "(guardrails.minAvailable=75%)"
     )
 
 

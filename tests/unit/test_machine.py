@@ -509,7 +509,7 @@ def test_min_available_skips_a_disruptive_step_but_not_scale() -> None:
     assert refused.result is REFUSED
     assert refused.message == (
         "min available: checkout has 1/4 replicas available (25%); "
-        "a restart needs 50% (guardrails.minAvailable=0.5)"
+        "a restart needs 50% (guardrails.minAvailable=50%)"
     )
 
 
@@ -594,3 +594,67 @@ def test_record_identity_is_kept_when_nothing_changes() -> None:
     before = inc.current
     assert inc.tick(T0 + 1231) == []
     assert inc.state is before
+
+
+# --- When to tick ------------------------------------------------------------------------
+
+
+def wake(inc: Incident, now: float) -> float | None:
+    return machine.wakeup(inc.state, policy=inc.policy, context=inc.context, now=now)
+
+
+def test_wakeup_is_the_deadline_while_acting() -> None:
+    inc = acting()
+    assert wake(inc, T0 + 5) == T0 + 600
+
+
+def test_wakeup_is_the_end_of_the_window_while_healthy() -> None:
+    inc = verifying()
+    inc.signal(H, T0 + 20)
+    assert wake(inc, T0 + 100) == T0 + 320
+    inc.signal(U, T0 + 150)
+    assert wake(inc, T0 + 160) == T0 + 610  # not healthy: only the deadline
+
+
+def test_wakeup_rechecks_a_waiting_guardrail() -> None:
+    busy = RecordSummary(
+        namespace=NS,
+        name="cart-1",
+        policy=POLICY,
+        workload="cart",
+        trigger="crashloop",
+        phase=Phase.ACTING,
+        detected_at=T0 - 5,
+        started_at=T0 - 5,
+    )
+    inc = Incident(policy=make_policy(), context=make_context(records=(busy,)))
+    inc.signal(U, T0)
+    assert wake(inc, T0 + 1) == T0 + 1 + machine.RECHECK
+
+
+def test_wakeup_retries_the_ticket_and_ends_retention() -> None:
+    inc = escalated()
+    assert wake(inc, T0 + 1231) == T0 + 1230 + machine.TICKET_RETRY
+    inc.ticket({"key": "OPS-1"}, T0 + 1240)
+    assert wake(inc, T0 + 1241) == T0 + 1230 + inc.context.escalated_retention
+
+
+def test_no_wakeup_for_final_records_or_paused_policies() -> None:
+    inc = verifying()
+    inc.signal(H, T0 + 20)
+    inc.tick(T0 + 320)
+    assert wake(inc, T0 + 400) is None
+    paused = acting()
+    paused.policy = make_policy(mode=Mode.PAUSED)
+    assert wake(paused, T0 + 1) is None
+
+
+def test_a_window_completed_while_acting_is_seen_when_the_step_gives_up() -> None:
+    inc = acting()
+    inc.signal(H, T0 + 10)  # healthy on its own; the action never reports
+    effects = inc.tick(T0 + 600)
+    assert inc.phase() is Phase.CLOSED  # not a second step on a healthy workload
+    assert acts(effects) == []
+    assert inc.current.steps[0].result is FAIL
+    assert reasons(effects) == ["StepFailed", "Closed"]
+    assert "no step is known to have healed it" in effects[-1].message  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from selfheal.detect.signal import Health, Signal
+from selfheal.detect.signal import Health
 from selfheal.policy.model import HealingPolicy, Mode, RestartStep, RollbackStep, ScaleStep, Step
 from selfheal.remediation import machine
 from selfheal.remediation.guardrails import Availability, RecordSummary
@@ -89,39 +89,73 @@ def play(seed: int) -> list[int]:
     acted: list[int] = []
     for _ in range(EVENTS):
         now += rng.choice([0.0, 1.0, 30.0, 200.0, 700.0])
-        if rng.random() < 0.1:
+        events = [random_event(rng, now, acted)]
+        if rng.random() < 0.1:  # the facts changed: the driver re-evaluates with a Tick
             policy = random_policy(rng) if rng.random() < 0.5 else policy
             context = random_context(rng, now)
+            events.insert(0, Tick())
         if state is not None and rng.random() < 0.2:  # the operator restarted
             state = RemediationState.from_status(json.loads(json.dumps(state.to_status())))
-        event = random_event(rng, now, acted)
-        was_final = state is not None and state.phase.final
-        old = state
-        state, effects = machine.step(state, event=event, policy=policy, context=context, now=now)
-        new_acts = [e for e in effects if isinstance(e, Act)]
-        assert len(new_acts) <= 1
-        if state is not None and state == old:
-            assert state is old  # unchanged means the same object: nothing to persist
-        if old is not None:
-            assert state is not None  # a record never disappears
-        if state is None:
-            assert not effects
-            continue
-        if was_final:
-            assert state.phase is old.phase  # type: ignore[union-attr]
-        check_shape(state)
-        assert RemediationState.from_status(json.loads(json.dumps(state.to_status()))) == state
-        for act in new_acts:
-            assert act.index not in acted, f"step {act.index} acted twice"
-            assert policy.mode is not Mode.PAUSED
-            assert act.dry_run == (policy.mode is Mode.DRY_RUN)
-            assert state.last_health is Health.UNHEALTHY  # never on unknown or healthy
-            assert state.phase is Phase.ACTING
-            assert state.steps[-1].index == act.index
-            assert state.steps[-1].in_flight
-            assert not (isinstance(event, Signal) and event.health is not Health.UNHEALTHY)
-            acted.append(act.index)
+        for event in events:
+            state = apply(rng, state, event, policy, context, now, acted)
     return acted
+
+
+def apply(
+    rng: random.Random,
+    old: RemediationState | None,
+    event: Event,
+    policy: HealingPolicy,
+    context: machine.Context,
+    now: float,
+    acted: list[int],
+) -> RemediationState | None:
+    """One ``step`` call, and every property that must hold after it."""
+    state, effects = machine.step(old, event=event, policy=policy, context=context, now=now)
+    new_acts = [e for e in effects if isinstance(e, Act)]
+    assert len(new_acts) <= 1
+    if state is not None and state == old:
+        assert state is old  # unchanged means the same object: nothing to persist
+    if old is not None:
+        assert state is not None  # a record never disappears
+        if old.phase.final:
+            assert state.phase is old.phase
+    if state is None:
+        assert not effects
+        return None
+    check_shape(state)
+    assert RemediationState.from_status(json.loads(json.dumps(state.to_status()))) == state
+    for act in new_acts:
+        assert act.index not in acted, f"step {act.index} acted twice"
+        assert policy.mode is not Mode.PAUSED
+        assert act.dry_run == (policy.mode is Mode.DRY_RUN)
+        assert state.last_health is Health.UNHEALTHY  # never on unknown or healthy
+        assert state.phase is Phase.ACTING
+        assert state.steps[-1].index == act.index
+        assert state.steps[-1].in_flight
+        acted.append(act.index)
+    check_quiet_until_wakeup(rng, state, policy, context, now)
+    return state
+
+
+def check_quiet_until_wakeup(
+    rng: random.Random,
+    state: RemediationState,
+    policy: HealingPolicy,
+    context: machine.Context,
+    now: float,
+) -> None:
+    """A Tick before ``wakeup()`` changes nothing: the driver may sleep until then."""
+    due = machine.wakeup(state, policy=policy, context=context, now=now)
+    assert due is None or due >= now
+    horizon = 30 * 86400.0 if due is None else due - now
+    for _ in range(3):
+        at = now + rng.random() * horizon
+        if at >= (due if due is not None else float("inf")):
+            continue
+        after, effects = machine.step(state, event=Tick(), policy=policy, context=context, now=at)
+        assert after is state, f"a Tick at {at - now:.1f}s changed the record before wakeup"
+        assert effects == []
 
 
 @pytest.mark.parametrize("chunk", range(4))

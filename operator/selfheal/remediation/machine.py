@@ -32,6 +32,10 @@ Rules the driver can rely on:
   ``unknown`` pauses the verify window (it neither counts as healthy nor fails it);
   ``unhealthy`` during verification restarts the window (the step still has until
   its deadline, because detectors lag behind a rollout).
+- **Every event is also a Tick.** After applying an event the machine takes every
+  transition that is already due (a deadline passed, a window completed), except
+  that it never goes past a freshly emitted ``Act``. ``wakeup()`` says when the
+  next Tick can change anything, so the driver can sleep until then.
 - **Idempotent.** An ``ActionDone`` for another index, a duplicate one, or one in a
   phase other than Acting is ignored; a ``Signal`` older than the last one applied is
   ignored; a repeated signal changes nothing but the last-seen time.
@@ -94,6 +98,8 @@ ESCALATED_RETENTION = 86400.0
 """Default seconds an Escalated record stays open while the workload is not healthy."""
 TICKET_RETRY = 300.0
 """Seconds between two ``Escalate`` effects while no ``TicketDone`` has arrived."""
+RECHECK = 30.0
+"""Seconds between two guardrail checks while a step waits for permission."""
 
 
 # --- Events: what the machine is told ------------------------------------------------
@@ -271,6 +277,19 @@ class _Run:
     # Dispatch.
 
     def apply(self, state: RemediationState | None, event: Event) -> RemediationState | None:
+        new = self._apply(state, event)
+        # One transition can make the next one due at once (a healthy window that grew
+        # while a step was in flight is seen on escalating): settle before returning.
+        for _ in range(len(self.policy.remediation.steps) + 4):
+            if new is None or new.phase.final or self.paused or new.phase is Phase.ACTING:
+                break  # an Act waits for its outcome: it is never settled in the same call
+            settled = self._advance(new)
+            if settled == new:
+                break
+            new = settled
+        return new
+
+    def _apply(self, state: RemediationState | None, event: Event) -> RemediationState | None:
         if isinstance(event, Signal):
             self._check_routing(event)
             if state is None:
@@ -549,6 +568,8 @@ class _Run:
             message = f"step {last.index + 1} ({last.action}) healed {name}"
         elif any(s.result is StepResult.DRY_RUN for s in state.steps):
             phase, message = Phase.CLOSED, f"{name} recovered; nothing was changed (dry run)"
+        elif any(s.changed_workload for s in state.steps):
+            phase, message = Phase.CLOSED, f"{name} recovered; no step is known to have healed it"
         else:
             phase, message = Phase.CLOSED, f"{name} recovered before any step changed it"
         message = f"{message}: healthy for {window}"
@@ -660,6 +681,33 @@ class _Run:
             f"could not start step {state.current_step + 1} ({action}) within "
             f"{human_duration(self.timeout)}: {why}"
         )
+
+
+def wakeup(
+    state: RemediationState | None, *, policy: HealingPolicy, context: Context, now: float
+) -> float | None:
+    """The earliest time a ``Tick`` could change ``state``; ``None``: no Tick is needed.
+
+    Deadlines, the end of the verify window (if health stays as it is), retention and
+    ticket retries are exact; a step waiting for a guardrail is re-checked every
+    ``RECHECK`` seconds (the records that hold it back change without a Tick). Ticking
+    more often is harmless; ticking at these times is enough.
+    """
+    if state is None or state.phase.final or policy.mode is Mode.PAUSED:
+        return None
+    times: list[float] = []
+    if state.step_deadline is not None:
+        times.append(state.step_deadline)
+    if state.phase is not Phase.ACTING and state.healthy_since is not None:
+        times.append(now + max(0.0, policy.remediation.verify_for - state.healthy_for(now)))
+    if state.phase is Phase.DETECTED and state.waiting_for:
+        times.append(now + RECHECK)
+    if state.phase is Phase.ESCALATED:
+        assert state.escalated_at is not None
+        times.append(state.escalated_at + context.escalated_retention)
+        if state.ticket_requested_at is not None and not state.ticket:
+            times.append(state.ticket_requested_at + TICKET_RETRY)
+    return max(now, min(times)) if times else None
 
 
 def describe_change(change: Mapping[str, object]) -> str:
