@@ -13,6 +13,7 @@ from selfheal.evidence.collect import (
     Revision,
     Termination,
 )
+from selfheal.evidence.redact import Redactor
 from selfheal.evidence.render import esc, neutralise, render_description, render_summary
 from selfheal.policy.model import HealingPolicy, Mode
 
@@ -296,3 +297,15 @@ def test_bundle_summary_is_short_and_says_what_is_missing() -> None:
     assert "python ConnectionError: connection refused: db:5432" in s
     assert "revision 4 (shop/checkout:1.4.2)" in s
     assert "unavailable: events of Pod, previous logs" in s
+
+
+def test_steps_passed_at_render_time_are_redacted_too() -> None:
+    b = bundle()
+    b.redactor = Redactor().with_literals(["s3cr3t-db-pw"])
+    steps = [
+        {"action": "restart", "result": "Failed", "detail": "env had s3cr3t-db-pw; password=x9"}
+    ]
+    text = describe(b, steps=steps)
+    assert "s3cr3t-db-pw" not in text
+    assert "x9" not in text
+    assert "|1|restart|Failed|-|env had \\[REDACTED\\]; password=\\[REDACTED\\]|" in text

@@ -128,6 +128,14 @@ class Bundle:
     truncated: list[str] = dataclasses.field(default_factory=list)
     """Items cut to fit the size bounds."""
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
+    redactor: Redactor | None = dataclasses.field(default=None, repr=False, compare=False)
+    """The incident's redactor (the policy's plus the pod's env values), for text added
+    after collection, e.g. the steps' messages in the description."""
+
+    def redact(self, text: str) -> str:
+        """``text`` through the incident's redactor (the built-in rules when there is none)."""
+        r = self.redactor if self.redactor is not None else Redactor()
+        return r.redact_text(text)
 
     @property
     def redaction_count(self) -> int:
@@ -342,6 +350,7 @@ async def collect(
 
     bundle.unavailable = {k: r.redact_text(v) for k, v in c.unavailable.items()}
     bundle.redactions = dict(r.counts)
+    bundle.redactor = r
     return bundle
 
 

@@ -82,7 +82,9 @@ def render_description(
     ``None``: the bundle's. ``remediation``: the Remediation object's name, for the
     commands section.
     """
-    steps = bundle.steps if steps is None else steps
+    # Text that did not come through collect() is redacted here, with the same redactor.
+    steps = bundle.steps if steps is None else [_redact_step(bundle, s) for s in steps]
+    trigger, cause = bundle.redact(trigger), bundle.redact(cause)
     ns, name = workload.namespace, workload.name
     out: list[str] = []
     out.append(f"h2. {esc(workload.kind)} {esc(ns)}/{esc(name)} was not healed")
@@ -277,6 +279,10 @@ def _open_block(text: str) -> str:
         elif name == depth and m.group(0) == "{" + name + "}":
             depth = ""
     return depth
+
+
+def _redact_step(bundle: Bundle, step: Mapping[str, object]) -> dict[str, object]:
+    return {k: bundle.redact(v) if isinstance(v, str) else v for k, v in step.items()}
 
 
 def _field(step: Mapping[str, object], *keys: str) -> str:
