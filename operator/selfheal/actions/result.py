@@ -85,7 +85,8 @@ class ActionResult:
     ``target``/``fromReplicas``/``toReplicas`` (scale), and ``patch``: the exact JSON patch
     sent (or, for a dry run, that would be sent); ``None`` when nothing was sent."""
     retryable: bool = False
-    """A ``Failed`` result that may succeed later (API unavailable, 429, 5xx, conflicts)."""
+    """Trying the same step again later may succeed: API unavailable (429, 5xx), a lost
+    optimistic lock, or a controller that has not caught up (``RolloutNotObserved``)."""
 
     def __post_init__(self) -> None:
         # A deep, read-only copy: the caller's dicts may be mutated later, the record may not.

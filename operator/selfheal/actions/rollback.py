@@ -376,7 +376,13 @@ async def rollback(
                 reason=Reason.PAUSED,
             )
         if choice.target is None:
-            return _result(Outcome.REFUSED, choice, f"{where}: {choice.message}")
+            return _result(
+                Outcome.REFUSED,
+                choice,
+                f"{where}: {choice.message}",
+                # Only a controller that has not caught up yet goes away by itself.
+                retryable=choice.reason is Reason.ROLLOUT_NOT_OBSERVED,
+            )
         patch = rollback_patch(
             deployment=deployment, target=choice.target, change_cause=change_cause
         )
@@ -403,6 +409,7 @@ def _result(
     *,
     reason: Reason | None = None,
     patch: object = None,
+    retryable: bool = False,
 ) -> ActionResult:
     return ActionResult(
         action=ACTION,
@@ -410,4 +417,5 @@ def _result(
         reason=reason or choice.reason,
         message=message,
         change=_change(choice, patch),
+        retryable=retryable,
     )
