@@ -406,15 +406,16 @@ class Cluster:
             self._wait("ServiceAccount default/default", self._default_sa)
             self.startup_seconds["controller-manager"] = time.monotonic() - t0
         except BaseException:
-            self.stop()
+            # The logs named in the error stay on disk: keep the data dir for a look.
+            self.stop(keep_data=True)
             raise
 
-    def stop(self) -> None:
+    def stop(self, *, keep_data: bool = False) -> None:
         """Terminates every process (controller-manager first) and deletes owned data."""
         for p in reversed(self._procs):
             _terminate(p.popen.pid, p.popen)
         self._procs.clear()
-        if self._own_dir:
+        if self._own_dir and not keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     @property
