@@ -83,6 +83,7 @@ def redacted(text: str, r: Redactor | None = None) -> str:
             "] Accept:[*/*]]",
         ),
         ("curl -u admin:hunter2 https://x", "hunter2", "curl -u admin:"),
+        ("https://x-access-token:tok-12345@github.com/x", "tok-12345", "@github.com/x"),
         ("exec app --db-password hunter2 --user bob", "hunter2", "--user bob"),
     ],
 )

@@ -200,7 +200,7 @@ _BUILTIN: tuple[_Rule, ...] = (
         "api-key-header",
         re.compile(
             r"(?P<pre>\bx-(?:api-key|auth-token|amz-security-token|vault-token|access-token)"
-            r"[\"']?\s*:\s*[\"']?)(?P<secret>[^\s\"',;]+)",
+            r"[\"']?\s*:\s*[\"']?)(?P<secret>[^\s\"',;@]+)",
             re.IGNORECASE,
         ),
         _keep_groups("pre"),
