@@ -407,3 +407,15 @@ def test_kotlin_coroutine_exception_with_suppressed() -> None:
     assert st.root_cause == "java.lang.IllegalStateException: no leader"
     assert "Suppressed: java.io.IOException" in st.text
     assert "next log line" not in st.text
+
+
+def test_a_log_tail_that_starts_inside_a_trace_still_yields_it() -> None:
+    tail = "\n".join(FLASK_DURING.splitlines()[10:])  # from inside the second traceback
+    st = stacks.extract_stack(tail)
+    assert st is not None
+    assert (st.runtime, st.exception_type) == ("python", "LookupError")
+    java = "\n\tat com.shop.A.b(A.java:1)\n\tat com.shop.A.main(A.java:2)\n"
+    st = stacks.extract_stack(java)
+    assert st is not None
+    assert (st.runtime, st.exception_type, st.message) == ("java", "", "")
+    assert st.text.startswith("\tat com.shop.A.b(A.java:1)")

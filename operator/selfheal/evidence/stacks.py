@@ -152,6 +152,7 @@ _PY_CHAIN = (
     "During handling of the above exception, another exception occurred:",
     "The above exception was the direct cause of the following exception:",
 )
+_PY_FRAME = re.compile(r'^  File "[^"]*", line \d+')
 _PY_EXC = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
 _PY_GROUP_EXC = re.compile(r"^\s*\| ([A-Za-z_][\w.]*Group): ?(.*)$")
 
@@ -192,6 +193,9 @@ def _scan(lines: Sequence[str], *, max_chars: int) -> Iterator[StackTrace]:
         end = i + 1
         if line.endswith(_PY_START) or line.endswith(_PY_GROUP_START):
             trace, end = _python(lines, i, max_chars=max_chars)
+        elif line.startswith('  File "') and _PY_FRAME.match(line):
+            # Frames without their "Traceback" line: the log tail began inside the trace.
+            trace, end = _python(lines, i, max_chars=max_chars, partial=True)
         elif line.startswith(("panic: ", "fatal error: ")):
             trace, end = _go(lines, i, max_chars=max_chars)
         elif _FRAME_AT.match(line) and (i == 0 or not _FRAME_AT.match(lines[i - 1])):
@@ -203,7 +207,9 @@ def _scan(lines: Sequence[str], *, max_chars: int) -> Iterator[StackTrace]:
             i += 1
 
 
-def _python(lines: Sequence[str], start: int, *, max_chars: int) -> tuple[StackTrace | None, int]:
+def _python(
+    lines: Sequence[str], start: int, *, max_chars: int, partial: bool = False
+) -> tuple[StackTrace | None, int]:
     n = len(lines)
     i = start
     chain: list[tuple[str, str]] = []
@@ -211,7 +217,8 @@ def _python(lines: Sequence[str], start: int, *, max_chars: int) -> tuple[StackT
         return _python_group(lines, start, max_chars=max_chars)
     while i < n and i - start < _MAX_LINES:
         # Frames: every indented line after the "Traceback" line.
-        j = i + 1
+        j = i if partial else i + 1
+        partial = False
         while j < n and (lines[j][:1] in (" ", "\t")):
             j += 1
         if j >= n:
@@ -326,12 +333,18 @@ def _header_above(lines: Sequence[str], first: int, pattern: re.Pattern[str]) ->
     return None
 
 
+def _line_above(lines: Sequence[str], first: int) -> int:
+    """Without a recognised header, the line above the frames names the error, if any."""
+    return first - 1 if first > 0 and lines[first - 1].strip() else first
+
+
 def _java(lines: Sequence[str], first: int, *, max_chars: int) -> tuple[StackTrace, int]:
     n = len(lines)
     h = _header_above(lines, first, _JAVA_HEADER)
-    start = h if h is not None else max(0, first - 1)
-    header = _JAVA_HEADER.match(lines[start])
-    etype, msg = (header.group(1), header.group(2) or "") if header else ("", lines[start].strip())
+    start = h if h is not None else _line_above(lines, first)
+    header = _JAVA_HEADER.match(lines[start]) if start < first else None
+    above = lines[start].strip() if start < first else ""
+    etype, msg = (header.group(1), header.group(2) or "") if header else ("", above)
     if header and start + 1 < first:
         msg = "\n".join([msg, *(ln.strip() for ln in lines[start + 1 : first])])
     causes: list[tuple[str, str]] = []
@@ -384,9 +397,10 @@ def _dotnet(lines: Sequence[str], first: int, *, max_chars: int) -> tuple[StackT
 def _node(lines: Sequence[str], first: int, *, max_chars: int) -> tuple[StackTrace, int]:
     n = len(lines)
     h = _header_above(lines, first, _NODE_HEADER)
-    start = h if h is not None else max(0, first - 1)
-    header = _NODE_HEADER.match(lines[start])
-    etype, msg = (header.group(1), header.group(2) or "") if header else ("", lines[start].strip())
+    start = h if h is not None else _line_above(lines, first)
+    header = _NODE_HEADER.match(lines[start]) if start < first else None
+    above = lines[start].strip() if start < first else ""
+    etype, msg = (header.group(1), header.group(2) or "") if header else ("", above)
     if header and start + 1 < first:
         msg = "\n".join([msg, *(ln.strip() for ln in lines[start + 1 : first])])
     j = first
