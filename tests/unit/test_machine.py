@@ -658,3 +658,15 @@ def test_a_window_completed_while_acting_is_seen_when_the_step_gives_up() -> Non
     assert inc.current.steps[0].result is FAIL
     assert reasons(effects) == ["StepFailed", "Closed"]
     assert "no step is known to have healed it" in effects[-1].message  # type: ignore[union-attr]
+
+
+def test_an_issue_filed_after_the_record_closed_is_resolved_even_after_a_pending_report() -> None:
+    inc = escalated()
+    inc.ticket({"state": "Pending", "attempts": 1}, T0 + 1240)  # Jira was down
+    inc.signal(H, T0 + 1300)
+    effects = inc.tick(T0 + 1600)
+    assert inc.phase() is Phase.CLOSED
+    assert of_type(effects, Resolve) == []  # no issue to tell yet
+    effects = inc.ticket({"state": "Filed", "key": "OPS-4"}, T0 + 1700)
+    assert [r.recovered for r in of_type(effects, Resolve)] == [True]
+    assert inc.ticket({"state": "Filed", "key": "OPS-4"}, T0 + 1800) == []  # told once

@@ -62,8 +62,8 @@ Rules the driver can rely on:
   ``remediation.jira``, except for records a storm brake summarises elsewhere; it is
   emitted again every ``TICKET_RETRY`` seconds on ``Tick`` until ``TicketDone``
   arrives, so the ticket code must find an existing ticket before filing one.
-  ``Resolve`` is emitted when a record with a ticket ends (or when the ticket
-  arrives after it ended).
+  ``Resolve`` is emitted when a record whose ticket names an issue (``ticket["key"]``)
+  ends, or when the issue's key arrives after the record ended (a late filing).
 - **Persisting.** When nothing changed the input state object itself is returned
   (``new is old``); otherwise write ``new.to_status()``.
 """
@@ -587,7 +587,7 @@ class _Run:
     ) -> RemediationState:
         reason = EventReason.RESOLVED if phase is Phase.RESOLVED else EventReason.CLOSED
         self.emit(reason, message)
-        if state.ticket:
+        if has_issue(state.ticket):
             self.effects.append(Resolve(message=message, recovered=recovered))
         return dataclasses.replace(
             state, phase=phase, closed_at=self.now, step_deadline=None, waiting_for=""
@@ -639,8 +639,8 @@ class _Run:
 
     def _ticket_done(self, state: RemediationState, done: TicketDone) -> RemediationState:
         new = dataclasses.replace(state, ticket=dict(done.ticket))
-        if state.phase.final and not state.ticket and done.ticket:
-            # The incident ended before its ticket existed: tell the ticket now.
+        if state.phase.final and not has_issue(state.ticket) and has_issue(done.ticket):
+            # The incident ended before its issue existed: tell the issue now.
             recovered = (
                 state.verification is not None
                 and state.verification.outcome is VerifyOutcome.PASSED
@@ -708,6 +708,15 @@ def wakeup(
         if state.ticket_requested_at is not None and not state.ticket:
             times.append(state.ticket_requested_at + TICKET_RETRY)
     return max(now, min(times)) if times else None
+
+
+def has_issue(ticket: Mapping[str, object]) -> bool:
+    """The ticket mapping names a filed issue (its ``key``, e.g. ``OPS-123``).
+
+    The only part of the ticket code's mapping the machine reads: ``Resolve`` is for an
+    issue that exists; a pending or failed filing has nothing to resolve yet.
+    """
+    return bool(ticket.get("key"))
 
 
 def describe_change(change: Mapping[str, object]) -> str:
