@@ -372,3 +372,35 @@ def test_cooldown_and_rate_limit_survive_a_restart() -> None:
 )
 def test_human_duration(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text
+
+
+def test_summary_from_an_object_equals_the_summary_of_its_state() -> None:
+    """from_body reads only what guardrails need; it must agree with the full state."""
+    in_flight = StepRecord(index=2, action="restart", started_at=T0 + 50)
+    steps = (
+        StepRecord(
+            index=0, action="rollback", started_at=T0, finished_at=T0, result=StepResult.REFUSED
+        ),
+        StepRecord(
+            index=1,
+            action="scale",
+            started_at=T0 + 10,
+            finished_at=T0 + 12.5,
+            result=StepResult.FAILED,
+        ),
+        in_flight,
+    )
+    for phase in Phase:
+        for n in range(len(steps) + 1):
+            st = RemediationState(
+                phase=phase,
+                detected_at=T0 - 5,
+                steps=steps[:n],
+                closed_at=T0 + 99 if phase.final else None,
+                storm_summary=n == 2,
+            )
+            name = "checkout-crashloop-1"
+            expected = RecordSummary.from_state(
+                st, namespace=NS, name=name, policy=POLICY, workload="checkout", trigger="crashloop"
+            )
+            assert RecordSummary.from_body(body_of(st, name=name)) == expected

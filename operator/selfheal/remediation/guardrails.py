@@ -28,7 +28,15 @@ from typing import Any
 
 from selfheal.detect.signal import WorkloadRef
 from selfheal.policy.model import HealingPolicy, Mode, ScaleStep, Step, step_action
-from selfheal.remediation.state import Phase, RemediationState
+from selfheal.remediation.state import (
+    Phase,
+    RemediationState,
+    first_change,
+    last_change,
+    parse_time,
+    phase_from_status,
+    steps_from_status,
+)
 
 
 class Guardrail(enum.StrEnum):
@@ -154,14 +162,26 @@ class RecordSummary:
         ):
             if not value:
                 raise ValueError(f"{field}: missing; the object was not written by selfheal")
-        state = RemediationState.from_status(body.get("status") or {})
-        return cls.from_state(
-            state,
+        # Only what guardrails read: the driver summarises every record of a namespace
+        # for every decision, and a full ``from_status`` is several times slower.
+        status = body.get("status") or {}
+        phase = phase_from_status(status)
+        detected_at = parse_time(status.get("detectedAt"), field="status.detectedAt")
+        if detected_at is None:
+            raise ValueError("status.detectedAt: missing; the object was not written by selfheal")
+        steps = steps_from_status(status)
+        return cls(
             namespace=meta["namespace"],
             name=meta["name"],
             policy=spec["policy"],
             workload=workload["name"],
             trigger=trigger_name(spec),
+            phase=phase,
+            detected_at=detected_at,
+            started_at=first_change(steps),
+            last_acted_at=last_change(steps),
+            closed_at=parse_time(status.get("closedAt"), field="status.closedAt"),
+            storm_summary=bool((status.get("escalation") or {}).get("stormSummary")),
         )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from selfheal.detect.signal import Health, WorkloadRef
@@ -148,13 +148,12 @@ class RemediationState:
     @property
     def started_at(self) -> float | None:
         """When the first step that changed (or may have changed) the workload started."""
-        return next((s.started_at for s in self.steps if s.changed_workload), None)
+        return first_change(self.steps)
 
     @property
     def last_acted_at(self) -> float | None:
         """When the workload was last changed (or may have been) by this record."""
-        times = [s.finished_at or s.started_at for s in self.steps if s.changed_workload]
-        return max(times, default=None)
+        return last_change(self.steps)
 
     def to_status(self) -> dict[str, Any]:
         return {
@@ -200,13 +199,7 @@ class RemediationState:
 
         Raises ``ValueError`` naming the field when the status cannot be read.
         """
-        try:
-            phase = Phase(status["phase"])
-        except (KeyError, ValueError):
-            raise ValueError(
-                f"status.phase: expected one of {[str(p) for p in Phase]}, "
-                f"got {status.get('phase')!r}; the object was not written by selfheal"
-            ) from None
+        phase = phase_from_status(status)
         detected_at = parse_time(status.get("detectedAt"), field="status.detectedAt")
         if detected_at is None:
             raise ValueError("status.detectedAt: missing; the object was not written by selfheal")
@@ -220,7 +213,7 @@ class RemediationState:
             detail=status.get("detail") or "",
             evidence=dict(status.get("evidence") or {}),
             current_step=int(status.get("currentStep") or 0),
-            steps=tuple(_step_from_status(s, i) for i, s in enumerate(status.get("steps") or ())),
+            steps=steps_from_status(status),
             verification=(
                 None
                 if verification is None
@@ -259,6 +252,32 @@ def _step_to_status(step: StepRecord) -> dict[str, Any]:
         "message": step.message,
         "change": dict(step.change),
     }
+
+
+def first_change(steps: Iterable[StepRecord]) -> float | None:
+    """Start of the first step that changed (or may have changed) the workload."""
+    return next((s.started_at for s in steps if s.changed_workload), None)
+
+
+def last_change(steps: Iterable[StepRecord]) -> float | None:
+    """End (or start, while in flight) of the last step that changed the workload."""
+    times = [s.finished_at or s.started_at for s in steps if s.changed_workload]
+    return max(times, default=None)
+
+
+def steps_from_status(status: Mapping[str, Any]) -> tuple[StepRecord, ...]:
+    """``status.steps`` alone (cheaper than ``from_status`` when that is all one needs)."""
+    return tuple(_step_from_status(s, i) for i, s in enumerate(status.get("steps") or ()))
+
+
+def phase_from_status(status: Mapping[str, Any]) -> Phase:
+    try:
+        return Phase(status["phase"])
+    except (KeyError, ValueError):
+        raise ValueError(
+            f"status.phase: expected one of {[str(p) for p in Phase]}, "
+            f"got {status.get('phase')!r}; the object was not written by selfheal"
+        ) from None
 
 
 def _step_from_status(raw: Mapping[str, Any], position: int) -> StepRecord:
