@@ -50,7 +50,7 @@ class PrometheusError(Exception):
     """A query did not produce a result."""
 
 
-class PrometheusUnavailable(PrometheusError):  # noqa: N818 - the name the callers use
+class PrometheusUnavailable(PrometheusError):
     """Prometheus could not be reached or did not answer in time (temporary)."""
 
 

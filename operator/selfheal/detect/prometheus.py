@@ -38,6 +38,7 @@ pending breaches start over.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 from collections import deque
@@ -182,6 +183,8 @@ class WorkloadState:
 @dataclasses.dataclass
 class _Trigger:
     fingerprint: str
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    """Overlapping evaluations of one trigger take turns (they share the state)."""
     workloads: dict[WorkloadKey, WorkloadState] = dataclasses.field(default_factory=dict)
     grid_end: float | None = None
     """Last grid point fetched by a range query (anomaly triggers)."""
@@ -291,15 +294,15 @@ class PrometheusEvaluator:
         state = self._triggers.get(key)
         if state is None or state.fingerprint != fingerprint:
             state = self._triggers[key] = _Trigger(fingerprint=fingerprint)
-        wanted = {(w.namespace, w.name) for w in workloads}
-        for gone in [k for k in state.workloads if k not in wanted]:
-            del state.workloads[gone]
-
         name = f"{policy.namespace}/{policy.name} trigger {trigger.name!r}"
-        if spec.anomaly is not None:
-            results = await self._anomaly(spec, spec.anomaly, state, workloads, now, name)
-        else:
-            results = await self._threshold(spec, state, workloads, now, name)
+        async with state.lock:
+            wanted = {(w.namespace, w.name) for w in workloads}
+            for gone in [k for k in state.workloads if k not in wanted]:
+                del state.workloads[gone]
+            if spec.anomaly is not None:
+                results = await self._anomaly(spec, spec.anomaly, state, workloads, now, name)
+            else:
+                results = await self._threshold(spec, state, workloads, now, name)
         return [
             Signal(
                 policy=policy.name,
@@ -320,13 +323,12 @@ class PrometheusEvaluator:
         self,
         spec: PrometheusTrigger,
         name: str,
-        workloads: Sequence[WorkloadRef],
         *,
         at: float,
         start: float | None = None,
         step: float | None = None,
-    ) -> list[Series] | list[_Result]:
-        """The series, or one unknown result per workload when the query failed."""
+    ) -> list[Series] | _Result:
+        """The series, or the unknown result every workload gets when the query failed."""
         evidence: dict[str, object] = {"query": spec.query}
         if self.client is None:
             cause, detail = "BackendUnavailable", f"{name}: no Prometheus URL is configured"
@@ -341,10 +343,7 @@ class PrometheusEvaluator:
                 cause = "QueryFailed"
                 detail = f"{name}: Prometheus rejected the query ({e.error_type}): {e.message}"
                 evidence["error"] = e.message
-        return [
-            _Result(health=Health.UNKNOWN, cause=cause, detail=detail, evidence=evidence)
-            for _ in workloads
-        ]
+        return _Result(health=Health.UNKNOWN, cause=cause, detail=detail, evidence=evidence)
 
     @staticmethod
     def _group(series: list[Series], labels: Mapping[str, str]) -> dict[WorkloadKey, list[Series]]:
@@ -393,10 +392,9 @@ class PrometheusEvaluator:
         now: float,
         name: str,
     ) -> list[_Result]:
-        answer = await self._query(spec, name, workloads, at=now)
-        if answer and isinstance(answer[0], _Result):
-            return [r for r in answer if isinstance(r, _Result)]
-        series = [s for s in answer if isinstance(s, Series)]
+        series = await self._query(spec, name, at=now)
+        if isinstance(series, _Result):
+            return [series] * len(workloads)
         groups = self._group(series, spec.workload_labels)
         gap = self.gap_factor * spec.interval
         out: list[_Result] = []
@@ -448,10 +446,11 @@ class PrometheusEvaluator:
         start = state.grid_end
         if start is None or fresh or start > grid_now:
             start = grid_now - anomaly.baseline
-        answer = await self._query(spec, name, workloads, at=grid_now, start=start, step=step)
-        if answer and isinstance(answer[0], _Result):
-            return [r for r in answer if isinstance(r, _Result)]
-        series = [s for s in answer if isinstance(s, Series)]
+        # After a long outage, never more than the baseline window (Prometheus' point limit).
+        start = max(start, grid_now - anomaly.baseline)
+        series = await self._query(spec, name, at=grid_now, start=start, step=step)
+        if isinstance(series, _Result):
+            return [series] * len(workloads)
         state.grid_end = grid_now
         groups = self._group(series, spec.workload_labels)
         threshold = threshold_for(anomaly.sensitivity)
