@@ -285,6 +285,11 @@ def test_env_values_are_collected_from_pods_and_templates() -> None:
         ("TokenExpiredError", False),
         ("key", False),
         ("monkey", False),
+        ("token_count", False),
+        ("max_tokens", False),
+        ("tokenExpiresAt", False),
+        ("GITHUBTOKEN", True),
+        ("accessToken", True),
     ],
 )
 def test_secret_looking_keys(key: str, secret: bool) -> None:

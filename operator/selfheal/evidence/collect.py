@@ -312,27 +312,8 @@ async def collect(
 
     text, source = logs
     bundle.logs_source = source
-    if text is not None:
-        bounded, cut = _bound_log(text, log_max_bytes)
-        if cut:
-            bundle.truncated.append("logs")
-        bundle.logs = r.redact_text(bounded)
-        bundle.stack = stacks.extract_stack(bundle.logs)
-    if bundle.stack is None and bundle.termination and bundle.termination.message:
-        # terminationMessagePolicy FallbackToLogsOnError puts the log tail there.
-        bundle.stack = stacks.extract_stack(bundle.termination.message)
-
-    for kind, obj in (("pod", pod_obj), ("replicaset", rs), ("deployment", dep)):
-        if obj is not None:
-            # List items carry no apiVersion/kind; a snapshot should apply as it reads.
-            typed = {"apiVersion": _API_VERSION[kind], "kind": _KIND[kind], **obj}
-            snap = yaml.safe_dump(r.redact_object(typed), sort_keys=False, width=120)
-            if len(snap.encode()) > SNAPSHOT_MAX_BYTES:
-                snap = _cut_bytes(snap.encode(), SNAPSHOT_MAX_BYTES, tail=False).decode(
-                    errors="ignore"
-                )
-                bundle.truncated.append(kind)
-            bundle.snapshots[kind] = snap
+    # Redaction, extraction and YAML are CPU work on up to megabytes: off the event loop.
+    await asyncio.to_thread(_digest, bundle, text, log_max_bytes, (pod_obj, rs, dep), r)
 
     bundle.rollout_history = [
         dataclasses.replace(h, change_cause=r.redact_text(h.change_cause)) for h in history or []
@@ -352,6 +333,36 @@ async def collect(
     bundle.redactions = dict(r.counts)
     bundle.redactor = r
     return bundle
+
+
+def _digest(
+    bundle: Bundle,
+    text: str | None,
+    log_max_bytes: int,
+    objects: tuple[dict[str, Any] | None, ...],
+    r: Redactor,
+) -> None:
+    """Logs -> redacted tail and stack; objects -> redacted YAML snapshots (in a thread)."""
+    if text is not None:
+        bounded, cut = _bound_log(text, log_max_bytes)
+        if cut:
+            bundle.truncated.append("logs")
+        bundle.logs = r.redact_text(bounded)
+        bundle.stack = stacks.extract_stack(bundle.logs)
+    if bundle.stack is None and bundle.termination and bundle.termination.message:
+        # terminationMessagePolicy FallbackToLogsOnError puts the log tail there.
+        bundle.stack = stacks.extract_stack(bundle.termination.message)
+
+    for kind, obj in zip(("pod", "replicaset", "deployment"), objects, strict=True):
+        if obj is not None:
+            # List items carry no apiVersion/kind; a snapshot should apply as it reads.
+            typed = {"apiVersion": _API_VERSION[kind], "kind": _KIND[kind], **obj}
+            snap = yaml.safe_dump(r.redact_object(typed), sort_keys=False, width=120)
+            if len(snap.encode()) > SNAPSHOT_MAX_BYTES:
+                cut_snap = _cut_bytes(snap.encode(), SNAPSHOT_MAX_BYTES, tail=False)
+                snap = cut_snap.decode(errors="ignore")
+                bundle.truncated.append(kind)
+            bundle.snapshots[kind] = snap
 
 
 # --- reads ------------------------------------------------------------------------------------
