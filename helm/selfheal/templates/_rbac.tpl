@@ -1,0 +1,87 @@
+{{/*
+selfheal.rules: the operator's permissions on workloads and its own API, the same
+list for the ClusterRole (cluster-wide) and for each namespace's Role (namespaced).
+No wildcards. Each rule names the code that needs it; a rule for a feature that is
+switched off (rbac.actions.*, rbac.evidence.*) is not rendered. tests/e2e/test_rbac_e2e.py
+runs a whole remediation with exactly these rules and fails on any 403.
+*/}}
+{{- define "selfheal.rules" -}}
+{{- $a := .Values.rbac.actions }}
+# Pods: kopf index `pods_by_rs` and on.event `pod_event` (handlers/watch.py) list and
+# watch them; evidence/collect.py gets the crashing pod and lists the workload's pods.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+{{- if .Values.rbac.evidence.logs }}
+# Container logs (current and previous) for the ticket: evidence/collect.py `_logs`.
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+{{- end }}
+# Events: create for the driver's Events on the workload and the Remediation
+# (remediation/driver.py) and kopf.warn on an invalid policy (handlers/policies.py);
+# list for the evidence's events of the Deployment and Pod (evidence/collect.py `_events`).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, list]
+# Deployments: kopf index `deployments` lists and watches them; get for the actions'
+# reads and the evidence snapshot. patch only when an action writes the Deployment
+# itself: rollback (actions/rollback.py, the pod template) or restart
+# (actions/restart.py, the restartedAt annotation).
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch{{ if or $a.rollback $a.restart }}, patch{{ end }}]
+{{- if $a.scale }}
+# The scale subresource: actions/scale.py reads and patches spec.replicas through it
+# (scale and its revert after recovery) when no HPA owns the Deployment.
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [get, patch]
+# HPAs: actions/scale.py lists them to find the one targeting the Deployment, then
+# raises (and later reverts) its minReplicas instead of fighting it; get re-reads it
+# after a conflict (actions/result.py `lost_race`).
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, patch]
+{{- end }}
+# ReplicaSets: kopf indexes `rs_owner` and `rs_by_deployment` list and watch them;
+# actions/rollback.py lists a Deployment's revisions; the evidence gets the pod's
+# ReplicaSet and lists the rollout history.
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get, list, watch]
+# HealingPolicies: kopf's handlers list and watch them (handlers/policies.py) and patch
+# kopf's progress annotations (AnnotationsProgressStorage under selfheal.dev).
+- apiGroups: [selfheal.dev]
+  resources: [healingpolicies]
+  verbs: [list, watch, patch]
+# HealingPolicy status: Ready condition, trigger health, counts (handlers/policies.py).
+- apiGroups: [selfheal.dev]
+  resources: [healingpolicies/status]
+  verbs: [patch]
+# Remediations: kopf index `remediations` lists and watches them; the driver gets one
+# on resume and creates it (creating it is the lock against acting twice).
+- apiGroups: [selfheal.dev]
+  resources: [remediations]
+  verbs: [get, list, watch, create]
+# Remediation status: the machine's whole state after every transition (driver.py `_save`).
+- apiGroups: [selfheal.dev]
+  resources: [remediations/status]
+  verbs: [patch]
+{{- end }}
+
+{{/*
+selfheal.clusterReadRules: cluster-scoped reads kopf's observers make
+(kopf/_core/reactor/observation.py): CRDs in every mode, to notice API changes
+while running; Namespaces in namespaced mode, to notice a watched one being created.
+*/}}
+{{- define "selfheal.clusterReadRules" -}}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if .Values.rbac.namespaced }}
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+{{- end }}
