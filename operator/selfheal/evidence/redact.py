@@ -158,7 +158,9 @@ _KV = re.compile(
     r"[\w.\-]{0,80}\\?(?P=q))"
     r"(?P<sep>\s*(?:=>|=|:)\s*)"
     r"(?P<value>\\\"(?:(?!\\\").){0,4096}\\\"|\"(?:[^\"\\\n]|\\.){0,4096}\"|'(?:[^'\\\n]|\\.){0,4096}'"
-    r"|[^\s,;&'\"()\[\]{}<>]{1,4096}(?=[\s,;&'\"}\]]|$))",
+    # Possessive: a value that does not end at a separator is code, not a secret, and
+    # giving back characters one by one would make "token=token=..." quadratic.
+    r"|[^\s,;&'\"()\[\]{}<>]{1,1024}+(?=[\s,;&'\"}\]]|$))",
     re.MULTILINE,
 )
 

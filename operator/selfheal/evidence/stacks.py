@@ -202,9 +202,7 @@ def _scan(lines: Sequence[str], *, max_chars: int) -> Iterator[StackTrace]:
             trace, end = _frames(lines, i, max_chars=max_chars)
         if trace is not None:
             yield trace
-            i = max(end, i + 1)
-        else:
-            i += 1
+        i = max(end, i + 1)
 
 
 def _python(
@@ -213,6 +211,7 @@ def _python(
     n = len(lines)
     i = start
     chain: list[tuple[str, str]] = []
+    scanned = start + 1
     if lines[start].endswith(_PY_GROUP_START):
         return _python_group(lines, start, max_chars=max_chars)
     while i < n and i - start < _MAX_LINES:
@@ -222,6 +221,7 @@ def _python(
         while j < n and (lines[j][:1] in (" ", "\t")):
             j += 1
         if j >= n:
+            scanned = j
             break
         exc_line = lines[j]
         m = _PY_EXC.match(exc_line)
@@ -248,7 +248,9 @@ def _python(
         i = j
         break
     if not chain:
-        return None, start + 1
+        # Frames up to the end and no exception line: skip them all, or every
+        # "File" line below would start the same scan again.
+        return None, max(scanned, start + 1)
     end = min(i, n)
     etype, msg = chain[-1]
     root = f"{chain[0][0]}: {chain[0][1]}".strip(": ") if len(chain) > 1 else ""
@@ -279,7 +281,12 @@ def _go(lines: Sequence[str], start: int, *, max_chars: int) -> tuple[StackTrace
         return None, start + 1
     # A real panic has a goroutine dump close below; a log line that says "panic:" does not.
     first = next(
-        (k for k in range(start + 1, min(n, start + 40)) if _GO_GOROUTINE.match(lines[k])), None
+        (
+            k
+            for k in range(start + 1, min(n, start + 40))
+            if lines[k].startswith("goroutine ") and _GO_GOROUTINE.match(lines[k])
+        ),
+        None,
     )
     if first is None:
         return None, start + 1
