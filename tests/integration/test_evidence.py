@@ -22,7 +22,7 @@ from selfheal.clients import kube as k
 from selfheal.detect.signal import WorkloadRef
 from selfheal.evidence import Redactor, collect, render_description, render_summary
 from selfheal.policy.model import HealingPolicy
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, free_port
 from tests.support.kubelet import Behaviour, Kubelet
 
 pytestmark = pytest.mark.integration
@@ -343,3 +343,32 @@ async def test_forbidden_reads_are_recorded_and_the_rest_is_collected(
     assert bundle.termination.exit_code == 1
     assert set(bundle.snapshots) == {"pod", "deployment"}
     assert_no_secret(*bundle.attachments().values())
+
+
+async def test_an_unreachable_api_server_still_yields_a_bundle(cluster: Cluster) -> None:
+    # A port nothing listens on: every read fails with a connection error.
+    down = k.Kube.from_token(
+        host=f"https://127.0.0.1:{free_port()}", token="x", ca_file=str(cluster.ca_file)
+    )
+    try:
+        bundle = await asyncio.wait_for(
+            collect(
+                kube=down,
+                namespace="shop",
+                deployment="checkout",
+                pod="checkout-1",
+                container=None,
+                redactor=Redactor(),
+                prometheus_usage=None,
+                trigger_evidence={"restarts": 4},
+                steps=[],
+                request_timeout=2.0,
+            ),
+            timeout=30,
+        )
+    finally:
+        await down.close()
+    assert bundle.unavailable["deployment"].startswith("ConnectionError")
+    assert bundle.unavailable["pod"].startswith("ConnectionError")
+    assert bundle.logs_source == "unavailable"
+    assert json.loads(bundle.attachments()["evidence.json"])["triggerEvidence"] == {"restarts": 4}
