@@ -88,7 +88,9 @@ def table(values_path: Path) -> str:
 
 def render(readme: str, generated: str) -> str:
     if START not in readme or END not in readme:
-        raise SystemExit(f"README has no {START!r} ... {END!r} markers: add them where the table goes")
+        raise SystemExit(
+            f"README has no {START!r} ... {END!r} markers: add them where the table goes"
+        )
     head, _, rest = readme.partition(START)
     _, _, tail = rest.partition(END)
     return f"{head}{START}\n{generated}{END}{tail}"
