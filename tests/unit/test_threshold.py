@@ -92,6 +92,12 @@ def test_a_long_blind_spell_restarts_the_wait() -> None:
     assert got[9] == (Health.UNHEALTHY, "ThresholdExceeded")
 
 
+def test_evaluations_later_than_the_interval_still_fire() -> None:
+    # The operator was busy: evaluations every 100 s for a 30 s interval.
+    got = run(ABOVE, [0.2, 0.2, 0.2], every=100.0)
+    assert [c for _, c in got] == ["Pending", "Pending", "ThresholdExceeded"]
+
+
 def test_for_zero_fires_on_the_first_bad_sample() -> None:
     spec = PrometheusTrigger(query="q", below=10.0, for_=0.0)
     assert run(spec, [12.0, 9.0]) == [(Health.HEALTHY, ""), (Health.UNHEALTHY, "ThresholdExceeded")]
@@ -100,10 +106,14 @@ def test_for_zero_fires_on_the_first_bad_sample() -> None:
 def test_hold_primitives() -> None:
     h = hold_step(None, breach=True, t=10.0, gap=5.0)
     assert h == Hold(10.0, 10.0)
-    assert hold_step(h, breach=None, t=12.0, gap=5.0) is h
-    assert hold_step(h, breach=True, t=14.0, gap=5.0) == Hold(10.0, 14.0)
-    assert hold_step(h, breach=True, t=16.0, gap=5.0) == Hold(16.0, 16.0)
+    blind = hold_step(h, breach=None, t=12.0, gap=5.0)
+    assert blind == Hold(10.0, 10.0, 12.0)
+    assert hold_step(blind, breach=None, t=13.0, gap=5.0) is blind
+    assert hold_step(blind, breach=True, t=17.0, gap=5.0) == Hold(10.0, 17.0)
+    assert hold_step(blind, breach=True, t=17.5, gap=5.0) == Hold(17.5, 17.5)
+    assert hold_step(h, breach=True, t=1000.0, gap=5.0) == Hold(10.0, 1000.0)
     assert hold_step(h, breach=False, t=11.0, gap=5.0) is None
+    assert hold_step(None, breach=None, t=11.0, gap=5.0) is None
     assert fired(Hold(10.0, 14.0), for_=4.0)
     assert not fired(Hold(10.0, 13.9), for_=4.0)
     assert not fired(None, for_=0.0)
@@ -188,6 +198,20 @@ def test_nan_samples_neither_feed_nor_break_an_excursion() -> None:
     st = fresh_state(history)
     times = firing_times(st, shifted)
     assert times[0] == end + STEP + FOR
+
+
+def test_a_hole_in_the_samples_restarts_the_wait() -> None:
+    history = noisy(600, level=100.0, seed=1)
+    end = history[-1][0]
+    shifted = noisy(10, level=140.0, seed=2, start=end + STEP)
+    # No data for ten minutes after the second shifted sample.
+    shifted = shifted[:2] + [(t + 600.0, v) for t, v in shifted[2:]]
+    st = fresh_state(history)
+    times = firing_times(st, shifted)
+    # The excursion is still outside the band it left, but ``for`` counts from the resume.
+    assert st.onset is not None
+    assert st.onset.t == shifted[0][0]
+    assert times[0] == shifted[2][0] + FOR
 
 
 def test_feeding_without_a_detector_is_an_error_that_says_what_to_set() -> None:

@@ -25,9 +25,10 @@ Learned baselines (``anomaly``)
 Three outcomes, never two. A workload is ``unknown`` (never acted on) when Prometheus is
 unreachable (``BackendUnavailable``), rejects the query (``QueryFailed``, with Prometheus'
 message), returns no current series for it (``NoData``) or NaN (``NaN``); each message
-names the policy's trigger. Unknown neither starts nor ends a pending breach, but a breach
-whose last bad observation is older than ``gap_factor`` evaluation intervals (or steps)
-starts over, so ``for`` is never satisfied across a long blind spell.
+names the policy's trigger. Unknown neither starts nor ends a pending breach, but after a
+blind spell longer than ``gap_factor`` evaluation intervals (or a hole in the samples longer
+than ``gap_factor`` steps) the breach starts over, so ``for`` is never satisfied across an
+outage. Late evaluations do not reset it: consecutive bad observations always continue.
 
 State is per (policy, trigger, workload), bounded: a pending-since pair, the last
 ``recent`` samples (the evidence), and for anomaly triggers one detector (fixed size).
@@ -79,23 +80,32 @@ class Detector(Protocol):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Hold:
-    """A breach in progress: first and latest breaching observation times."""
+    """A breach in progress."""
 
     since: float
+    """First breaching observation."""
     last: float
+    """Latest breaching observation."""
+    blind_since: float | None = None
+    """First unknown observation after ``last`` (``None``: none since)."""
 
 
 def hold_step(prev: Hold | None, *, breach: bool | None, t: float, gap: float) -> Hold | None:
     """Advance a pending breach by one observation at ``t``.
 
-    ``breach``: ``True`` bad, ``False`` good (ends it), ``None`` unknown (changes nothing).
-    A breach following the last bad observation by more than ``gap`` starts a new hold.
+    ``breach``: ``True`` bad, ``False`` good (ends it), ``None`` unknown. Consecutive bad
+    observations continue the hold however far apart they are (evaluations may run late);
+    unknown ones neither start nor end it, but a blind spell (from the first unknown to the
+    next bad observation) longer than ``gap`` makes that observation start a new hold, so
+    ``for`` is never satisfied across a long outage.
     """
     if breach is None:
-        return prev
+        if prev is None or prev.blind_since is not None:
+            return prev
+        return Hold(prev.since, prev.last, t)
     if not breach:
         return None
-    if prev is not None and t - prev.last <= gap:
+    if prev is not None and (prev.blind_since is None or t - prev.blind_since <= gap):
         return Hold(prev.since, t)
     return Hold(t, t)
 
@@ -200,6 +210,8 @@ def feed_samples(
     if st.detector is None:
         raise ValueError("feed_samples: the workload state has no detector; set st.detector")
     for t, v in samples:
+        if t - st.last_t > gap:
+            st.hold = None  # after a hole in the data, ``for`` starts over (the band stays)
         st.last_t = t
         st.recent.append((t, v))
         if not math.isfinite(v):
@@ -230,13 +242,13 @@ class _Result:
     evidence: dict[str, object]
 
 
-def _round(v: float) -> float:
-    return v if not math.isfinite(v) else float(f"{v:.6g}")
+def _json(v: float) -> float | str:
+    # JSON has no NaN or Inf: evidence carries them as the strings Prometheus uses.
+    return v if math.isfinite(v) else str(v)
 
 
 def _samples(samples: Iterable[Sample]) -> list[list[float | str]]:
-    # JSON has no NaN: evidence carries it as the string Prometheus uses.
-    return [[t, _round(v) if math.isfinite(v) else str(v)] for t, v in samples]
+    return [[t, _json(v)] for t, v in samples]
 
 
 def _duration(seconds: float) -> str:
@@ -393,10 +405,13 @@ class PrometheusEvaluator:
         name: str,
     ) -> list[_Result]:
         series = await self._query(spec, name, at=now)
+        gap = self.gap_factor * spec.interval
         if isinstance(series, _Result):
+            for w in workloads:  # a blind evaluation for each pending breach
+                st, _ = self._workload(state, (w.namespace, w.name))
+                st.hold = hold_step(st.hold, breach=None, t=now, gap=gap)
             return [series] * len(workloads)
         groups = self._group(series, spec.workload_labels)
-        gap = self.gap_factor * spec.interval
         out: list[_Result] = []
         for w in workloads:
             st, _ = self._workload(state, (w.namespace, w.name))
@@ -413,7 +428,7 @@ class PrometheusEvaluator:
                 "for": spec.for_,
             }
             if value is not None:
-                evidence["value"] = _round(value) if math.isfinite(value) else str(value)
+                evidence["value"] = _json(value)
             if st.hold is not None:
                 evidence["since"] = st.hold.since
             if cause == "NoData":
@@ -521,10 +536,10 @@ class PrometheusEvaluator:
         onset = st.onset
         if onset is not None:
             evidence.update(
-                value=_round(value),
-                band=[_round(onset.low), _round(onset.high)],
-                score=_round(onset.score),
-                onset={"t": onset.t, "value": _round(onset.value)},
+                value=_json(value),
+                band=[_json(onset.low), _json(onset.high)],
+                score=_json(onset.score),
+                onset={"t": onset.t, "value": _json(onset.value)},
                 model={k: v for k, v in onset.explain.items() if k != "band"},
             )
         if onset is not None and fired(st.hold, for_=spec.for_):
@@ -553,7 +568,7 @@ class PrometheusEvaluator:
             health=Health.HEALTHY,
             cause="",
             detail=f"{name}: {w.namespace}/{w.name} at {value:.6g} is within its learned band",
-            evidence={**evidence, "value": _round(value)},
+            evidence={**evidence, "value": _json(value)},
         )
 
 
