@@ -1,0 +1,401 @@
+"""The Helm chart as a user meets it: what `helm template` renders for each set of values.
+
+No cluster: the real ``helm`` binary renders helm/selfheal (tests/e2e/test_rbac_e2e.py
+installs it and proves the permissions on the real API server).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import Counter, Gauge, Histogram
+
+from selfheal import metrics
+from tests.support.fixtures.helm import CHART, ROOT, Helm, HelmError
+
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+RBAC_KINDS = ("Role", "ClusterRole")
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (dep,) = of_kind(docs, "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    return dict(c)
+
+
+def rules(docs: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind/name, namespace, rule) for every rule of every Role and ClusterRole."""
+    out = []
+    for d in docs:
+        if d.get("kind") in RBAC_KINDS:
+            meta = d["metadata"]
+            for r in d.get("rules") or ():
+                out.append((f"{d['kind']}/{meta['name']}", meta.get("namespace", ""), r))
+    return out
+
+
+def grants(docs: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    """Verbs granted on ``group/resource`` by any rule."""
+    verbs: set[str] = set()
+    for _, _, r in rules(docs):
+        if group in r.get("apiGroups", ()) and resource in r.get("resources", ()):
+            verbs.update(r["verbs"])
+    return verbs
+
+
+# --- every scenario ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_every_scenario_passes_helm_lint_strict(helm: Helm, values: Path) -> None:
+    helm.run("lint", str(CHART), "--strict", "--namespace", "selfheal-system", "-f", str(values))
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_no_rule_of_any_scenario_uses_a_wildcard(helm: Helm, values: Path) -> None:
+    docs = helm.template(values_files=[values])
+    found = rules(docs)
+    assert found, "the chart renders no RBAC rule"
+    for where, _, r in found:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert not any("*" in v for v in r.get(field, ())), f"{where}: {field} {r}"
+        assert "nonResourceURLs" not in r, f"{where}: {r}"
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_secrets_are_read_by_name_only_and_only_in_the_release_namespace(
+    helm: Helm, values: Path
+) -> None:
+    docs = helm.template(values_files=[values], namespace="ops")
+    for where, namespace, r in rules(docs):
+        if "secrets" not in r.get("resources", ()):
+            continue
+        assert where.startswith("Role/"), where
+        assert namespace == "ops", where
+        assert r["verbs"] == ["get"], r
+        assert r.get("resourceNames"), f"{where}: secrets without resourceNames: {r}"
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_every_scenario_runs_hardened(helm: Helm, values: Path) -> None:
+    docs = helm.template(values_files=[values])
+    (dep,) = of_kind(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    c = container(docs)
+    sc = c["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]  # writable scratch only
+    assert c["resources"]["requests"]
+    assert c["resources"]["limits"]["memory"]
+
+
+# --- defaults -----------------------------------------------------------------------------------
+
+
+def test_defaults_install_cluster_wide_with_the_crds_kept(helm: Helm) -> None:
+    docs = helm.template()
+    assert [d["metadata"]["name"] for d in of_kind(docs, "ClusterRole")] == ["selfheal"]
+    assert of_kind(docs, "Role") == []  # no Jira, no Secret to read
+    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "selfheal", "namespace": "selfheal-system"}
+    ]
+    crds = of_kind(docs, "CustomResourceDefinition")
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "healingpolicies.selfheal.dev",
+        "remediations.selfheal.dev",
+    ]
+    for crd in crds:
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    args = container(docs)["args"]
+    assert not any(a.startswith("--namespace") for a in args)
+    assert "--metrics-port=8080" in args
+    assert "--log-format=json" in args
+    assert not any(a.startswith(("--jira", "--prometheus")) for a in args)
+    assert of_kind(docs, "PodDisruptionBudget") == []  # one replica: a PDB would block drains
+    assert of_kind(docs, "ServiceMonitor") == []
+    assert of_kind(docs, "ConfigMap") == []
+
+
+def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
+    # The list each rule's comment in templates/_rbac.tpl justifies; a new permission
+    # must be added here on purpose (and proven by tests/e2e/test_rbac_e2e.py).
+    docs = helm.template()
+    got = {
+        (g, res): sorted(r["verbs"])
+        for _, _, r in rules(docs)
+        for g in r["apiGroups"]
+        for res in r["resources"]
+    }
+    assert got == {
+        ("", "pods"): ["get", "list", "watch"],
+        ("", "pods/log"): ["get"],
+        ("", "events"): ["create", "list"],
+        ("apps", "deployments"): ["get", "list", "patch", "watch"],
+        ("apps", "deployments/scale"): ["get", "patch"],
+        ("autoscaling", "horizontalpodautoscalers"): ["get", "list", "patch"],
+        ("apps", "replicasets"): ["get", "list", "watch"],
+        ("selfheal.dev", "healingpolicies"): ["list", "patch", "watch"],
+        ("selfheal.dev", "healingpolicies/status"): ["patch"],
+        ("selfheal.dev", "remediations"): ["create", "get", "list", "watch"],
+        ("selfheal.dev", "remediations/status"): ["patch"],
+        ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
+    }
+    # Never: deleting anything, reading Secrets cluster-wide, touching nodes or RBAC.
+    for _, _, r in rules(docs):
+        assert not {"delete", "deletecollection", "update", "escalate", "bind"} & set(r["verbs"])
+
+
+# --- RBAC follows the features -------------------------------------------------------------------
+
+
+def test_switching_actions_off_drops_their_permissions(helm: Helm) -> None:
+    docs = helm.template({"rbac": {"actions": {"scale": False}}})
+    assert grants(docs, "apps", "deployments/scale") == set()
+    assert grants(docs, "autoscaling", "horizontalpodautoscalers") == set()
+    assert "patch" in grants(docs, "apps", "deployments")  # rollback and restart still may
+
+    off = {"rollback": False, "restart": False, "scale": False}
+    docs = helm.template({"rbac": {"actions": off, "evidence": {"logs": False}}})
+    assert grants(docs, "apps", "deployments") == {"get", "list", "watch"}
+    assert grants(docs, "", "pods/log") == set()
+    writes = {"patch", "create", "update", "delete"}
+    written = {res for _, _, r in rules(docs) if writes & set(r["verbs"]) for res in r["resources"]}
+    # Detect-and-escalate only: it writes its own records and Events, nothing else.
+    assert written == {"events", "healingpolicies", "healingpolicies/status", "remediations",
+                       "remediations/status"}  # fmt: skip
+
+
+def test_namespaced_mode_grants_one_role_per_watched_namespace_and_watches_only_them(
+    helm: Helm,
+) -> None:
+    docs = helm.template({"rbac": {"namespaced": True}, "watchNamespaces": ["shop", "payments"]})
+    roles = of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["payments", "shop"]
+    bindings = of_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["payments", "shop"]
+    # Cluster-wide, only kopf's reads of CRDs and Namespaces: no workload, no Secret.
+    (cluster_role,) = of_kind(docs, "ClusterRole")
+    resources = {res for r in cluster_role["rules"] for res in r["resources"]}
+    assert resources == {"customresourcedefinitions", "namespaces"}
+    assert {v for r in cluster_role["rules"] for v in r["verbs"]} == {"list", "watch"}
+    assert [a for a in container(docs)["args"] if a.startswith("--namespace")] == [
+        "--namespace=shop",
+        "--namespace=payments",
+    ]
+
+    docs = helm.template(
+        {"rbac": {"namespaced": True, "clusterScopedReads": False}, "watchNamespaces": ["shop"]}
+    )
+    assert of_kind(docs, "ClusterRole") == []
+    assert of_kind(docs, "ClusterRoleBinding") == []
+
+
+def test_namespaced_mode_without_namespaces_is_refused_with_the_fix(helm: Helm) -> None:
+    with pytest.raises(HelmError, match="needs watchNamespaces"):
+        helm.template({"rbac": {"namespaced": True}})
+
+
+# --- Jira, Prometheus, logs ----------------------------------------------------------------------
+
+
+def test_jira_with_an_existing_secret_reads_that_secret_only(helm: Helm) -> None:
+    docs = helm.template(
+        {"jira": {"url": "https://jira.example.com", "existingSecret": "team-jira"}},
+        namespace="ops",
+    )
+    assert of_kind(docs, "Secret") == []
+    args = container(docs)["args"]
+    assert "--jira-url=https://jira.example.com" in args
+    assert "--jira-secret=ops/team-jira" in args
+    (role,) = of_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == "ops"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["team-jira"],
+         "verbs": ["get"]}
+    ]  # fmt: skip
+
+
+def test_jira_credentials_from_values_become_the_secret_the_operator_reads(helm: Helm) -> None:
+    docs = helm.template(
+        {"jira": {"url": "https://jira.example.com", "username": "bot", "token": "t0k"}}
+    )
+    (secret,) = of_kind(docs, "Secret")
+    assert secret["stringData"] == {"username": "bot", "token": "t0k"}
+    name = secret["metadata"]["name"]
+    assert f"--jira-secret=selfheal-system/{name}" in container(docs)["args"]
+    (role,) = of_kind(docs, "Role")
+    assert role["rules"][0]["resourceNames"] == [name]
+    # The token is in the Secret only: not in the Deployment (args, env, annotations).
+    assert "t0k" not in json.dumps(of_kind(docs, "Deployment"))
+
+
+def test_prometheus_url_and_logging_reach_the_operator(helm: Helm) -> None:
+    docs = helm.template(
+        {"prometheus": {"url": "http://prom:9090"}, "log": {"level": "DEBUG", "format": "text"}}
+    )
+    args = container(docs)["args"]
+    assert {"--prometheus-url=http://prom:9090", "--log-level=DEBUG", "--log-format=text"} <= set(
+        args
+    )
+
+
+def test_the_operator_accepts_every_flag_the_chart_passes(helm: Helm) -> None:
+    from selfheal.__main__ import parse_args
+
+    ci = CHART / "ci"
+    docs = helm.template(
+        values_files=[ci / "jira-with-secret-values.yaml", ci / "namespaced-values.yaml"]
+    )
+    args = parse_args(container(docs)["args"])
+    assert args.namespaces == ["shop", "payments"]
+    assert args.jira_secret == "selfheal-system/selfheal-jira"
+    assert args.prometheus_url == "http://prometheus-operated.monitoring:9090"
+    assert args.metrics_port == 8080
+
+
+# --- availability, monitoring -------------------------------------------------------------------
+
+
+def test_a_pdb_only_with_more_than_one_replica(helm: Helm) -> None:
+    docs = helm.template({"replicaCount": 2})
+    (pdb,) = of_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    (dep,) = of_kind(docs, "Deployment")
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert of_kind(helm.template({"replicaCount": 1}), "PodDisruptionBudget") == []
+
+
+def test_servicemonitor_scrapes_the_metrics_service(helm: Helm) -> None:
+    docs = helm.template(values_files=[CHART / "ci" / "servicemonitor-values.yaml"])
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    (svc,) = of_kind(docs, "Service")
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
+    for k, v in sm["spec"]["selector"]["matchLabels"].items():
+        assert svc["metadata"]["labels"][k] == v
+    assert (
+        svc["spec"]["selector"] == of_kind(docs, "Deployment")[0]["spec"]["selector"]["matchLabels"]
+    )
+    with pytest.raises(HelmError, match=r"needs service\.enabled"):
+        helm.template({"serviceMonitor": {"enabled": True}, "service": {"enabled": False}})
+
+
+def test_the_dashboard_shows_every_operator_metric_and_no_other(helm: Helm) -> None:
+    docs = helm.template({"dashboard": {"enabled": True}})
+    (cm,) = of_kind(docs, "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["selfheal.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    used = {re.sub(r"_(bucket|count|sum)$", "", m) for m in re.findall(r"selfheal_\w+", exprs)}
+    defined = {
+        m._name + ("_total" if isinstance(m, Counter) else "")
+        for m in vars(metrics).values()
+        if isinstance(m, Counter | Gauge | Histogram)
+    }
+    assert len(defined) >= 9
+    assert used == defined
+
+
+# --- CRDs ---------------------------------------------------------------------------------------
+
+
+def test_the_charts_crd_files_are_byte_identical_to_crds_dir() -> None:
+    source = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    copy = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+    stale = sorted(n for n in source.keys() | copy.keys() if source.get(n) != copy.get(n))
+    assert not stale, (
+        f"helm/selfheal/files/crds differs from crds/ in {stale}: run hack/render-manifests.sh"
+    )
+
+
+def test_crds_can_be_left_out_or_left_unkept(helm: Helm) -> None:
+    assert of_kind(helm.template({"crds": {"install": False}}), "CustomResourceDefinition") == []
+    for crd in of_kind(helm.template({"crds": {"keep": False}}), "CustomResourceDefinition"):
+        assert "annotations" not in crd["metadata"]
+
+
+# --- schema, generated files --------------------------------------------------------------------
+
+
+def _object_nodes(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if isinstance(node, dict):
+        if "properties" in node:
+            out.append((path or "(root)", node))
+        for key, child in (node.get("properties") or {}).items():
+            out.extend(_object_nodes(child, f"{path}.{key}".lstrip(".")))
+    return out
+
+
+def test_the_schema_is_strict_at_every_level_it_defines() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    nodes = _object_nodes(schema)
+    assert len(nodes) > 10
+    for path, node in nodes:
+        assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"rbac": {"namespace": True}}, "'namespace' not allowed"),  # typo of namespaced
+        ({"jira": {"url": "jira.example.com"}}, "jira"),
+        ({"log": {"level": "verbose"}}, "level"),
+        ({"replicaCount": 0}, "replicaCount"),
+        ({"watchNamespaces": ["Shop"]}, "watchNamespaces"),
+        ({"image": {"digest": "latest"}}, "digest"),
+    ],
+    ids=["typo", "url-without-scheme", "log-level", "zero-replicas", "namespace-case", "digest"],
+)
+def test_the_schema_refuses_mistakes(helm: Helm, values: dict[str, Any], says: str) -> None:
+    with pytest.raises(HelmError, match=re.escape(says)):
+        helm.template(values)
+
+
+def test_the_readme_values_table_is_current() -> None:
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "hack" / "helm-docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_value_is_documented_in_the_readme() -> None:
+    readme = (CHART / "README.md").read_text()
+    values = (CHART / "values.yaml").read_text()
+    top = re.findall(r"^([A-Za-z]\w*):", values, flags=re.MULTILINE)
+    for key in top:
+        assert f"| `{key}" in readme, f"values.yaml key {key} has no row in the README table"
+
+
+def test_manifests_are_the_chart_rendered(helm: Helm) -> None:
+    proc = subprocess.run(
+        [str(ROOT / "hack" / "render-manifests.sh"), "--stdout"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HELM": str(helm.binary), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (ROOT / "manifests" / "selfheal.yaml").read_text(), (
+        "manifests/selfheal.yaml is stale: run hack/render-manifests.sh"
+    )
