@@ -235,29 +235,34 @@ def _storm(workload: str, *records: RecordSummary, now: float = T0) -> Decision:
     )
 
 
-def test_storm_brake_picks_the_first_workload_by_name_to_carry_the_summary() -> None:
-    carrier = _storm("api")
-    other = _storm("payments")
-    for decision in (carrier, other):
-        assert decision.guardrail is Guardrail.STORM_BRAKE
-        assert decision.refusal is Refusal.ESCALATE
-        assert decision.related == ("api", "cart", "checkout", "payments", "search")
-    assert carrier.storm_summary
-    assert not other.storm_summary
-    assert carrier.message == (
+def test_the_first_record_refused_by_the_storm_brake_carries_the_summary() -> None:
+    first = _storm("payments")
+    assert first.guardrail is Guardrail.STORM_BRAKE
+    assert first.refusal is Refusal.ESCALATE
+    assert first.related == ("api", "cart", "checkout", "payments", "search")
+    assert first.storm_summary
+    assert first.message == (
         "storm brake: 5 workloads in shop turned unhealthy within 5m (api, cart, checkout, "
         "payments, search; guardrails.storm.maxUnhealthy=5); acting is stopped there, this "
         "record carries the summary"
     )
-    assert other.message.endswith("summarised with api")
+    carrier = record("payments", phase=Phase.ESCALATED, acted=None, name="p-1", storm_summary=True)
+    later = _storm("api", carrier)
+    assert later.guardrail is Guardrail.STORM_BRAKE
+    assert not later.storm_summary
+    assert later.message.endswith("summarised by p-1 (payments)")
 
 
-def test_an_open_summary_record_keeps_carrying_the_storm() -> None:
-    existing = record("search", phase=Phase.ESCALATED, acted=None, storm_summary=True)
-    assert not _storm("api", existing).storm_summary
-    assert _storm("api", existing).message.endswith("summarised with search")
+def test_a_storm_gets_a_new_carrier_once_the_old_one_ended() -> None:
     closed = record("search", phase=Phase.CLOSED, acted=None, storm_summary=True)
     assert _storm("api", closed).storm_summary
+    elsewhere = record("search", namespace="other", phase=Phase.ESCALATED, storm_summary=True)
+    assert _storm("api", elsewhere).storm_summary
+
+
+def test_records_that_acted_before_the_storm_do_not_carry_it() -> None:
+    acting = record("api", phase=Phase.VERIFYING, acted=T0 - 30)
+    assert _storm("cart", acting).storm_summary
 
 
 def test_storm_brake_counts_only_recent_distinct_workloads() -> None:

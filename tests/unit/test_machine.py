@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from selfheal.detect.signal import Health, WorkloadRef
-from selfheal.policy.model import Mode, RestartStep, RollbackStep, ScaleStep
+from selfheal.policy.model import Mode, RestartStep, RollbackStep, ScaleStep, StormBrake
 from selfheal.remediation import machine
 from selfheal.remediation.guardrails import Availability, RecordSummary
 from selfheal.remediation.machine import Act, Escalate, EventType, Resolve
@@ -514,23 +514,69 @@ def test_min_available_skips_a_disruptive_step_but_not_scale() -> None:
 
 
 def test_storm_brake_escalates_one_summary_and_silences_the_others() -> None:
-    names = ["api", "cart", "checkout", "payments", "search"]
-    unhealthy = {n: T0 - 30 for n in names}
+    """As the driver runs it: each decision sees the records written before it."""
+    order = ["search", "api", "payments", "cart", "checkout"]  # detection order
+    unhealthy: dict[str, float] = {}
+    records: list[RecordSummary] = []
     results: dict[str, list[machine.Effect]] = {}
     states: dict[str, RemediationState] = {}
+    for i, n in enumerate(order):
+        unhealthy[n] = T0 + i
+        w = WorkloadRef(namespace=NS, name=n)
+        context = make_context(workload=w, unhealthy=dict(unhealthy), records=tuple(records))
+        inc = Incident(
+            policy=make_policy(
+                max_concurrent=5, max_concurrent_per_namespace=5, max_remediations=9
+            ),
+            context=context,
+        )
+        results[n] = inc.send(signal(U, T0 + i, workload=w), T0 + i)
+        states[n] = inc.current
+        records.append(
+            RecordSummary.from_state(
+                inc.current,
+                namespace=NS,
+                name=context.name,
+                policy=POLICY,
+                workload=n,
+                trigger="crashloop",
+            )
+        )
+    # Below the brake (5 unhealthy), the first four acted; the fifth meets the storm.
+    assert [n for n in order if acts(results[n])] == ["search", "api", "payments", "cart"]
+    assert states["checkout"].phase is Phase.ESCALATED
+    assert states["checkout"].storm_summary
+    [summary] = of_type(results["checkout"], Escalate)
+    assert summary.related == ("api", "cart", "checkout", "payments", "search")
+
+
+def test_storm_brake_summary_is_carried_by_the_first_refused_only() -> None:
+    names = ["web", "api", "cart", "db"]
+    unhealthy = {n: T0 for n in names}
+    records: list[RecordSummary] = []
+    ticketed: list[str] = []
+    silenced: list[str] = []
     for n in names:
         w = WorkloadRef(namespace=NS, name=n)
-        inc = Incident(policy=make_policy(), context=make_context(workload=w, unhealthy=unhealthy))
-        results[n] = inc.send(signal(U, T0, workload=w), T0)
-        states[n] = inc.current
-    assert all(s.phase is Phase.ESCALATED for s in states.values())
-    assert all(acts(e) == [] for e in results.values())
-    ticketed = {n for n, e in results.items() if of_type(e, Escalate)}
-    assert ticketed == {"api"}
-    [summary] = of_type(results["api"], Escalate)
-    assert summary.related == tuple(names)
-    assert states["api"].storm_summary
-    assert "summarised with api" in states["cart"].escalation_reason
+        context = make_context(workload=w, unhealthy=unhealthy, records=tuple(records))
+        inc = Incident(policy=make_policy(storm=StormBrake(max_unhealthy=2)), context=context)
+        effects = inc.send(signal(U, T0, workload=w), T0)
+        assert acts(effects) == []
+        assert inc.phase() is Phase.ESCALATED
+        (ticketed if of_type(effects, Escalate) else silenced).append(n)
+        records.append(
+            RecordSummary.from_state(
+                inc.current,
+                namespace=NS,
+                name=context.name,
+                policy=POLICY,
+                workload=n,
+                trigger="crashloop",
+            )
+        )
+    assert ticketed == ["web"]  # the first refused, whatever its name
+    assert silenced == ["api", "cart", "db"]
+    assert [r.storm_summary for r in records] == [True, False, False, False]
 
 
 # --- Idempotence -----------------------------------------------------------------------

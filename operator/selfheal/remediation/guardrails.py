@@ -10,7 +10,8 @@ Checks, in order (the first refusal wins):
 
 1. ``Paused``: the policy's mode is Paused (wait).
 2. ``StormBrake``: ``storm.max_unhealthy`` or more workloads of the namespace turned
-   unhealthy within ``storm.within`` (escalate; one record carries the summary).
+   unhealthy within ``storm.within`` (escalate; the first record refused carries the
+   single summary, see ``storm_carrier``).
 3. Only before an incident's first action (``first=True``):
    ``Cooldown`` (another record is acting on this workload: wait; the workload was
    changed less than ``cooldown`` ago: escalate), ``RateLimit`` (escalate),
@@ -261,18 +262,19 @@ def check(
     return ALLOWED
 
 
-def storm_carrier(
-    *, namespace: str, records: Iterable[RecordSummary], unhealthy: Iterable[str]
-) -> str:
-    """The workload whose record carries a namespace's storm summary.
+def storm_carrier(*, namespace: str, records: Iterable[RecordSummary]) -> RecordSummary | None:
+    """The open record that carries a namespace's storm summary, if any.
 
-    An open record that already carries it keeps it (so it stays one summary while the
-    storm lasts); otherwise the first unhealthy workload by name.
+    The first record the storm brake refuses becomes the carrier and keeps the role
+    until it ends; every later refusal sees it here and files no ticket of its own.
+    (Electing, say, the first unhealthy workload by name instead could elect one whose
+    record never meets the brake: acted on before the storm, or under a paused policy,
+    and the storm would have no summary at all.) Ties: the first by name.
     """
-    for r in sorted(records, key=lambda r: r.name):
-        if r.namespace == namespace and r.storm_summary and not r.phase.final:
-            return r.workload
-    return min(unhealthy)
+    carriers = [
+        r for r in records if r.namespace == namespace and r.storm_summary and not r.phase.final
+    ]
+    return min(carriers, key=lambda r: r.name, default=None)
 
 
 def _storm(
@@ -288,16 +290,16 @@ def _storm(
     recent.add(workload.name)
     if len(recent) < brake.max_unhealthy:
         return None
-    carrier = storm_carrier(namespace=workload.namespace, records=others, unhealthy=recent)
+    carrier = storm_carrier(namespace=workload.namespace, records=others)
     related = tuple(sorted(recent))
-    summary = carrier == workload.name and not any(
-        r.storm_summary and not r.phase.final for r in others
-    )
-    where = "this record carries the summary" if summary else f"summarised with {carrier}"
+    if carrier is None:
+        where = "this record carries the summary"
+    else:
+        where = f"summarised by {carrier.name} ({carrier.workload})"
     return Decision(
         guardrail=Guardrail.STORM_BRAKE,
         refusal=Refusal.ESCALATE,
-        storm_summary=summary,
+        storm_summary=carrier is None,
         related=related,
         message=(
             f"storm brake: {len(recent)} workloads in {workload.namespace} turned unhealthy "
