@@ -11,7 +11,7 @@ Phases (``selfheal.remediation.state.Phase``)::
     Acting --ActionDone(Succeeded)--> Verifying
     Acting --ActionDone(Failed | Refused), or no outcome by the deadline--> next step
     Acting --ActionDone(DryRun)--> Verifying (the intended change is recorded)
-    Verifying --healthy for verify_for--> Resolved                        [Resolve if ticket]
+    Verifying --healthy for verify_for--> Resolved (Closed in DryRun)     [Resolve if ticket]
     Verifying --deadline (verify_timeout, default 2 x verify_for)--> next step
     next step: Detected(k+1), acting at once when the last signal is unhealthy,
                otherwise waiting for one until the deadline
