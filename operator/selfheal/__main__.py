@@ -17,8 +17,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Every flag can also be set as SELFHEAL_<NAME> in the environment.",
     )
     p.add_argument("--version", action="version", version=f"selfheal {__version__}")
-    p.add_argument("--namespace", action="append", default=None, dest="namespaces",
-                   help="watch only this namespace (repeatable); default: cluster-wide")
+    p.add_argument(
+        "--namespace",
+        action="append",
+        default=None,
+        dest="namespaces",
+        help="watch only this namespace (repeatable); default: cluster-wide",
+    )
     p.add_argument("--prometheus-url", help="Prometheus base URL for metric triggers")
     p.add_argument("--jira-url", help="Jira base URL for escalation tickets")
     p.add_argument("--jira-secret", help="namespace/name of the Secret with Jira credentials")
@@ -33,10 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     base = settings.from_env()
-    overrides = {
-        k: v for k, v in vars(args).items()
-        if v is not None and k != "kubeconfig"
-    }
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "kubeconfig"}
     if "namespaces" in overrides:
         overrides["namespaces"] = tuple(overrides["namespaces"])
     import dataclasses

@@ -9,35 +9,44 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 SIGNALS = Counter(
-    "selfheal_signals_total", "Signals evaluated, by trigger kind and outcome.",
+    "selfheal_signals_total",
+    "Signals evaluated, by trigger kind and outcome.",
     ["trigger", "health"],
 )
 REMEDIATIONS = Counter(
-    "selfheal_remediations_total", "Remediation steps taken, by action and result.",
+    "selfheal_remediations_total",
+    "Remediation steps taken, by action and result.",
     ["action", "result"],
 )
 TIME_TO_RESOLVE = Histogram(
-    "selfheal_time_to_resolution_seconds", "From detection to a verified recovery.",
+    "selfheal_time_to_resolution_seconds",
+    "From detection to a verified recovery.",
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 )
 GUARDRAIL_REFUSALS = Counter(
-    "selfheal_guardrail_refusals_total", "Actions refused by a guardrail, by guardrail.",
+    "selfheal_guardrail_refusals_total",
+    "Actions refused by a guardrail, by guardrail.",
     ["guardrail"],
 )
 BACKEND_REQUESTS = Counter(
-    "selfheal_backend_requests_total", "Requests to backends, by backend, operation and status.",
+    "selfheal_backend_requests_total",
+    "Requests to backends, by backend, operation and status.",
     ["backend", "operation", "status"],
 )
 BACKEND_ERRORS = Counter(
-    "selfheal_backend_errors_total", "Failed backend calls, by backend and error kind.",
+    "selfheal_backend_errors_total",
+    "Failed backend calls, by backend and error kind.",
     ["backend", "kind"],
 )
 BACKEND_LATENCY = Histogram(
-    "selfheal_backend_request_duration_seconds", "Latency of backend calls.",
-    ["backend"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    "selfheal_backend_request_duration_seconds",
+    "Latency of backend calls.",
+    ["backend"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 POLICIES = Gauge("selfheal_policies", "HealingPolicies, by readiness.", ["ready"])
 TICKETS = Counter(
-    "selfheal_tickets_total", "Jira ticket operations, by operation and result.",
+    "selfheal_tickets_total",
+    "Jira ticket operations, by operation and result.",
     ["operation", "result"],
 )

@@ -13,8 +13,9 @@ from selfheal.clients import kube as k
 T = TypeVar("T")
 
 
-def deployment(name: str, image: str, *, replicas: int = 2,
-               labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+def deployment(
+    name: str, image: str, *, replicas: int = 2, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     labels = {"app": name, **(labels or {})}
     return {
         "apiVersion": "apps/v1",
@@ -25,8 +26,10 @@ def deployment(name: str, image: str, *, replicas: int = 2,
             "revisionHistoryLimit": 10,
             "selector": {"matchLabels": {"app": name}},
             # Fast rollouts: the stand-in reports Ready at once.
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1},
+            },
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": {"containers": [{"name": "app", "image": image}]},
@@ -53,7 +56,11 @@ async def eventually(
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
-        last = await probe()
+        try:
+            last = await probe()
+        except k.KubeError as e:
+            if not e.temporary:  # e.g. 429 while a new CRD's storage initialises
+                raise
         if last:
             return last
         await asyncio.sleep(every)

@@ -57,7 +57,12 @@ class Invalid(KubeError):
     """422: the API server (schema, CEL rules or admission) rejected the object."""
 
 
-_BY_STATUS: dict[int, type[KubeError]] = {404: NotFound, 409: Conflict, 403: Forbidden, 422: Invalid}
+_BY_STATUS: dict[int, type[KubeError]] = {
+    404: NotFound,
+    409: Conflict,
+    403: Forbidden,
+    422: Invalid,
+}
 
 
 def _resource_of(path: str) -> str:
@@ -124,7 +129,10 @@ class Kube:
         status = "error"
         try:
             resp = await self._api.call_api(
-                method, url, header_params=headers, body=body,
+                method,
+                url,
+                header_params=headers,
+                body=body,
                 _request_timeout=timeout or self.timeout,
             )
             data = cast(bytes, await resp.read())
@@ -159,7 +167,12 @@ class Kube:
         return await self.request("POST", path, body=body, query=_dry(dry_run))
 
     async def patch(
-        self, path: str, body: object, *, content_type: str = MERGE, dry_run: bool = False,
+        self,
+        path: str,
+        body: object,
+        *,
+        content_type: str = MERGE,
+        dry_run: bool = False,
         subresource: str | None = None,
     ) -> Body:
         p = f"{path}/{subresource}" if subresource else path

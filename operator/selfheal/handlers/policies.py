@@ -95,6 +95,14 @@ def load(
         _count_ready(rt)
         return
     rt.invalid.pop(key, None)
+    logger.info(
+        "HealingPolicy %s/%s served: mode %s, %d trigger(s), %d step(s)",
+        namespace,
+        name,
+        policy.mode,
+        len(policy.triggers),
+        len(policy.remediation.steps),
+    )
     old = rt.policies.get(key)
     rt.policies[key] = policy
     if old is not None:

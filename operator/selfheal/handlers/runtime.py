@@ -43,9 +43,12 @@ class Runtime:
     def covers(self, namespace: str) -> bool:
         return any(ns == namespace for ns, _ in self.policies)
 
-    def mark(self, namespace: str, workload: str, *, unhealthy: bool, now: float) -> None:
+    def mark(self, namespace: str, workload: str, *, unhealthy: bool, now: float) -> bool:
+        """Record the workload's health; True when it changed."""
         seen = self.unhealthy.setdefault(namespace, {})
         if unhealthy:
-            seen.setdefault(workload, now)
-        else:
-            seen.pop(workload, None)
+            if workload in seen:
+                return False
+            seen[workload] = now
+            return True
+        return seen.pop(workload, None) is not None

@@ -33,7 +33,7 @@ from selfheal.policy.model import HealingPolicy
 from selfheal.policy.selector import selector_matches
 from selfheal.remediation import naming
 from selfheal.remediation.driver import Facts
-from selfheal.remediation.guardrails import Availability, trigger_name
+from selfheal.remediation.guardrails import Availability
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +206,23 @@ async def feed(
 ) -> None:
     """Send signals to the driver: unhealthy ones, and any for an open incident."""
     open_fps = rt.driver.open_incidents()
+    signals = list(signals)
+    # Mark the whole batch first: the storm brake must see every workload of it.
+    for policy, signal, info in signals:
+        if signal.health is Health.UNKNOWN:
+            continue
+        bad = signal.health is Health.UNHEALTHY
+        if rt.mark(signal.workload.namespace, info.name, unhealthy=bad, now=signal.at) and bad:
+            logger.info(
+                "%s: trigger %s/%s says unhealthy: %s %s",
+                signal.workload,
+                policy.name,
+                signal.trigger,
+                signal.cause,
+                signal.detail,
+            )
     for policy, signal, info in signals:
         ns = signal.workload.namespace
-        if signal.health is not Health.UNKNOWN:
-            rt.mark(ns, info.name, unhealthy=signal.health is Health.UNHEALTHY, now=signal.at)
         fp = naming.fingerprint(
             namespace=ns, policy=policy.name, workload=info.name, trigger=signal.trigger
         )

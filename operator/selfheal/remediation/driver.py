@@ -184,7 +184,12 @@ class Driver:
             new, effects = machine.step(old, event=ev, policy=policy, context=context, now=now)
             if new is None:
                 return None
-            if new is not old:
+            if new is not old and record is not None and _bookkeeping_only(old, new):
+                # Only lastSignalAt moved: keep it in memory and spare the API a write
+                # per pod event. After a restart an older value only means a signal is
+                # not ignored as out of order, which is harmless.
+                record.state = new
+            elif new is not old:
                 try:
                     record = await self._persist(
                         record,
@@ -464,7 +469,6 @@ class Driver:
                 pending=pending,
                 now=self.clock(),
             )
-            metrics.TICKETS.labels("escalate", str(outcome.state)).inc()
             status = dict(outcome.to_status())
             status["evidenceSummary"] = short
             await self.handle(
@@ -499,7 +503,6 @@ class Driver:
                 now=self.clock(),
                 attempts=attempts,
             )
-            metrics.TICKETS.labels("resolve", str(out.state)).inc()
             if out.retry_at is None:
                 return
             attempts = out.attempts
@@ -588,6 +591,12 @@ class EventRecorder:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _bookkeeping_only(old: RemediationState | None, new: RemediationState) -> bool:
+    if old is None:
+        return False
+    return dataclasses.replace(new, last_signal_at=old.last_signal_at) == old
 
 
 def _status_change(change: Mapping[str, Any]) -> dict[str, Any]:
