@@ -66,6 +66,40 @@ def denials(log: Path) -> list[str]:
     return [line for line in log.read_text(errors="replace").splitlines() if _DENIED.search(line)]
 
 
+Permission = tuple[str, str, str]
+"""(API group, resource[/subresource], verb) as RBAC sees a request."""
+
+
+def requests_by(cluster: Cluster, user: str) -> dict[Permission, set[int]]:
+    """Every request ``user`` made, from the API server's audit log, with its status codes."""
+    out: dict[Permission, set[int]] = {}
+    with cluster.audit_log.open(encoding="utf-8") as f:
+        for line in f:
+            if user not in line:  # cheap filter before parsing
+                continue
+            event = json.loads(line)
+            ref = event.get("objectRef")
+            if event["user"]["username"] != user or ref is None:
+                continue
+            resource = ref["resource"] + (
+                f"/{ref['subresource']}" if ref.get("subresource") else ""
+            )
+            key = (ref.get("apiGroup", ""), resource, event["verb"])
+            out.setdefault(key, set()).add(int(event.get("responseStatus", {}).get("code", 0)))
+    return out
+
+
+def granted(release: Release) -> set[Permission]:
+    return {
+        (group, resource, verb)
+        for role in release.find("ClusterRole") + release.find("Role")
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
 def run_as_chart(
     cluster: Cluster, release: Release, tmp_path: Path, *, name: str = "op"
 ) -> OperatorProcess:
@@ -183,6 +217,24 @@ async def test_chart_rbac_carries_a_rollback_and_an_escalation_without_a_403(
     assert b"connection refused" in attached, sorted(issues[0]["attachments"])
     assert denials(op.log) == [], "the chart's RBAC denied the operator something"
 
+    # The API server's own record: nothing was refused, and every permission was used
+    # except those only a path this scenario does not take needs.
+    user = f"system:serviceaccount:{release.namespace}:{release.service_account}"
+    made = requests_by(cluster, user)
+    refused = {p: codes for p, codes in made.items() if 403 in codes}
+    assert refused == {}, "the API server refused the chart's identity"
+    not_taken = {
+        # An HPA targets the Deployment: scale raises its minReplicas (tests/integration/
+        # test_actions.py covers that path); get re-reads it after a conflict.
+        ("autoscaling", "horizontalpodautoscalers", "get"),
+        ("autoscaling", "horizontalpodautoscalers", "patch"),
+        # The driver re-reads a Remediation only when it resumes after a restart or a
+        # conflict (tests/integration/test_loop.py kills and restarts the operator).
+        ("selfheal.dev", "remediations", "get"),
+    }
+    unused = granted(release) - set(made) - not_taken
+    assert unused == set(), f"granted but never needed: {sorted(unused)}"
+
 
 async def test_namespaced_mode_heals_its_namespace_and_is_refused_elsewhere(
     kube: k.Kube,
@@ -230,6 +282,10 @@ async def test_namespaced_mode_heals_its_namespace_and_is_refused_elsewhere(
         assert denials(op.log) == [], (
             "namespaced RBAC denied the operator something in its namespace"
         )
+
+        user = f"system:serviceaccount:{release.namespace}:{release.service_account}"
+        refused = {p: c for p, c in requests_by(cluster, user).items() if 403 in c}
+        assert refused == {}, "the API server refused the operator in namespaced mode"
 
         token = cluster.token_for(release.namespace, release.service_account)
         own = k.apps(ns_a, "deployments", "shop")
