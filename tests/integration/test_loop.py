@@ -294,8 +294,12 @@ async def test_storm_brake_stops_acting_and_escalates_one_summary(
     items = await eventually(summarised, timeout=90, what="a storm summary")
     carriers = [r for r in items if r["status"]["escalation"].get("stormSummary")]
     assert len(carriers) == 1
-    assert op.metric("selfheal_remediations_total") == 0
-    for n in names:
-        assert (
-            image_of(await kube.get(k.apps(ns, "deployments", n))) == "registry.local/app:v2-crash"
-        )
+    # Until a second workload turns unhealthy nothing tells a storm from one bad
+    # release, so at most maxUnhealthy - 1 = 1 workload may have been acted on.
+    assert op.metric("selfheal_remediations_total") <= 1
+    untouched = [
+        n
+        for n in names
+        if image_of(await kube.get(k.apps(ns, "deployments", n))) == "registry.local/app:v2-crash"
+    ]
+    assert len(untouched) >= len(names) - 1

@@ -1,7 +1,7 @@
 """The driver: runs the pure machine for every incident and executes its effects.
 
 One incident is one (policy, workload, trigger), identified by its fingerprint. For
-each event the driver, under a per-fingerprint lock:
+each event the driver, under a per-namespace lock (guardrails count across workloads):
 
 1. finds the open Remediation record (its own cache first, then the records the
    handlers pass in from kopf's index, so a restarted operator resumes from the API);
@@ -124,7 +124,9 @@ class Driver:
             workload=workload.name,
             trigger=trigger,
         )
-        lock = self._locks.setdefault(fp, asyncio.Lock())
+        # One decision at a time per namespace: guardrails that count (concurrency,
+        # storm brake, rate limits) must see the decisions made just before.
+        lock = self._locks.setdefault(workload.namespace, asyncio.Lock())
         async with lock:
             return await self._apply(fp, event, policy, workload, trigger, facts)
 
