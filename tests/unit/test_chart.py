@@ -280,6 +280,14 @@ def test_a_pdb_only_with_more_than_one_replica(helm: Helm) -> None:
     (dep,) = of_kind(docs, "Deployment")
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
     assert of_kind(helm.template({"replicaCount": 1}), "PodDisruptionBudget") == []
+    # A minimum as large as the replica count would block every node drain.
+    with pytest.raises(HelmError, match="would block every node drain"):
+        helm.template({"replicaCount": 2, "podDisruptionBudget": {"minAvailable": 2}})
+    (pdb,) = of_kind(
+        helm.template({"replicaCount": 3, "podDisruptionBudget": {"minAvailable": "50%"}}),
+        "PodDisruptionBudget",
+    )
+    assert pdb["spec"]["minAvailable"] == "50%"
 
 
 def test_servicemonitor_scrapes_the_metrics_service(helm: Helm) -> None:
