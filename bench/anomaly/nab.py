@@ -243,15 +243,18 @@ def evaluate(
     files: Sequence[DataFile],
     scores: Mapping[str, FloatArray],
     profiles: Sequence[Profile],
+    *,
+    threshold: float | None = None,
 ) -> list[ProfileResult]:
-    """Optimise the threshold per profile over the corpus, score each file, normalise."""
+    """Optimise the threshold per profile over the corpus (or use ``threshold`` for all
+    profiles), score each file, normalise."""
     weights = {f.name: row_weights(len(f.values), f.windows) for f in files}
     null_scores = {f.name: np.full(len(f.values), 0.5) for f in files}
     n_windows = sum(len(f.windows) for f in files)
     results: list[ProfileResult] = []
     for profile in profiles:
         pairs = [(scores[f.name], weights[f.name]) for f in files]
-        threshold, raw = optimise_threshold(pairs, profile=profile)
+        chosen, raw = optimise_threshold(pairs, profile=profile)
         null_pairs = [(null_scores[f.name], weights[f.name]) for f in files]
         _, null_raw = optimise_threshold(null_pairs, profile=profile)
         perfect = profile.tp * n_windows
@@ -262,16 +265,19 @@ def evaluate(
                     weights[f.name],
                     n_windows=len(f.windows),
                     profile=profile,
-                    threshold=threshold,
+                    threshold=chosen if threshold is None else threshold,
                 ),
                 name=f.name,
             )
             for f in files
         )
+        if threshold is not None:
+            chosen = threshold
+            raw = sum(fs.raw for fs in per_file)
         results.append(
             ProfileResult(
                 profile=profile.name,
-                threshold=threshold,
+                threshold=chosen,
                 raw=raw,
                 normalised=100.0 * (raw - null_raw) / (perfect - null_raw),
                 files=per_file,

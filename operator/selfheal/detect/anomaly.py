@@ -24,27 +24,37 @@ Semantics:
   scores lower (a refractory peak that decays with ``Config.decay`` per sample). A sustained
   anomaly therefore fires once; triggers should treat a score over the threshold as an event
   (fire, then hold the signal for ``for``), not as a level that must stay high.
-- ``threshold_for(sensitivity)`` maps the policy's low/medium/high to score thresholds. They are
-  the thresholds NAB's own optimiser picks for this detector on the NAB corpus under its three
-  cost profiles (reward low FP rate / standard / reward low FN rate): see ``bench/anomaly``.
+- ``threshold_for(sensitivity)`` maps the policy's low/medium/high to score thresholds: 0.99,
+  0.9 and 0.65. High (0.65) is close to the threshold NAB's optimiser picks for this detector
+  under its standard profile; NAB's costs favour recall, so it also fires on about 1 in 300
+  samples of pure Gaussian noise. Medium (0.9) fires on about 1 in 2,000 and low (0.99) on about
+  1 in 3,500. ``bench/anomaly/REPORT.md`` gives the NAB score at each.
 
-How it scores (the ideas of NAB's best detectors, kept small enough for ~10 µs per sample):
+How it scores (the ideas of NAB's best detectors, kept small enough for a few µs per sample):
 
 1. Two predictors of the next value, each with a robust scale (Huber-clipped exponentially
    weighted mean absolute error): a local level (EWMA, spikes clipped out), and, when a
    seasonality is given, a seasonal profile (one slot per sampling step of the period, e.g. 288
-   slots for a day of 5-minute samples). The one with the lower recent error is used, so a daily
-   pattern is not an anomaly but a day that breaks the pattern is.
-2. Three features of the residual: point surprise (spikes), level shift (a fast mean against a
-   slow, robust baseline), and volatility change (fast against slow mean absolute residual: a
-   flatline or a burst of noise). An optional fourth, the recent average surprise (NAB's "anomaly
-   likelihood" idea), catches a rising rate of moderate surprises.
-3. Each feature is calibrated against its own history with a decaying log-spaced histogram, so a
-   series whose spikes are routine learns that they are routine; the surprise is the
-   ``-log10`` of the empirical tail probability, and the sample's surprise is the largest one.
+   slots for a day of 5-minute samples). The seasonal one is used when its recent error is
+   clearly lower, so a daily pattern is not an anomaly but a day that breaks the pattern is.
+2. Three features of the chosen residual: point surprise (spikes, dips), level shift (a fast
+   mean against a slow robust baseline) and volatility change (fast against slow mean absolute
+   residual: a flatline, a burst of noise). Optional: the recent average point surprise (NAB's
+   "anomaly likelihood" idea) and a CUSUM of it.
+3. Each feature is calibrated against its own history with a decaying log-spaced histogram
+   (seeded with a heavy-tailed pseudo-history that fades as data arrives, so a young series is
+   not trusted to be quiet), so a series whose spikes are routine learns that they are routine.
+   A feature's surprise is the ``-log10`` of its empirical tail probability, capped at
+   ``log10(n) + evidence_margin`` after n samples (n samples cannot vouch for rarer events).
+4. Range novelty, as Numenta's detector does it: a value beyond the whole range seen so far by
+   more than ``range_tolerance`` of that range is surprising in itself.
+5. The sample's surprise is the largest of these; the score is its excess over the decaying
+   refractory peak (see above).
 
 All state is a fixed number of floats plus fixed-size lists (histograms, seasonal slots), so
 memory does not grow with the stream. Pure Python floats on the hot path: no numpy needed.
+The defaults of ``Config`` are the one configuration benchmarked on NAB (tuned on that corpus:
+see ``bench/anomaly/REPORT.md`` for what that does and does not prove).
 """
 
 from __future__ import annotations
@@ -74,9 +84,9 @@ _STEP_SAMPLES = 16
 
 
 _THRESHOLDS: Mapping[Sensitivity, float] = {
-    Sensitivity.LOW: 0.35,
-    Sensitivity.MEDIUM: 0.25,
-    Sensitivity.HIGH: 0.15,
+    Sensitivity.LOW: 0.99,
+    Sensitivity.MEDIUM: 0.9,
+    Sensitivity.HIGH: 0.65,
 }
 
 
@@ -93,29 +103,43 @@ class Config:
     """Seasonal period in seconds (e.g. 86400 for a day); ``None``: no seasonal predictor."""
     warmup: int = 48
     """Samples scored 0.0 while the models settle."""
-    season_warmup: int = 300
+    season_warmup: int = 600
     """Samples before the seasonal predictor may be chosen over the local one."""
-    alpha_level: float = 0.03
+    season_advantage: float = 0.7
+    """The seasonal predictor is chosen when its recent error is below this fraction of the
+    local predictor's: clearly better, so noise does not flip between the two."""
+    alpha_level: float = 0.1
     """EWMA weight of the local level (per sample)."""
-    alpha_scale: float = 0.05
+    alpha_scale: float = 0.08
     """EWMA weight of the robust scales (mean absolute residual)."""
-    alpha_slow: float = 0.003
+    alpha_slow: float = 0.002
     """EWMA weight of the slow baseline (level and volatility) the shift features compare to."""
     alpha_fast: float = 0.05
     """EWMA weight of the fast mean and fast volatility."""
-    alpha_season: float = 0.2
+    alpha_season: float = 0.3
     """EWMA weight of a seasonal slot, per visit (once per period)."""
     alpha_error: float = 0.01
     """EWMA weight of each predictor's error, used to choose between them."""
-    alpha_calibration: float = 0.0003
+    alpha_calibration: float = 0.0002
     """Decay of the feature histograms (per sample): their memory is ~1/alpha samples."""
-    alpha_likelihood: float = 0.05
+    alpha_likelihood: float = 0.02
     """EWMA weight of the recent average point surprise (the likelihood feature)."""
+    cusum_weight: float = 0.0
+    """Weight of the accumulated point surprise (0 disables it)."""
+    cusum_allowance: float = 1.0
+    """Surprise (decades) a sample must exceed to add to the accumulated evidence."""
     clip: float = 3.0
     """Residuals beyond ``clip`` scales are clipped before they update a model (robustness)."""
-    prior: float = 2.0
+    prior: float = 20.0
     """Pseudo-count of a light-tailed prior in each histogram: early tails stay finite."""
-    decay: float = 0.998
+    prior_tail: float = 1.5
+    """How fast the prior's tail falls: its mass drops by ``2**prior_tail`` per octave of
+    ``1 + feature`` (1 is a heavy, Pareto-like tail; larger is lighter)."""
+    seed_mass: float = 1000.0
+    """Pseudo-samples a histogram starts with (they fade like data, with alpha_calibration)."""
+    seed_tail: float = 1.0
+    """Tail of the seed: its mass drops by ``2**seed_tail`` per octave of ``1 + feature``."""
+    decay: float = 0.997
     """Per-sample decay of the refractory peak surprise."""
     gamma: float = 1.0
     """Weight of the refractory peak subtracted from the surprise (0 disables it)."""
@@ -123,16 +147,25 @@ class Config:
     """Added to a new refractory peak (decades of surprise)."""
     likelihood: bool = False
     """Score the recent average surprise too (NAB's anomaly-likelihood idea)."""
+    point_weight: float = 1.0
+    """Weight of the point surprise (spikes, dips)."""
     shift: bool = True
     """Score level shifts."""
+    shift_weight: float = 1.0
+    """Weight of the level-shift surprise."""
     volatility: bool = True
     """Score volatility changes (flatlines, bursts)."""
-    range_tolerance: float = 0.05
+    volatility_weight: float = 1.0
+    """Weight of the volatility-change surprise."""
+    range_tolerance: float = 0.02
     """A value beyond the range seen so far by more than this fraction of it is anomalous
     (0 disables the check)."""
+    range_warmup: int = 300
+    """Samples before a value beyond the range can fire (the range of a short history is
+    not yet the series' range)."""
     range_surprise: float = 4.0
     """Surprise (decades) of a value just beyond the tolerance; more the further out."""
-    evidence_margin: float = 99.0
+    evidence_margin: float = 0.5
     """The surprise of sample n is capped at ``log10(n) + evidence_margin``."""
     band_width: float = 4.0
     """``band()`` is the expected value +- ``band_width`` robust scales."""
@@ -147,20 +180,26 @@ class _Tail:
 
     __slots__ = ("counts", "growth", "increment", "total")
 
-    def __init__(self, *, alpha: float) -> None:
-        self.counts = [0.0] * _HIST_BINS
-        self.total = 0.0
+    def __init__(self, *, alpha: float, seed_mass: float = 0.0, seed_tail: float = 1.0) -> None:
+        # Seeded with a heavy-tailed pseudo-history that fades like real data: a new series is
+        # not trusted to be quiet until it has shown it.
+        weights = [2.0 ** (-b * 0.25 * seed_tail) for b in range(_HIST_BINS)]
+        norm = sum(weights)
+        self.counts = [seed_mass * w / norm for w in weights]
+        self.total = sum(self.counts)
         self.increment = 1.0
         self.growth = 1.0 / (1.0 - alpha)
 
-    def surprise(self, value: float, prior: float) -> float:
+    def surprise(self, value: float, prior: float, prior_tail: float) -> float:
         b = int(math.log2(1.0 + value) * 4.0) if value > 0.0 else 0
         if b >= _HIST_BINS:
             b = _HIST_BINS - 1
         counts = self.counts
         inc = self.increment
-        # The prior's tail halves every quarter octave... squared: light, so few samples dominate.
-        p = (sum(counts[b:]) + prior * inc * 2.0 ** (-b * 0.5)) / (self.total + prior * inc)
+        # A Pareto-like prior: its tail mass falls by 2**prior_tail per octave of (1 + value).
+        p = (sum(counts[b:]) + prior * inc * 2.0 ** (-b * 0.25 * prior_tail)) / (
+            self.total + prior * inc
+        )
         counts[b] += inc
         self.total += inc
         inc *= self.growth
@@ -203,7 +242,10 @@ _SCALAR_FIELDS = (
     "fast_residual",
     "vol_fast",
     "vol_slow",
+    "vol_fast_season",
+    "vol_slow_season",
     "lik",
+    "cusum",
     "last_point",
     "peak",
     "range_low",
@@ -229,6 +271,7 @@ class AnomalyDetector:
         "_t_shift",
         "_t_vol",
         "config",
+        "cusum",
         "error_local",
         "error_season",
         "fast_mean",
@@ -252,7 +295,9 @@ class AnomalyDetector:
         "slow_mean",
         "step",
         "vol_fast",
+        "vol_fast_season",
         "vol_slow",
+        "vol_slow_season",
     )
 
     def __init__(self, config: Config | None = None, *, seasonality: float | None = None) -> None:
@@ -266,10 +311,11 @@ class AnomalyDetector:
             )
         self.config = config
         a = config.alpha_calibration
-        self._t_point = _Tail(alpha=a)
-        self._t_shift = _Tail(alpha=a)
-        self._t_vol = _Tail(alpha=a)
-        self._t_lik = _Tail(alpha=a)
+        seed = {"seed_mass": config.seed_mass, "seed_tail": config.seed_tail}
+        self._t_point = _Tail(alpha=a, **seed)
+        self._t_shift = _Tail(alpha=a, **seed)
+        self._t_vol = _Tail(alpha=a, **seed)
+        self._t_lik = _Tail(alpha=a, **seed)
         self._slots: list[float | None] = []
         self.n = 0
         self.last_t = -math.inf
@@ -285,7 +331,10 @@ class AnomalyDetector:
         self.fast_residual = 0.0
         self.vol_fast = 0.0
         self.vol_slow = 0.0
+        self.vol_fast_season = 0.0
+        self.vol_slow_season = 0.0
         self.lik = 0.0
+        self.cusum = 0.0
         self.last_point = 0.0
         self.peak = 0.0
         self.range_low = math.inf
@@ -348,13 +397,21 @@ class AnomalyDetector:
         self.slow_mean = slow + cfg.alpha_slow * _clip(dx, cd)
         self.slow_dev = dev + cfg.alpha_slow * ((adx if adx < cd else cd) - dev) if dev > 0 else adx
 
-        # Seasonal predictor: one slot per step of the period.
+        # Volatility of the local residual: fast against slow mean absolute residual.
+        af = cfg.alpha_fast
+        aslow = cfg.alpha_slow
+        vf = self.vol_fast + af * (a - self.vol_fast)
+        self.vol_fast = vf
+        vs = self.vol_slow + aslow * (ac - self.vol_slow)
+        self.vol_slow = vs
+
+        # Seasonal predictor: one slot per step of the period. Its features are kept up to date
+        # even while the local predictor is chosen, so switching causes no jump.
         expected = level
         spread = scale_l
         use_season = False
         point = a / (scale_l + eps)
         shift = shift_local
-        resid_abs = a
         season = cfg.seasonality
         if season is not None and n >= _STEP_SAMPLES and self.step > 0.0:
             slots = self._slots
@@ -370,53 +427,66 @@ class AnomalyDetector:
                 rs = x - v
                 ars = rs if rs >= 0.0 else -rs
                 ss = self.scale_season
+                if ss == 0.0:
+                    # First residual (or a series the profile has matched exactly so far): let
+                    # the scale start from it rather than grow out of zero through the clip.
+                    ss = ars
                 cs = clip * ss + eps
-                if self.error_season < self.error_local and n > cfg.season_warmup:
+                acs = ars if ars < cs else cs
+                fr = self.fast_residual + af * (rs - self.fast_residual)
+                self.fast_residual = fr
+                vfs = self.vol_fast_season + af * (ars - self.vol_fast_season)
+                self.vol_fast_season = vfs
+                vss = self.vol_slow_season + aslow * (acs - self.vol_slow_season)
+                self.vol_slow_season = vss
+                if (
+                    self.error_season < cfg.season_advantage * self.error_local
+                    and n > cfg.season_warmup
+                ):
                     use_season = True
                     expected = v
                     spread = ss
                     point = ars / (ss + eps)
-                    fr = self.fast_residual + cfg.alpha_fast * (rs - self.fast_residual)
-                    self.fast_residual = fr
                     shift = (fr if fr >= 0.0 else -fr) / (ss + eps)
-                    resid_abs = ars
-                acs = ars if ars < cs else cs
+                    vf = vfs
+                    vs = vss
                 self.error_season += cfg.alpha_error * (acs - self.error_season)
                 self.scale_season = ss + cfg.alpha_scale * (acs - ss)
                 slots[b] = v + cfg.alpha_season * _clip(rs, cs)
-
-        # Volatility change of the chosen residual.
-        vf = self.vol_fast + cfg.alpha_fast * (resid_abs - self.vol_fast)
-        self.vol_fast = vf
-        cap = clip * spread + eps
-        vs = self.vol_slow + cfg.alpha_slow * (
-            (resid_abs if resid_abs < cap else cap) - self.vol_slow
-        )
-        self.vol_slow = vs
         vol = abs(math.log((vf + eps) / (vs + eps)))
 
         # Calibrated surprises; the sample's surprise is the largest.
         prior = cfg.prior
-        u_point = self._t_point.surprise(point, prior)
-        surprise = u_point
+        tail = cfg.prior_tail
+        u_point = self._t_point.surprise(point, prior, tail)
+        surprise = cfg.point_weight * u_point
         if cfg.shift:
-            u = self._t_shift.surprise(shift, prior)
+            u = cfg.shift_weight * self._t_shift.surprise(shift, prior, tail)
             if u > surprise:
                 surprise = u
         if cfg.volatility:
-            u = self._t_vol.surprise(vol, prior)
+            u = cfg.volatility_weight * self._t_vol.surprise(vol, prior, tail)
             if u > surprise:
                 surprise = u
         if cfg.likelihood:
             self.lik += cfg.alpha_likelihood * (self.last_point - self.lik)
-            u = self._t_lik.surprise(self.lik, prior)
+            u = self._t_lik.surprise(self.lik, prior, tail)
+            if u > surprise:
+                surprise = u
+        if cfg.cusum_weight > 0.0:
+            # Accumulated evidence: a run of moderately surprising samples adds up (CUSUM of
+            # the point surprise minus an allowance).
+            c = self.cusum + u_point - cfg.cusum_allowance
+            c = c if c > 0.0 else 0.0
+            self.cusum = c
+            u = cfg.cusum_weight * c
             if u > surprise:
                 surprise = u
         # Range novelty (Numenta's "spatial anomaly"): a value beyond everything seen so far by
         # more than a fraction of the range seen so far.
         lo = self.range_low
         hi = self.range_high
-        if cfg.range_tolerance > 0.0 and hi > lo:
+        if cfg.range_tolerance > 0.0 and hi > lo and n >= cfg.range_warmup:
             beyond = (x - hi if x > hi else lo - x if x < lo else 0.0) / (hi - lo)
             if beyond > cfg.range_tolerance:
                 u = cfg.range_surprise + math.log10(beyond / cfg.range_tolerance)
