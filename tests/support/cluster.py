@@ -348,8 +348,13 @@ class Cluster:
         bin_dir: Path = BIN_DIR,
         detached: bool = False,
         start_timeout: float = 90.0,
+        controllers: Sequence[str] | None = None,
     ) -> None:
         self.bin_dir = bin_dir
+        # kube-controller-manager's --controllers (e.g. ``["*", "-deployment"]``); ``None``:
+        # its default set. Benchmarks that write ReplicaSets and Pods themselves disable the
+        # controllers that would fight them.
+        self.controllers = tuple(controllers) if controllers is not None else None
         self.detached = detached
         self.start_timeout = start_timeout
         self._own_dir = data_dir is None
@@ -556,6 +561,7 @@ class Cluster:
                 "--kube-api-burst=400",
                 "--concurrent-replicaset-syncs=10",
                 "--concurrent-deployment-syncs=10",
+                *([f"--controllers={','.join(self.controllers)}"] if self.controllers else []),
                 "--v=1",
             ],
         )
