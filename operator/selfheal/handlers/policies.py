@@ -186,15 +186,16 @@ async def tick(
             if problem is not None:
                 backend_problem = (problem[0], f"trigger {trigger.name}: {problem[1]}")
             trigger_status.append(_trigger_status(trigger.name, got))
-        # Crash-loop verdicts move with time too; refresh those with open incidents.
+        # Crash-loop verdicts move with time too (a pull error past its grace, restarts
+        # leaving the window): refresh workloads with open incidents or unready pods.
         open_names = _open_workloads(namespace, policy, remediations)
-        for wname in open_names:
-            info = by_name.get(wname)
-            if info is None:
-                continue
+        has_crash = any(t.crash_loop is not None for t in policy.triggers)
+        for info in workloads if has_crash else ():
             pods = watch.workload_pods(
-                namespace, wname, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs
+                namespace, info.name, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs
             )
+            if info.name not in open_names and all(p.ready for p in pods):
+                continue
             signals.extend(
                 s
                 for s in watch.crash_signals(rt, namespace, info, pods=pods, now=now)
