@@ -255,6 +255,7 @@ async def test_cooldown_holds_a_second_incident_back(
 
     rec = await eventually(held, timeout=60, what="a second incident held by the cooldown")
     assert rec["status"].get("steps", []) == []
+    assert op.metric("selfheal_guardrail_refusals_total", {"guardrail": "Cooldown"}) >= 1
     assert op.metric("selfheal_remediations_total", {"action": "rollback"}) == 1
     assert (
         image_of(await kube.get(k.apps(ns, "deployments", "shop")))

@@ -323,6 +323,8 @@ class Driver:
         facts: Facts,
     ) -> machine.Event | None:
         if isinstance(eff, machine.Emit):
+            if eff.guardrail:
+                metrics.GUARDRAIL_REFUSALS.labels(eff.guardrail).inc()
             await self.events.emit(
                 namespace=workload.namespace,
                 involved=[

@@ -205,6 +205,8 @@ class Emit:
     reason: EventReason
     message: str
     type: EventType
+    guardrail: str = ""
+    """The guardrail that refused (``Guardrail`` value), for the refusal metric."""
 
 
 Effect = Act | Escalate | Resolve | Emit
@@ -270,9 +272,11 @@ class _Run:
     def paused(self) -> bool:
         return self.policy.mode is Mode.PAUSED
 
-    def emit(self, reason: EventReason, message: str, *, warning: bool = False) -> None:
+    def emit(
+        self, reason: EventReason, message: str, *, warning: bool = False, guardrail: str = ""
+    ) -> None:
         kind = EventType.WARNING if warning else EventType.NORMAL
-        self.effects.append(Emit(reason=reason, message=message, type=kind))
+        self.effects.append(Emit(reason=reason, message=message, type=kind, guardrail=guardrail))
 
     # Dispatch.
 
@@ -442,7 +446,12 @@ class _Run:
                 continue
             if decision.refusal is Refusal.WAIT:
                 if decision.message != state.waiting_for:
-                    self.emit(EventReason.GUARDRAIL_REFUSED, decision.message, warning=True)
+                    self.emit(
+                        EventReason.GUARDRAIL_REFUSED,
+                        decision.message,
+                        warning=True,
+                        guardrail=str(decision.guardrail or ""),
+                    )
                 return dataclasses.replace(state, waiting_for=decision.message)
             return self._escalate_for(state, decision)
 
@@ -600,6 +609,7 @@ class _Run:
         return self._escalate(
             state,
             reason=decision.message,
+            guardrail=str(decision.guardrail or ""),
             ticket=not summarised_elsewhere,
             storm_summary=decision.storm_summary,
             related=decision.related if decision.storm_summary else (),
@@ -610,12 +620,13 @@ class _Run:
         state: RemediationState,
         *,
         reason: str,
+        guardrail: str = "",
         ticket: bool = True,
         storm_summary: bool = False,
         related: tuple[str, ...] = (),
     ) -> RemediationState:
         wants_ticket = ticket and self.policy.remediation.jira is not None
-        self.emit(EventReason.ESCALATED, reason, warning=True)
+        self.emit(EventReason.ESCALATED, reason, warning=True, guardrail=guardrail)
         if wants_ticket:
             self.effects.append(Escalate(reason=reason, related=related))
         return dataclasses.replace(
