@@ -1,0 +1,754 @@
+"""``make demo``: the whole loop, played on the local control plane in about a minute.
+
+    python -m tests.support.demo [--keep] [--act-timeout SECONDS]
+
+It starts every real part on loopback: etcd, kube-apiserver and kube-controller-manager
+(``tests.support.cluster``), the kubelet stand-in (a thread), the real Prometheus
+scraping a demo exporter every second, the Jira-compatible server with project OPS,
+and the operator as its own process (``python -m selfheal``) under its own
+ServiceAccount. It deploys a shop (namespace ``shop``, Deployment ``checkout`` v1, two
+replicas) with one HealingPolicy, then plays two acts and prints a timeline of what
+the operator does, read from the Remediation objects and the Events of the namespace:
+
+- Act 1, a bad release: ``checkout:v2-crash`` crash-loops; the operator rolls back to
+  v1 and verifies it: the Remediation ends ``Resolved``.
+- Act 2, a failure a rollback cannot fix: a dependency of checkout goes down, its 5xx
+  ratio (from Prometheus) climbs while the pods stay Ready; the rollback is refused
+  (there is no healthy revision to go back to), a restart does not help, and the
+  incident is escalated to a Jira ticket carrying the stack and snapshots.
+
+Everything it started is stopped and its data deleted when it ends: on success, on a
+failure and on Ctrl-C (SIGINT) or SIGTERM. Exit status 0 only when Act 1 ended
+``Resolved`` with the rollback verified and Act 2 left exactly one ticket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO, TypeVar
+
+from selfheal import API_VERSION
+from selfheal.clients import kube as k
+from tests.support import crds
+from tests.support.cluster import Cluster, ensure_tools
+from tests.support.exporter import Exporter
+from tests.support.jira_server import JiraServer, ProjectSpec
+from tests.support.kubelet import Behaviour, Kubelet
+from tests.support.operator import SYSTEM_NAMESPACE, OperatorProcess, ensure_operator_identity
+from tests.support.prometheus import PrometheusServer
+from tests.support.workloads import available, deployment, image_of, policy, set_image
+
+T = TypeVar("T")
+
+NAMESPACE = "shop"
+APP = "checkout"
+V1 = "registry.local/checkout:v1"
+V2 = "registry.local/checkout:v2-crash"
+POLICY = "checkout"
+JIRA_USER = "selfheal"
+JIRA_PASSWORD = "demo-jira-s3cret-4d1e"
+JIRA_SECRET = "jira-credentials"
+ERROR_RATIO = (
+    'sum by (namespace, deployment) (rate(http_requests_total{code=~"5.."}[1m]))'
+    " / sum by (namespace, deployment) (rate(http_requests_total[1m]))"
+)
+# Requests per second the exporter reports for checkout: healthy, then during the outage
+# (30% 503s: over the 5% threshold a few seconds into the outage, despite the 1m window).
+HEALTHY_RPS = 20.0
+OUTAGE_OK_RPS, OUTAGE_5XX_RPS = 14.0, 6.0
+
+# Short windows so the story fits in a minute; a real policy uses minutes (see
+# manifests/samples/). One policy, two triggers: the steps are the policy's.
+POLICY_SPEC: dict[str, Any] = {
+    "mode": "Enforce",
+    "triggers": [
+        {"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}},
+        {
+            "name": "error-ratio",
+            "prometheus": {
+                "query": ERROR_RATIO,
+                "workloadLabels": {"namespace": "namespace", "name": "deployment"},
+                "above": 0.05,
+                "for": "4s",
+                "interval": "2s",
+            },
+        },
+    ],
+    "remediation": {
+        "steps": [{"rollback": {"to": "LastHealthy"}}, {"restart": {}}],
+        "verify": {"for": "5s", "timeout": "10s"},
+        "escalate": {
+            "jira": {
+                "project": "OPS",
+                "issueType": "Incident",
+                "priority": "High",
+                "labels": ["selfheal", "checkout"],
+                "components": ["checkout"],
+            }
+        },
+    },
+    # Act 2 heals the same workload seconds after Act 1: a real cooldown is 30m.
+    "guardrails": {"cooldown": "1s", "maxRemediations": 5, "window": "1h"},
+}
+
+# What checkout logs while its dependency is down: a Python stack the ticket carries.
+OUTAGE_LOGS = """\
+starting server
+listening on :8080
+ready
+POST /api/checkout 200 41ms
+Traceback (most recent call last):
+  File "/app/checkout/handlers.py", line 88, in place_order
+    receipt = payments.charge(order.total, card_token=order.card_token)
+  File "/app/checkout/payments.py", line 31, in charge
+    resp = session.post(PAYMENTS_URL + "/charge", json=body, timeout=2.0)
+  File "/usr/lib/python3/dist-packages/requests/sessions.py", line 637, in post
+    return self.request("POST", url, data=data, json=json, **kwargs)
+requests.exceptions.ConnectTimeout: HTTPSConnectionPool(host='payments.shop.svc', port=443): \
+Max retries exceeded with url: /charge (Caused by ConnectTimeoutError())
+POST /api/checkout 503 2004ms
+"""
+
+
+class DemoFailed(RuntimeError):
+    """The story did not go as it should; the message says which moment is missing."""
+
+
+# --- the timeline ---------------------------------------------------------------------------
+
+
+class Timeline:
+    """Prints one line per moment: seconds since the start, wall clock, who, what."""
+
+    def __init__(self, *, out: TextIO = sys.stdout, t0: float | None = None) -> None:
+        self.out = out
+        self.t0 = time.monotonic() if t0 is None else t0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def say(self, who: str, text: str) -> None:
+        wall = dt.datetime.now().strftime("%H:%M:%S")
+        lines = text.splitlines() or [""]
+        head = f"{self.elapsed():+7.1f}s {wall}  {who:<9} "
+        print(head + lines[0], file=self.out, flush=True)
+        for line in lines[1:]:
+            print(" " * len(head) + line, file=self.out, flush=True)
+
+    def banner(self, text: str) -> None:
+        print(f"\n=== {text} ===", file=self.out, flush=True)
+
+    def block(self, text: str, indent: int = 4) -> None:
+        print(textwrap.indent(text.rstrip("\n"), " " * indent), file=self.out, flush=True)
+
+
+def _short(message: str, limit: int = 220) -> str:
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _creation_order(ev: dict[str, Any]) -> tuple[int, str]:
+    rv = str(ev["metadata"].get("resourceVersion") or "")
+    return (int(rv) if rv.isdigit() else 0, ev["metadata"]["name"])
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    change = step.get("change") or {}
+    text = f"step {int(step.get('index', 0)) + 1} {step.get('action')}: {step.get('result')}"
+    old, new = change.get("fromRevision"), change.get("toRevision")
+    if step.get("result") == "Succeeded" and old and new and old != new:
+        text += f" (revision {old} -> {new})"
+    if step.get("message"):
+        text += f" - {_short(str(step['message']))}"
+    return text
+
+
+@dataclasses.dataclass
+class _Seen:
+    phase: str = ""
+    steps: list[str] = dataclasses.field(default_factory=list)
+    ticket: str = ""
+
+
+class Watcher:
+    """Polls the namespace's Remediations and Events (twice a second) and narrates them.
+
+    Polling rather than a watch keeps it simple and bounded; half a second is finer
+    than any moment of the story.
+    """
+
+    SHOWN_EVENT_KINDS = ("Deployment", "Pod")
+
+    def __init__(self, *, kube: k.Kube, namespace: str, timeline: Timeline) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.timeline = timeline
+        self.records: dict[str, dict[str, Any]] = {}
+        self._seen_records: dict[str, _Seen] = {}
+        self._seen_events: set[str] = set()
+        self._primed = False
+
+    async def prime(self) -> None:
+        """Remember what exists now so only what happens next is printed."""
+        await self.poll(quiet=True)
+        self._primed = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.poll()
+            except k.KubeError as e:
+                self.timeline.say("demo", f"(watching the namespace failed once: {e})")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+
+    async def poll(self, *, quiet: bool = False) -> None:
+        events = (await self.kube.get(k.core(self.namespace, "events"))).get("items") or []
+        # Timestamps have whole seconds; the resourceVersion orders creations within one.
+        events.sort(key=_creation_order)
+        for ev in events:
+            uid = ev["metadata"]["uid"]
+            if uid in self._seen_events:
+                continue
+            self._seen_events.add(uid)
+            if not quiet:
+                self._print_event(ev)
+        items = (await self.kube.get(k.group(API_VERSION, self.namespace, "remediations"))).get(
+            "items"
+        ) or []
+        for rec in items:
+            name = rec["metadata"]["name"]
+            self.records[name] = rec
+            if not quiet:
+                self._print_record(rec)
+            else:
+                self._remember(rec)
+
+    def _print_event(self, ev: dict[str, Any]) -> None:
+        obj = ev.get("involvedObject") or {}
+        if obj.get("kind") not in self.SHOWN_EVENT_KINDS:
+            return  # selfheal posts each Event on the Remediation too: show it once
+        source = (ev.get("source") or {}).get("component") or ev.get("reportingComponent") or "?"
+        who = {
+            "selfheal": "selfheal",
+            "deployment-controller": "k8s",
+            "kubelet": "kubelet",
+        }.get(source, source[:9])
+        self.timeline.say(
+            who,
+            f"{ev.get('type', 'Normal')} {ev.get('reason')} {obj.get('kind')}/{obj.get('name')}: "
+            f"{_short(str(ev.get('message') or ''))}",
+        )
+
+    def _remember(self, rec: dict[str, Any]) -> None:
+        status = rec.get("status") or {}
+        self._seen_records[rec["metadata"]["name"]] = _Seen(
+            phase=str(status.get("phase") or ""),
+            steps=[_step_line(s) for s in status.get("steps") or [] if s.get("result")],
+            ticket=str((status.get("ticket") or {}).get("key") or ""),
+        )
+
+    def _print_record(self, rec: dict[str, Any]) -> None:
+        name = rec["metadata"]["name"]
+        status = rec.get("status") or {}
+        seen = self._seen_records.setdefault(name, _Seen())
+        trigger = (rec.get("spec") or {}).get("trigger") or {}
+        phase = str(status.get("phase") or "")
+        if not seen.phase and not phase:
+            return
+        if not seen.phase:
+            detail = _short(str(status.get("detail") or ""))
+            self.timeline.say("record", f"{name} opened by trigger {trigger.get('name')}: {detail}")
+        for step in status.get("steps") or []:
+            if not step.get("result"):
+                continue
+            line = _step_line(step)
+            if line not in seen.steps:
+                seen.steps.append(line)
+                self.timeline.say("record", f"{name}: {line}")
+        if phase != seen.phase:
+            extra = ""
+            if phase == "Escalated":
+                esc = status.get("escalation") or {}
+                extra = f" ({_short(str(esc.get('reason') or ''))})"
+            elif phase == "Resolved":
+                ver = status.get("verification") or {}
+                extra = f" (verification {ver.get('outcome')}: {_short(str(ver.get('message')))})"
+            arrow = f"{seen.phase} -> {phase}" if seen.phase else f"phase {phase}"
+            self.timeline.say("record", f"{name}: {arrow}{extra}")
+            seen.phase = phase
+        ticket = status.get("ticket") or {}
+        key = str(ticket.get("key") or "")
+        if key and key != seen.ticket:
+            seen.ticket = key
+            self.timeline.say("record", f"{name}: ticket {key} ({ticket.get('state')})")
+
+
+# --- waiting ----------------------------------------------------------------------------------
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float, what: str, every: float = 0.5
+) -> T:
+    """Polls ``probe`` until it returns something truthy; ``DemoFailed`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        try:
+            got = await probe()
+        except k.KubeError as e:
+            if not e.temporary:
+                raise
+            got, last_error = None, str(e)
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            hint = f" (last API error: {last_error})" if last_error else ""
+            raise DemoFailed(f"{what} did not happen within {timeout:.0f}s{hint}")
+        await asyncio.sleep(every)
+
+
+def _phase_of(rec: dict[str, Any]) -> str:
+    return str((rec.get("status") or {}).get("phase") or "")
+
+
+def _trigger_of(rec: dict[str, Any]) -> str:
+    return str(((rec.get("spec") or {}).get("trigger") or {}).get("name") or "")
+
+
+async def _records(kube: k.Kube, trigger: str) -> list[dict[str, Any]]:
+    out = await kube.get(k.group(API_VERSION, NAMESPACE, "remediations"))
+    return [r for r in out.get("items") or [] if _trigger_of(r) == trigger]
+
+
+# --- the parts --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Parts:
+    """Everything the demo started, so ``close`` can stop exactly that."""
+
+    workdir: Path
+    cluster: Cluster | None = None
+    kubelet: Kubelet | None = None
+    exporter: Exporter | None = None
+    prometheus: PrometheusServer | None = None
+    jira: JiraServer | None = None
+    operator: OperatorProcess | None = None
+
+    def close(self, timeline: Timeline, *, keep: bool) -> None:
+        """Stops every part (the operator first, the store last); each step is bounded."""
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self.operator is not None:
+            steps.append(("operator", self.operator.stop))
+        if self.kubelet is not None:
+            steps.append(("kubelet stand-in", self.kubelet.stop_thread))
+        if self.prometheus is not None:
+            steps.append(("prometheus", self.prometheus.stop))
+        if self.exporter is not None:
+            steps.append(("exporter", self.exporter.stop))
+        if self.jira is not None:
+            steps.append(("jira", self.jira.stop))
+        if self.cluster is not None:
+            steps.append(("control plane", self.cluster.stop))
+        for what, stop in steps:
+            try:
+                stop()
+            except Exception as e:  # keep going: the next part must still stop
+                timeline.say("demo", f"stopping the {what} failed: {e}")
+        if keep:
+            timeline.say("demo", f"kept the logs and data in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _secret(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "stringData": {"username": JIRA_USER, "token": JIRA_PASSWORD},
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """The started parts, none missing."""
+
+    cluster: Cluster
+    kubelet: Kubelet
+    exporter: Exporter
+    prometheus: PrometheusServer
+    jira: JiraServer
+    operator: OperatorProcess
+
+
+def start_parts(parts: Parts, timeline: Timeline) -> Running:
+    """Starts every part; the ones already started are in ``parts`` if this raises."""
+    say = timeline.say
+    ensure_tools()  # a no-op when make tools already built them
+    parts.exporter = exporter = Exporter().start()
+    exporter.set_rate("http_requests_total", HEALTHY_RPS, namespace=NAMESPACE, deployment=APP,
+                      code="200")  # fmt: skip
+    exporter.set_rate("http_requests_total", 0.0, namespace=NAMESPACE, deployment=APP, code="503")
+    parts.prometheus = prom = PrometheusServer(
+        data_dir=parts.workdir / "prometheus" / "tsdb", targets=[exporter.target]
+    )
+    prom.data_dir.parent.mkdir(parents=True, exist_ok=True)
+    prom.start()
+    say("demo", f"prometheus {prom.url} scraping the demo exporter {exporter.url} every 1s")
+    parts.jira = jira = JiraServer(
+        users={JIRA_USER: JIRA_PASSWORD},
+        tokens={},
+        projects=(ProjectSpec(key="OPS", name="Operations", components=("checkout",)),),
+    ).start()
+    say("demo", f"jira {jira.url} (project OPS)")
+
+    parts.cluster = cluster = Cluster(data_dir=parts.workdir / "cluster")
+    cluster.start()
+    say("demo", f"control plane {cluster.server} (etcd, kube-apiserver, kube-controller-manager)")
+    parts.kubelet = kubelet = Kubelet.for_cluster(cluster)
+    kubelet.start_in_thread()
+    say("demo", "kubelet stand-in registered node selfheal-node-1")
+    names = crds.install(cluster.kubeconfig)
+    say("demo", f"CRDs installed: {', '.join(names)}")
+
+    operator_kubeconfig = ensure_operator_identity(cluster, name="selfheal")
+    cluster.api("POST", f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets", _secret(JIRA_SECRET))
+    cluster.api(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+    )
+    _wait_sync(
+        lambda: _exists(cluster, f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"),
+        timeout=30,
+        what=f"ServiceAccount {NAMESPACE}/default",
+    )
+    cluster.api(
+        "POST", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", deployment(APP, V1, replicas=2)
+    )
+    cluster.api(
+        "POST",
+        f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/healingpolicies",
+        policy(POLICY, selector={"app": APP}, spec=POLICY_SPEC),
+    )
+    say("you", f"deployed {NAMESPACE}/{APP} ({V1}, 2 replicas) and HealingPolicy {POLICY}")
+
+    parts.operator = op = OperatorProcess(
+        kubeconfig=operator_kubeconfig,
+        log_dir=parts.workdir / "operator",
+        namespaces=[NAMESPACE],
+        prometheus_url=prom.url,
+        jira_url=jira.url,
+        jira_secret=f"{SYSTEM_NAMESPACE}/{JIRA_SECRET}",
+    )
+    op.start(wait=60)
+    pids = {**cluster.pids, "operator": op.proc.pid if op.proc else 0}
+    say("demo", f"operator running as ServiceAccount {SYSTEM_NAMESPACE}/selfheal")
+    say("demo", "processes: " + ", ".join(f"{n} pid {p}" for n, p in pids.items()))
+    return Running(
+        cluster=cluster, kubelet=kubelet, exporter=exporter, prometheus=prom, jira=jira, operator=op
+    )
+
+
+def _exists(cluster: Cluster, path: str) -> bool:
+    try:
+        cluster.api("GET", path)
+    except Exception:
+        return False
+    return True
+
+
+def _wait_sync(probe: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{what} did not appear within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+# --- the story --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Outcome:
+    act1_resolved: bool = False
+    ticket_key: str = ""
+    tickets: int = 0
+
+
+async def play(parts: Running, timeline: Timeline, *, act_timeout: float) -> Outcome:
+    kube = await k.Kube.connect(kubeconfig=str(parts.cluster.kubeconfig))
+    stop = asyncio.Event()
+    watcher = Watcher(kube=kube, namespace=NAMESPACE, timeline=timeline)
+    outcome = Outcome()
+    task: asyncio.Task[None] | None = None
+    try:
+        await wait_for(
+            lambda: available(kube, NAMESPACE, APP), timeout=60, what=f"{APP} v1 available"
+        )
+        await wait_for(
+            lambda: _policy_ready(kube), timeout=30, what=f"HealingPolicy {POLICY} Ready"
+        )
+        timeline.say("demo", f"{APP} v1 available (2/2 ready); policy {POLICY} Ready")
+        await watcher.prime()
+        task = asyncio.create_task(watcher.run(stop))
+
+        timeline.banner("Act 1: a bad release crash-loops")
+        await act1(kube, parts, timeline, watcher, timeout=act_timeout)
+        outcome.act1_resolved = True
+
+        timeline.banner("Act 2: a dependency outage no rollback can fix")
+        outcome.ticket_key = await act2(kube, parts, timeline, timeout=act_timeout)
+    finally:
+        stop.set()
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=5)
+            with contextlib.suppress(Exception):
+                await watcher.poll()  # the last moments
+        await kube.close()
+    outcome.tickets = len(parts.jira.issues())
+    return outcome
+
+
+async def _policy_ready(kube: k.Kube) -> bool:
+    body = await kube.get(k.group(API_VERSION, NAMESPACE, "healingpolicies", POLICY))
+    conds = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+async def act1(
+    kube: k.Kube, parts: Running, timeline: Timeline, watcher: Watcher, *, timeout: float
+) -> None:
+    timeline.say("you", f"kubectl set image deployment/{APP} app={V2}")
+    await set_image(kube, NAMESPACE, APP, V2)
+
+    async def ended() -> dict[str, Any] | None:
+        recs = await _records(kube, "crashloop")
+        done = [r for r in recs if _phase_of(r) in ("Resolved", "Escalated", "Closed")]
+        return done[0] if done else None
+
+    rec = await wait_for(ended, timeout=timeout, what="Act 1: the crash-loop incident ending")
+    status = rec.get("status") or {}
+    if _phase_of(rec) != "Resolved":
+        raise DemoFailed(
+            f"Act 1: Remediation {rec['metadata']['name']} ended {_phase_of(rec)}, not Resolved: "
+            f"{json.dumps(status.get('steps'), indent=1)}"
+        )
+    steps = status.get("steps") or []
+    rollback = next((s for s in steps if s.get("action") == "rollback"), None)
+    verification = (status.get("verification") or {}).get("outcome")
+    if rollback is None or rollback.get("result") != "Succeeded" or verification != "Passed":
+        raise DemoFailed(
+            f"Act 1: Resolved without a verified rollback (verification {verification}, "
+            f"steps {steps})"
+        )
+    dep = await wait_for(
+        lambda: available(kube, NAMESPACE, APP), timeout=60, what=f"{APP} v1 available again"
+    )
+    if image_of(dep) != V1:
+        raise DemoFailed(f"Act 1: {APP} runs {image_of(dep)} after the rollback, not {V1}")
+    await watcher.poll()
+    revision = dep["metadata"]["annotations"].get("deployment.kubernetes.io/revision")
+    timeline.say(
+        "demo",
+        f"Act 1 done: {rec['metadata']['name']} Resolved; {APP} runs {image_of(dep)} again "
+        f"(v1 is now revision {revision})",
+    )
+    for s in steps:
+        timeline.block(_step_line(s), indent=6)
+
+
+async def act2(kube: k.Kube, parts: Running, timeline: Timeline, *, timeout: float) -> str:
+    parts.kubelet.behave(V1, Behaviour(kind="running", logs=OUTAGE_LOGS))
+    parts.exporter.set_rate("http_requests_total", OUTAGE_OK_RPS, namespace=NAMESPACE,
+                            deployment=APP, code="200")  # fmt: skip
+    parts.exporter.set_rate("http_requests_total", OUTAGE_5XX_RPS, namespace=NAMESPACE,
+                            deployment=APP, code="503")  # fmt: skip
+    share = OUTAGE_5XX_RPS / (OUTAGE_OK_RPS + OUTAGE_5XX_RPS)
+    timeline.say(
+        "world",
+        f"payments goes down: {share:.0%} of checkout's requests fail with 503 "
+        "(its pods stay Running and Ready)",
+    )
+
+    async def ticketed() -> dict[str, Any] | None:
+        for r in await _records(kube, "error-ratio"):
+            if _phase_of(r) in ("Resolved", "Closed"):
+                raise DemoFailed(
+                    f"Act 2: Remediation {r['metadata']['name']} ended {_phase_of(r)}: "
+                    "it should have been escalated"
+                )
+            key = ((r.get("status") or {}).get("ticket") or {}).get("key")
+            if _phase_of(r) == "Escalated" and key:
+                return r
+        return None
+
+    rec = await wait_for(
+        ticketed, timeout=timeout, what="Act 2: an escalated incident with a ticket"
+    )
+    key = str(rec["status"]["ticket"]["key"])
+    # The attachments are uploaded after the issue is created: wait for them too.
+    await wait_for(
+        lambda: _attachments(parts.jira, key), timeout=30, what=f"the attachments of {key}"
+    )
+    timeline.say("demo", f"Act 2 done: {rec['metadata']['name']} Escalated, ticket {key}")
+    for s in rec["status"].get("steps") or []:
+        timeline.block(_step_line(s), indent=6)
+    return key
+
+
+async def _attachments(jira: JiraServer, key: str) -> list[str] | None:
+    for issue in jira.issues():
+        if issue["key"] == key and issue["attachments"]:
+            return list(issue["attachments"])
+    return None
+
+
+def print_ticket(jira: JiraServer, key: str, timeline: Timeline) -> None:
+    issue = next((i for i in jira.issues() if i["key"] == key), None)
+    if issue is None:
+        timeline.say("demo", f"ticket {key} is not in Jira")
+        return
+    fields = issue["fields"]
+    description = str(fields.get("description") or "").splitlines()
+    head = [line for line in description if line.strip()][:24]
+    print(f"\n{key}  [{issue['status']}]  {fields.get('summary')}", flush=True)
+    print(
+        f"  type {(fields.get('issuetype') or {}).get('name')}, "
+        f"priority {(fields.get('priority') or {}).get('name')}, "
+        f"labels {', '.join(fields.get('labels') or [])}",
+        flush=True,
+    )
+    print("  description (first lines):", flush=True)
+    for line in head:
+        print(f"    | {line[:150]}", flush=True)
+    if len(description) > len(head):
+        print(f"    | ... ({len(description)} lines in all)", flush=True)
+    names = ", ".join(f"{n} ({len(b)} bytes)" for n, b in issue["attachment_list"])
+    print(f"  attachments: {names or 'none'}", flush=True)
+
+
+def kubectl_get(cluster: Cluster) -> str:
+    proc = cluster.kubectl("get", "selfheal", "-n", NAMESPACE, check=False)
+    return proc.stdout + (proc.stderr if proc.returncode else "")
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM behaves as Ctrl-C: unwinds into the clean-up."""
+
+    def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While cleaning up, a second Ctrl-C must not leave half the parts running."""
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.support.demo",
+        description="Play selfheal's whole loop on a local control plane, then clean up.",
+    )
+    p.add_argument(
+        "--act-timeout",
+        type=float,
+        default=120.0,
+        help="seconds each act may take before the demo fails (default 120)",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work directory (operator, control plane and Prometheus logs)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    timeline = Timeline()
+    workdir = Path(tempfile.mkdtemp(prefix="selfheal-demo-"))
+    parts = Parts(workdir=workdir)
+    status, failure = 1, ""
+    outcome = Outcome()
+    print("selfheal demo: the whole loop on a local control plane (Ctrl-C stops it cleanly)")
+    print("  columns: seconds since the start, wall clock, who, what. Who: you (the SRE), world")
+    print("  (the outage), k8s (controllers), kubelet, selfheal (its Events), record (Remediation)")
+    timeline.banner("Setting up")
+    timeline.say("demo", f"work dir {workdir}")
+    try:
+        with _signals_raise():
+            running = start_parts(parts, timeline)
+            outcome = asyncio.run(play(running, timeline, act_timeout=args.act_timeout))
+            timeline.banner(f"kubectl get selfheal -n {NAMESPACE}")
+            print(kubectl_get(running.cluster).rstrip(), flush=True)
+            timeline.banner("The ticket")
+            print_ticket(running.jira, outcome.ticket_key, timeline)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+        status = 130
+    except DemoFailed as e:
+        failure = str(e)
+    except Exception as e:  # a part failed to start: say which, then clean up
+        failure = f"{type(e).__name__}: {e}"
+    if not failure:
+        if not outcome.act1_resolved:
+            failure = "Act 1 did not end Resolved"
+        elif outcome.tickets != 1:
+            failure = f"expected exactly one Jira ticket, found {outcome.tickets}"
+        else:
+            status = 0
+    if failure and parts.operator is not None and status != 130:
+        print(f"\n--- last lines of the operator's log ({parts.operator.log}):", flush=True)
+        print(parts.operator.tail(40), flush=True)
+    timeline.banner("Cleaning up")
+    with _signals_ignored():
+        parts.close(timeline, keep=args.keep)
+    timeline.say("demo", "every process stopped" + ("" if args.keep else ", data deleted"))
+    if status == 0:
+        print(
+            f"\nDEMO OK in {timeline.elapsed():.0f}s: Act 1 Resolved (rollback verified), "
+            f"Act 2 escalated to {outcome.ticket_key}",
+            flush=True,
+        )
+    else:
+        print(f"\nDEMO FAILED after {timeline.elapsed():.0f}s: {failure}", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
