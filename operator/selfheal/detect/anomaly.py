@@ -4,6 +4,7 @@ The whole API, as ``detect/prometheus.py`` uses it::
 
     det = AnomalyDetector(seasonality=spec.seasonality)  # or AnomalyDetector.for_spec(spec)
     det.warm(samples)               # [(unix_seconds, value), ...] oldest first: a range query
+                                    # over spec.baseline at spec.step
     score = det.update(ts, value)   # float in [0, 1] for this sample, from the past only
     if score >= threshold_for(spec.sensitivity):
         low, high = det.band()      # the expected range the sample fell out of
@@ -13,8 +14,8 @@ The whole API, as ``detect/prometheus.py`` uses it::
 
 Semantics:
 
-- ``update`` is causal and deterministic: the score of a sample depends only on that sample and the
-  ones fed before it. Samples at or before the last timestamp seen (a re-warm that overlaps) and
+- ``update`` is causal and deterministic: the score of a sample depends only on that sample and
+  the ones fed before it. Samples at or before the last timestamp seen (a re-warm that overlaps) and
   non-finite values (NaN from Prometheus) are ignored: the state does not change and 0.0 is
   returned, so replaying an overlapping range query after a restart is harmless.
 - The score says how surprising the sample is given the series' own history: with ``e`` the
@@ -37,11 +38,12 @@ How it scores (the ideas of NAB's best detectors, kept small enough for a few µ
    weighted mean absolute error): a local level (EWMA, spikes clipped out), and, when a
    seasonality is given, a seasonal profile (one slot per sampling step of the period, e.g. 288
    slots for a day of 5-minute samples). The seasonal one is used when its recent error is
-   clearly lower, so a daily pattern is not an anomaly but a day that breaks the pattern is.
-2. Three features of the chosen residual: point surprise (spikes, dips), level shift (a fast
-   mean against a slow robust baseline) and volatility change (fast against slow mean absolute
-   residual: a flatline, a burst of noise). Optional: the recent average point surprise (NAB's
-   "anomaly likelihood" idea).
+   clearly lower (errors stop learning while the series is anomalous, so one odd day does not
+   flip the choice), so a daily pattern is not an anomaly but a day that breaks the pattern is.
+2. Four features of the chosen residual: point surprise (spikes, dips), level shift (a fast
+   mean against a slow robust baseline), volatility change (fast against slow mean absolute
+   residual: a flatline, a burst of noise) and the recent average point surprise (NAB's
+   "anomaly likelihood" idea: a rising rate of moderate surprises).
 3. Each feature is calibrated against its own history with a decaying log-spaced histogram
    (seeded with a heavy-tailed pseudo-history that fades as data arrives, so a young series is
    not trusted to be quiet), so a series whose spikes are routine learns that they are routine.
