@@ -62,6 +62,16 @@ def _ready(
         patch.status["observedGeneration"] = generation
 
 
+def _serving(policy: HealingPolicy, *, workloads: int | None) -> tuple[str, str]:
+    """Reason and message of Ready=True; ``workloads`` None: not counted yet."""
+    if policy.mode is Mode.PAUSED:
+        return c.PAUSED, "spec.mode is Paused: nothing is detected or acted on"
+    if workloads == 0:
+        return c.NO_WORKLOADS, "spec.target.selector matches no Deployment in this namespace"
+    on = "" if workloads is None else f" on {workloads} workload(s)"
+    return c.ACCEPTED, f"serving {len(policy.triggers)} trigger(s){on} in mode {policy.mode}"
+
+
 def _count_ready(rt: Runtime) -> None:
     metrics.POLICIES.labels("true").set(len(rt.policies))
     metrics.POLICIES.labels("false").set(len(rt.invalid))
@@ -109,24 +119,8 @@ def load(
         for trig in old.triggers:
             if policy.trigger(trig.name) != trig:
                 rt.prometheus.forget(namespace=namespace, policy=name, trigger=trig.name)
-    if policy.mode is Mode.PAUSED:
-        _ready(
-            patch,
-            status,
-            ok=True,
-            reason=c.PAUSED,
-            message="spec.mode is Paused: nothing is detected or acted on",
-            generation=generation,
-        )
-    else:
-        _ready(
-            patch,
-            status,
-            ok=True,
-            reason=c.ACCEPTED,
-            message=f"serving {len(policy.triggers)} trigger(s) in mode {policy.mode}",
-            generation=generation,
-        )
+    reason, message = _serving(policy, workloads=None)
+    _ready(patch, status, ok=True, reason=reason, message=message, generation=generation)
     _count_ready(rt)
 
 
@@ -309,30 +303,6 @@ def _write_status(
     gen = policy.generation
     if problem is not None:
         _ready(patch, status, ok=False, reason=problem[0], message=problem[1], generation=gen)
-    elif policy.mode is Mode.PAUSED:
-        _ready(
-            patch,
-            status,
-            ok=True,
-            reason=c.PAUSED,
-            message="spec.mode is Paused: nothing is detected or acted on",
-            generation=gen,
-        )
-    elif workloads == 0:
-        _ready(
-            patch,
-            status,
-            ok=True,
-            reason=c.NO_WORKLOADS,
-            message="spec.target.selector matches no Deployment in this namespace",
-            generation=gen,
-        )
     else:
-        _ready(
-            patch,
-            status,
-            ok=True,
-            reason=c.ACCEPTED,
-            message=f"serving {len(policy.triggers)} trigger(s) on {workloads} workload(s)",
-            generation=gen,
-        )
+        reason, message = _serving(policy, workloads=workloads)
+        _ready(patch, status, ok=True, reason=reason, message=message, generation=gen)
