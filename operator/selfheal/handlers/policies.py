@@ -30,6 +30,8 @@ from selfheal.remediation.state import Phase
 
 logger = logging.getLogger(__name__)
 
+PRUNE_EVERY = 30.0
+"""Seconds between two retention sweeps of one namespace's Remediations."""
 TICK = 2.0
 """Seconds between two timer runs of one policy: the resolution of verify windows."""
 
@@ -196,6 +198,15 @@ async def tick(
                 if s[0] is policy
             )
         await watch.feed(rt, signals, remediations=remediations, rs_by_deployment=rs_by_deployment)
+    if now >= rt.next_prune.get(namespace, 0.0):
+        rt.next_prune[namespace] = now + min(PRUNE_EVERY, rt.settings.retention / 2)
+        pruned = await rt.driver.prune(
+            records=list(remediations.get(namespace, ())), retention=rt.settings.retention
+        )
+        if pruned:
+            logger.info(
+                "pruned %d remediation(s) older than the retention in %s", pruned, namespace
+            )
     # Time passes for every open incident of this policy (verify windows, deadlines).
     for rec in remediations.get(namespace, ()):
         spec = rec["spec"]

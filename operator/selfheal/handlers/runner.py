@@ -76,6 +76,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.persistence.finalizer = f"{GROUP_PREFIX}/finalizer"
     settings.posting.enabled = False
+    if cfg.namespaces:
+        # Exact namespaces and known CRDs: no need for cluster-scoped scans (and RBAC).
+        settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30

@@ -32,6 +32,8 @@ class Runtime:
     """Pod uid -> crash-loop history; only pods of namespaces some policy covers."""
     unhealthy: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     """Namespace -> workload -> unix time it turned unhealthy (storm brake input)."""
+    next_prune: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Namespace -> when its next retention sweep is due."""
     next_eval: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
     """(namespace, policy, trigger) -> when its Prometheus query is due."""
 

@@ -38,6 +38,7 @@ from selfheal.clients.jira import Jira
 from selfheal.detect.signal import WorkloadRef
 from selfheal.policy.model import (
     HealingPolicy,
+    Mode,
     RestartStep,
     RollbackStep,
     ScaleStep,
@@ -46,7 +47,13 @@ from selfheal.policy.model import (
 )
 from selfheal.remediation import machine, naming
 from selfheal.remediation.guardrails import Availability, RecordSummary, trigger_name
-from selfheal.remediation.state import Phase, RemediationState, StepResult, remediation_spec
+from selfheal.remediation.state import (
+    Phase,
+    RemediationState,
+    StepResult,
+    parse_time,
+    remediation_spec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +219,8 @@ class Driver:
                     await self._reload(fp, workload.namespace, name)
                     return None
             assert record is not None
+            if new.phase is Phase.RESOLVED and (old is None or old.phase is not Phase.RESOLVED):
+                await self._revert_scales(new, policy, workload)
             for eff in effects:
                 done = await self._execute(eff, record, policy, workload, trigger, facts)
                 if done is not None:
@@ -402,6 +411,49 @@ class Driver:
             # Actions report API errors themselves; this is the last line of defence.
             return failed(step_action(step), e, doing=step_action(step), change={})
         raise TypeError(f"unknown step {step!r}")
+
+    async def _revert_scales(
+        self, state: RemediationState, policy: HealingPolicy, workload: WorkloadRef
+    ) -> None:
+        """After a verified heal, undo scale steps whose policy asks for it."""
+        steps = policy.remediation.steps
+        for rec in state.steps:
+            spec = steps[rec.index] if rec.index < len(steps) else None
+            if not (isinstance(spec, ScaleStep) and spec.revert_after_recovery):
+                continue
+            if rec.result is not StepResult.SUCCEEDED or not rec.change.get("target"):
+                continue
+            result = await scale_action.revert_scale(
+                kube=self.kube,
+                namespace=workload.namespace,
+                name=workload.name,
+                change=rec.change,
+                dry_run=policy.mode is Mode.DRY_RUN,
+            )
+            metrics.REMEDIATIONS.labels(result.action, str(result.result)).inc()
+            logger.info("%s: %s", workload, result.message)
+
+    async def prune(self, *, records: Sequence[Mapping[str, Any]], retention: float) -> int:
+        """Delete Resolved and Closed records older than ``retention`` seconds; how many."""
+        now, pruned = self.clock(), 0
+        for body in records:
+            status = body.get("status") or {}
+            if status.get("phase") not in (Phase.RESOLVED, Phase.CLOSED):
+                continue
+            closed = parse_time(status.get("closedAt"), field="status.closedAt")
+            if closed is None or now - closed < retention:
+                continue
+            meta = body.get("metadata") or {}
+            try:
+                await self.kube.delete(
+                    k.group(API_VERSION, meta.get("namespace", ""), PLURAL, meta.get("name", ""))
+                )
+                pruned += 1
+            except k.NotFound:
+                pass
+            except k.KubeError as e:
+                logger.warning("pruning remediation %s: %s", meta.get("name"), e)
+        return pruned
 
     def _spawn(self, record: _Record, kind: str, coro: Coroutine[Any, Any, None]) -> None:
         key = f"{record.namespace}/{record.name}/{kind}"
