@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/.cache/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv tools lint test test-unit test-integration test-e2e cluster-up cluster-down \
-        demo bench bench-anomaly manifests clean
+        cluster-status demo bench bench-anomaly manifests clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -23,12 +23,12 @@ tools: ## build (or reuse) kube-apiserver, kube-controller-manager, kubectl, etc
 	hack/build-tools.sh
 
 lint: venv ## ruff, mypy --strict, import-linter
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/ruff format --check operator tests bench hack
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: venv tools ## every test: unit, integration (real API server, Prometheus, Jira stand-in), e2e
+test: venv tools lint ## lint, then every test: unit, integration (real API server, Prometheus, Jira stand-in), e2e
 	$(PY) -m pytest tests
 
 test-unit: venv ## pure tests only, no servers
@@ -46,6 +46,9 @@ cluster-up: venv tools ## start the local control plane; prints the kubeconfig p
 cluster-down: venv ## stop the local control plane and delete its data
 	$(PY) -m tests.support.cluster down
 
+cluster-status: venv ## is the local control plane up? prints the kubeconfig and logs path
+	$(PY) -m tests.support.cluster status
+
 demo: venv tools ## play the whole loop on the local control plane
 	$(PY) -m tests.support.demo
 
@@ -54,6 +57,9 @@ bench: venv tools ## cluster-scale benchmarks; writes bench/out/report.{md,json}
 
 bench-anomaly: venv ## NAB scores and throughput of the anomaly detector
 	$(PY) -m bench.anomaly.run
+
+manifests: ## regenerate manifests/selfheal.yaml, the chart's CRD copies and its values table
+	hack/render-manifests.sh
 
 clean: ## remove the venv and build caches (not the Go module cache)
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -9,12 +9,26 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 source "$top/hack/versions.env"
 cache=${SELFHEAL_CACHE:-$top/.cache}
 bin="$cache/bin"
+# A machine-wide copy, so a fresh clone on the same machine (CI) links instead of
+# building. The repo's .cache/bin stays the one the project runs from.
+shared=${SELFHEAL_SHARED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/selfheal/bin}
 mkdir -p "$bin"
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0
 # Builds are memory hungry on a 2-core machine; one package graph at a time.
 export GOMAXPROCS=${GOMAXPROCS:-2}
 
 log() { printf '[build-tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# have NAME VERSION: true when the binary is in .cache/bin (restored from the
+# machine-wide copy when only that one has it).
+have() {
+  local f="$bin/$1-$2"
+  if [ ! -x "$f" ] && [ -x "$shared/$1-$2" ]; then
+    cp "$shared/$1-$2" "$f.tmp" && mv "$f.tmp" "$f"
+    log "reused $1 $2 from $shared"
+  fi
+  [ -x "$f" ]
+}
 
 # build NAME VERSION MODDIR PKG: go build PKG inside the throwaway module MODDIR.
 build() {
@@ -29,6 +43,8 @@ build() {
   # (a main package cannot be imported), so let the build add the sums it lacks.
   (cd "$moddir" && go build -mod=mod -trimpath -ldflags "-s -w $5" -o "$out.tmp" "$pkg")
   mv "$out.tmp" "$out"
+  mkdir -p "$shared" && cp "$out" "$shared/$(basename "$out").tmp" && \
+    mv "$shared/$(basename "$out").tmp" "$shared/$(basename "$out")" || true
   ln -sf "$(basename "$out")" "$bin/$name"
   log "built $name in $((SECONDS - t0))s"
 }
@@ -76,13 +92,13 @@ for tool in $want; do
   case $tool in
     kube-apiserver|kube-controller-manager|kubectl)
       kv="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-      [ -x "$bin/$tool-$K8S_VERSION" ] || mdir=$(k8s_module)
+      have "$tool" "$K8S_VERSION" || mdir=$(k8s_module)
       build "$tool" "$K8S_VERSION" "${mdir:-.}" "k8s.io/kubernetes/cmd/$tool" "$kv" ;;
     etcd)
-      [ -x "$bin/etcd-$ETCD_VERSION" ] || mdir=$(simple_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3/etcdmain)
+      have etcd "$ETCD_VERSION" || mdir=$(simple_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3/etcdmain)
       build etcd "$ETCD_VERSION" "${mdir:-.}" go.etcd.io/etcd/server/v3 "" ;;
     helm)
-      [ -x "$bin/helm-$HELM_VERSION" ] || mdir=$(simple_module helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/pkg/action)
+      have helm "$HELM_VERSION" || mdir=$(simple_module helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/pkg/action)
       build helm "$HELM_VERSION" "${mdir:-.}" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
     *) log "unknown tool $tool"; exit 2 ;;
   esac
