@@ -1,0 +1,203 @@
+"""Renders ``bench/out/report.json`` as markdown: every figure with its command."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+TARGET_P99_S = 1.0
+TARGET_RATIO = 2.0
+TARGET_RSS_MIB = 200.0
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{v * 1000:.0f}"
+
+
+def _f(v: float | None, fmt: str = ".1f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def _ok(good: bool) -> str:
+    return "met" if good else "**missed**"
+
+
+def _counts(d: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}: {v:g}" for k, v in d.items()) or "none"
+
+
+def markdown(r: Mapping[str, Any]) -> str:
+    cmd = "make bench  # = .venv/bin/python -m bench.run"
+    sizes: list[dict[str, Any]] = list(r.get("sizes") or [])
+    lines = [
+        "# selfheal at cluster scale",
+        "",
+        f"Run {r['started']} on {r['machine']['cpus']} CPUs, Python {r['machine']['python']}; "
+        f"`{r['command']}` took {r['total_s'] / 60:.1f} min. Every figure below comes from this "
+        f"one run (`{cmd}`); the operator and the floor ran side by side, so their ratio holds "
+        "on a noisy shared machine even when absolute times move. Raw figures: "
+        "[report.json](report.json). How it is measured: [README.md](README.md).",
+        "",
+    ]
+    if sizes:
+        big = sizes[-1]
+        reac = big["reaction"]
+        op, fl = reac["operator_s"], reac["floor_s"]
+        lines += ["## Targets", "", "| target | figure | |", "|---|---|---|"]
+        if op and fl:
+            lines.append(
+                f"| reaction p99 within {TARGET_RATIO:g}x the floor ({big['pods']} Pods) | "
+                f"{op['p99'] / fl['p99']:.2f}x ({_ms(op['p99'])} vs {_ms(fl['p99'])} ms) | "
+                f"{_ok(op['p99'] <= TARGET_RATIO * fl['p99'])} |"
+            )
+            lines.append(
+                f"| reaction p99 under 1 s at {big['pods']} Pods | {_ms(op['p99'])} ms | "
+                f"{_ok(op['p99'] < TARGET_P99_S)} |"
+            )
+        rss = big["footprint"]["rss_idle_mib"]
+        peak = big["footprint"]["rss_storm_peak_mib"]
+        lines.append(
+            f"| under {TARGET_RSS_MIB:g} MiB resident at {big['pods']} Pods | {rss:.0f} MiB idle, "
+            f"{peak:.0f} MiB peak in the storm | {_ok(max(rss, peak) < TARGET_RSS_MIB)} |"
+        )
+        writes = sum(s["api"]["pod_writes_total"] for s in sizes)
+        lines.append(f"| zero Pod writes | {writes} | {_ok(writes == 0)} |")
+        prom = r.get("prometheus") or []
+        if len(prom) >= 2:
+            q = [p["steady_queries_per_cycle"] for p in prom]
+            lines.append(
+                "| Prometheus queries per cycle independent of Deployments | "
+                + " vs ".join(f"{v:g} ({p['deployments']})" for v, p in zip(q, prom, strict=True))
+                + f" | {_ok(len(set(q)) == 1)} |"
+            )
+        lines.append("")
+
+        lines += [
+            "## 1. Reaction latency",
+            "",
+            "From the `pods/status` write that reaches the policy's threshold to the rollback "
+            "patch accepted by the API server, both read from the audit log (`stageTimestamp`, "
+            "microseconds). Floor: a bare watch client receiving the same write and sending one "
+            "equivalent JSON patch. Milliseconds.",
+            "",
+            "| Pods | Deployments | incidents | operator p50 | p90 | p99 | max | floor p50 | p90 "
+            "| p99 | max | ratio p50 | ratio p99 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in sizes:
+            rc = s["reaction"]
+            o, f = rc["operator_s"] or {}, rc["floor_s"] or {}
+            missed = rc["missed_operator"]
+            lines.append(
+                f"| {s['pods']} | {s['deployments']} | {rc['incidents']}"
+                + (f" ({missed} missed)" if missed else "")
+                + f" | {_ms(o.get('p50'))} | {_ms(o.get('p90'))} | {_ms(o.get('p99'))} "
+                f"| {_ms(o.get('max'))} | {_ms(f.get('p50'))} | {_ms(f.get('p90'))} "
+                f"| {_ms(f.get('p99'))} | {_ms(f.get('max'))} | {_f(rc['ratio_p50'], '.2f')} "
+                f"| {_f(rc['ratio_p99'], '.2f')} |"
+            )
+        lines += [
+            "",
+            f"Reproduce: `{cmd}` (or a subset: `.venv/bin/python -m bench.run --sizes 1000 "
+            "--incidents 30 --skip-prometheus`, which writes bench/out/ only).",
+            "",
+            "## 2. Footprint",
+            "",
+            "Resident memory (VmRSS) and CPU seconds (utime+stime) of the operator process, "
+            "from /proc. *ready*: just after the initial listing; *idle*: after a minute "
+            "without changes; *storm*: every Pod's status rewritten once, measured until the "
+            "operator's CPU falls under 5% again.",
+            "",
+            "| Pods | RSS ready MiB | RSS idle MiB | RSS storm peak MiB | KiB per Pod (idle) "
+            "| CPU s start-up | CPU s idle/min | storm writes | CPU s storm | CPU ms per Pod event "
+            "| floor RSS idle MiB | floor CPU s storm |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in sizes:
+            fp = s["footprint"]
+            lines.append(
+                f"| {s['pods']} | {fp['rss_ready_mib']:.0f} | {fp['rss_idle_mib']:.0f} "
+                f"| {fp['rss_storm_peak_mib']:.0f} | {fp['rss_per_pod_kib']:.1f} "
+                f"| {fp['cpu_startup_s']:.1f} | {fp['cpu_idle_s'] * 60 / fp['idle_s']:.2f} "
+                f"| {fp['storm_writes']} | {fp['cpu_storm_s']:.1f} "
+                f"| {fp['cpu_ms_per_pod_event']:.2f} | {fp['floor_rss_idle_mib']:.0f} "
+                f"| {fp['floor_cpu_storm_s']:.1f} |"
+            )
+        if len(sizes) >= 2:
+            a, b = sizes[0], sizes[-1]
+            slope = (
+                (b["footprint"]["rss_idle_mib"] - a["footprint"]["rss_idle_mib"])
+                * 1024
+                / (b["pods"] - a["pods"])
+            )
+            lines += [
+                "",
+                f"Marginal memory per watched Pod ({a['pods']} -> {b['pods']}): {slope:.1f} KiB.",
+            ]
+        lines += [
+            "",
+            f"Reproduce: `{cmd}`.",
+            "",
+            "## 3. API cost",
+            "",
+            "The operator's requests from the audit log (user "
+            "`system:serviceaccount:selfheal-system:selfheal-test`), by verb and resource; "
+            "watches are not counted (each is one long request).",
+            "",
+            "| Pods | per incident | per 1000 Pod events (storm) | idle, per minute "
+            "| Pod writes (whole run) |",
+            "|---|---|---|---|---|",
+        ]
+        for s in sizes:
+            a = s["api"]
+            lines.append(
+                f"| {s['pods']} | {_counts(a['per_incident'])} | "
+                f"{_counts(a['per_1000_pod_events'])} | {_counts(a['idle_per_minute'])} "
+                f"| {a['pod_writes_total']} |"
+            )
+        lines += [
+            "",
+            f"Reproduce: `{cmd}`; the audit log is kept with `--keep-audit` (bench/out/audit.log).",
+            "",
+            "## 4. Start-up",
+            "",
+            "From process start to `/readyz` 200 (kopf's indexes filled and the first handler "
+            "ran: a decision is possible), polled every 50 ms. The floor's time to list every "
+            "Pod is its start-up.",
+            "",
+            "| Pods | operator s | floor s | start-up requests |",
+            "|---|---|---|---|",
+        ]
+        for s in sizes:
+            lines.append(
+                f"| {s['pods']} | {s['startup_s']:.2f} | {s['floor_startup_s']:.2f} "
+                f"| {_counts(s['startup_requests'])} |"
+            )
+        lines += ["", f"Reproduce: `{cmd}`.", ""]
+    prom = r.get("prometheus") or []
+    if prom:
+        lines += [
+            "## 5. Prometheus cost",
+            "",
+            "One evaluation cycle = one `PrometheusEvaluator.evaluate` per trigger of a policy "
+            "with two triggers (an error-ratio threshold and a learned latency baseline), in "
+            "process against the real Prometheus. The first cycle of the baseline trigger "
+            "fetches its history with a range query; later cycles fetch only new points.",
+            "",
+            "| Deployments | triggers | queries, first cycle | bytes, first cycle "
+            "| queries per cycle (steady) | bytes per cycle (steady) | seconds per cycle |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in prom:
+            lines.append(
+                f"| {p['deployments']} | {p['triggers']} | {p['first_cycle']['queries']} "
+                f"| {p['first_cycle']['bytes']} | {p['steady_queries_per_cycle']:g} "
+                f"| {p['steady_bytes_per_cycle']:.0f} | {p['steady_seconds_per_cycle']:.3f} |"
+            )
+        lines += [
+            "",
+            "Reproduce: `.venv/bin/python -m bench.run --skip-scale` (bench/out/ only) or "
+            f"`{cmd}`.",
+            "",
+        ]
+    return "\n".join(lines)
