@@ -169,3 +169,21 @@ def test_ctrl_c_stops_everything_it_started(demo: subprocess.Popen[str]) -> None
     assert "DEMO FAILED" in output
     assert "interrupted" in output
     _assert_nothing_left(output)
+
+
+def test_a_missed_moment_fails_with_its_name_and_still_cleans_up() -> None:
+    # One second is too short for any act: the demo must say which moment it missed.
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.support.demo", "--act-timeout", "1"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-6000:]
+    assert "DEMO FAILED" in output
+    assert "Act 1: the crash-loop incident ending did not happen within 1s" in output
+    assert "last lines of the operator's log" in output
+    _assert_nothing_left(output)

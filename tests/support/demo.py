@@ -733,7 +733,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             status = 0
     if failure and parts.operator is not None and status != 130:
-        print(f"\n--- last lines of the operator's log ({parts.operator.log}):", flush=True)
+        where = str(parts.operator.log) if args.keep else "deleted at the end; --keep keeps it"
+        print(f"\n--- last lines of the operator's log ({where}):", flush=True)
         print(parts.operator.tail(40), flush=True)
     timeline.banner("Cleaning up")
     with _signals_ignored():
