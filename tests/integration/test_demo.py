@@ -99,6 +99,8 @@ def demo() -> Iterator[subprocess.Popen[str]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Its own process group, so a test can Ctrl-C the group as a terminal does.
+        start_new_session=True,
     )
     try:
         yield proc
@@ -146,7 +148,10 @@ def test_the_demo_plays_both_acts_and_leaves_nothing_running(
     _assert_nothing_left(output)
 
 
-def test_ctrl_c_stops_everything_it_started(demo: subprocess.Popen[str]) -> None:
+@pytest.mark.parametrize("to", ["demo", "group"])
+def test_ctrl_c_stops_everything_it_started(demo: subprocess.Popen[str], to: str) -> None:
+    """``demo``: SIGINT to the demo alone, which must stop its live children itself;
+    ``group``: to the whole process group, as Ctrl-C in a terminal (children die first)."""
     assert demo.stdout is not None
     lines: list[str] = []
 
@@ -157,11 +162,15 @@ def test_ctrl_c_stops_everything_it_started(demo: subprocess.Popen[str]) -> None
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     deadline = time.monotonic() + 120
-    while not any("=== Act 1" in line for line in lines):
+    # Interrupt in the middle of things: the operator has just opened an incident.
+    while not any("opened by trigger crashloop" in line for line in lines):
         if demo.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("the demo never reached Act 1:\n" + "".join(lines)[-6000:])
+            pytest.fail("the demo never opened an incident:\n" + "".join(lines)[-6000:])
         time.sleep(0.2)
-    demo.send_signal(signal.SIGINT)
+    if to == "group":
+        os.killpg(demo.pid, signal.SIGINT)
+    else:
+        demo.send_signal(signal.SIGINT)
     demo.wait(timeout=90)
     reader.join(timeout=10)
     output = "".join(lines)

@@ -366,10 +366,14 @@ class Parts:
         if self.cluster is not None:
             steps.append(("control plane", self.cluster.stop))
         for what, stop in steps:
+            started = time.monotonic()
             try:
                 stop()
             except Exception as e:  # keep going: the next part must still stop
                 timeline.say("demo", f"stopping the {what} failed: {e}")
+            took = time.monotonic() - started
+            if took > 3.0:  # a slow stop is worth knowing about
+                timeline.say("demo", f"stopping the {what} took {took:.0f}s")
         if keep:
             timeline.say("demo", f"kept the logs and data in {self.workdir}")
         else:
@@ -515,13 +519,16 @@ async def play(parts: Running, timeline: Timeline, *, act_timeout: float) -> Out
 
         timeline.banner("Act 2: a dependency outage no rollback can fix")
         outcome.ticket_key = await act2(kube, parts, timeline, timeout=act_timeout)
-    finally:
         stop.set()
-        if task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, timeout=5)
-            with contextlib.suppress(Exception):
-                await watcher.poll()  # the last moments
+        await asyncio.wait_for(task, timeout=10)
+        await asyncio.wait_for(watcher.poll(), timeout=10)  # the last moments
+    finally:
+        # Interrupted or failed: no more requests (the API server may be gone already,
+        # Ctrl-C in a terminal reaches every process of the group at once).
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         await kube.close()
     outcome.tickets = len(parts.jira.issues())
     return outcome
