@@ -166,13 +166,13 @@ def _creation_order(ev: dict[str, Any]) -> tuple[int, str]:
     return (int(rv) if rv.isdigit() else 0, ev["metadata"]["name"])
 
 
-def _step_line(step: dict[str, Any]) -> str:
+def _step_line(step: dict[str, Any], *, message: bool = True) -> str:
     change = step.get("change") or {}
     text = f"step {int(step.get('index', 0)) + 1} {step.get('action')}: {step.get('result')}"
     old, new = change.get("fromRevision"), change.get("toRevision")
     if step.get("result") == "Succeeded" and old and new and old != new:
         text += f" (revision {old} -> {new})"
-    if step.get("message"):
+    if message and step.get("message"):
         text += f" - {_short(str(step['message']))}"
     return text
 
@@ -258,7 +258,9 @@ class Watcher:
         status = rec.get("status") or {}
         self._seen_records[rec["metadata"]["name"]] = _Seen(
             phase=str(status.get("phase") or ""),
-            steps=[_step_line(s) for s in status.get("steps") or [] if s.get("result")],
+            steps=[
+                _step_line(s, message=False) for s in status.get("steps") or [] if s.get("result")
+            ],
             ticket=str((status.get("ticket") or {}).get("key") or ""),
         )
 
@@ -276,18 +278,15 @@ class Watcher:
         for step in status.get("steps") or []:
             if not step.get("result"):
                 continue
-            line = _step_line(step)
+            # The step's message is in selfheal's Event just printed: not twice.
+            line = _step_line(step, message=False)
             if line not in seen.steps:
                 seen.steps.append(line)
                 self.timeline.say("record", f"{name}: {line}")
         if phase != seen.phase:
             extra = ""
-            if phase == "Escalated":
-                esc = status.get("escalation") or {}
-                extra = f" ({_short(str(esc.get('reason') or ''))})"
-            elif phase == "Resolved":
-                ver = status.get("verification") or {}
-                extra = f" (verification {ver.get('outcome')}: {_short(str(ver.get('message')))})"
+            if phase == "Resolved":
+                extra = f" (verification {(status.get('verification') or {}).get('outcome')})"
             arrow = f"{seen.phase} -> {phase}" if seen.phase else f"phase {phase}"
             self.timeline.say("record", f"{name}: {arrow}{extra}")
             seen.phase = phase
@@ -518,7 +517,7 @@ async def play(parts: Running, timeline: Timeline, *, act_timeout: float) -> Out
         outcome.act1_resolved = True
 
         timeline.banner("Act 2: a dependency outage no rollback can fix")
-        outcome.ticket_key = await act2(kube, parts, timeline, timeout=act_timeout)
+        outcome.ticket_key = await act2(kube, parts, timeline, watcher, timeout=act_timeout)
         stop.set()
         await asyncio.wait_for(task, timeout=10)
         await asyncio.wait_for(watcher.poll(), timeout=10)  # the last moments
@@ -582,7 +581,9 @@ async def act1(
         timeline.block(_step_line(s), indent=6)
 
 
-async def act2(kube: k.Kube, parts: Running, timeline: Timeline, *, timeout: float) -> str:
+async def act2(
+    kube: k.Kube, parts: Running, timeline: Timeline, watcher: Watcher, *, timeout: float
+) -> str:
     parts.kubelet.behave(V1, Behaviour(kind="running", logs=OUTAGE_LOGS))
     parts.exporter.set_rate("http_requests_total", OUTAGE_OK_RPS, namespace=NAMESPACE,
                             deployment=APP, code="200")  # fmt: skip
@@ -615,6 +616,7 @@ async def act2(kube: k.Kube, parts: Running, timeline: Timeline, *, timeout: flo
     await wait_for(
         lambda: _attachments(parts.jira, key), timeout=30, what=f"the attachments of {key}"
     )
+    await watcher.poll()
     timeline.say("demo", f"Act 2 done: {rec['metadata']['name']} Escalated, ticket {key}")
     for s in rec["status"].get("steps") or []:
         timeline.block(_step_line(s), indent=6)
