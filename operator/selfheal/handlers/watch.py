@@ -17,6 +17,7 @@ open incident reach the remediation driver.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
+from kopf._cogs.aiokits import aiotoggles
 
 from selfheal import GROUP, VERSION
 from selfheal.detect import crashloop
@@ -77,6 +79,86 @@ def _rs_info(body: Mapping[str, Any]) -> RsInfo | None:
         revision=int(rev) if str(rev).isdigit() else 0,
         template_hash=str((meta.get("labels") or {}).get("pod-template-hash", "")),
     )
+
+
+# --- kopf's index pre-population, in linear time ---------------------------------------------
+
+
+class _CountedToggle(aiotoggles.Toggle):
+    """A member of a :class:`CountingToggleSet`: tells its set when it turns."""
+
+    def __init__(self, state: bool, *, owner: CountingToggleSet, name: str | None) -> None:
+        super().__init__(state, name=name, condition=owner._condition)
+        self._owner = owner
+
+    async def turn_to(self, state: bool) -> None:
+        before = self.is_on()
+        await super().turn_to(state)
+        if self in self._owner and before != self.is_on():
+            self._owner._on += 1 if self.is_on() else -1
+            self._owner._changed()
+
+
+class CountingToggleSet(aiotoggles.ToggleSet):
+    """kopf's ``ToggleSet`` with an O(1) state and one wake-up per waiter per flip.
+
+    kopf makes one toggle per object while it pre-populates indexes, and every
+    object's worker waits on the set. kopf's own set wakes every waiter on every
+    toggle change and each re-checks every toggle: cubic in the number of objects.
+    Profiled with py-spy at 5,000 Pods, 75% of the start-up was in
+    ``ToggleSet.make_toggle -> Condition.notify_all -> call_soon``, and start-up
+    took minutes. Same semantics (``all``/``any`` over the toggles' states).
+    """
+
+    def __init__(self, fn: Any) -> None:
+        super().__init__(fn)
+        self._on = 0
+        self._state = self._compute()
+        self._flipped = asyncio.Event()
+
+    def _compute(self) -> bool:
+        n = len(self._toggles)
+        if self._fn is all:
+            return bool(self._on == n)
+        if self._fn is any:
+            return bool(self._on > 0)
+        return bool(self._fn(t.is_on() for t in self._toggles))
+
+    def _changed(self) -> None:
+        state = self._compute()
+        if state != self._state:
+            self._state = state
+            # Wake the waiters of this flip once; later ones wait on a fresh event.
+            self._flipped.set()
+            self._flipped = asyncio.Event()
+
+    def is_on(self) -> bool:
+        return bool(self._state)
+
+    async def wait_for(self, state: bool) -> None:
+        while self._state != bool(state):
+            await self._flipped.wait()
+
+    async def make_toggle(self, value: bool = False, *, name: str | None = None) -> Any:
+        toggle = _CountedToggle(bool(value), owner=self, name=name)
+        self._toggles.add(toggle)
+        self._on += 1 if toggle.is_on() else 0
+        self._changed()
+        return toggle
+
+    async def drop_toggle(self, toggle: Any) -> None:
+        await self.drop_toggles([toggle])
+
+    async def drop_toggles(self, toggles: Iterable[Any]) -> None:
+        for toggle in toggles:
+            if toggle in self._toggles:
+                self._toggles.discard(toggle)
+                self._on -= 1 if toggle.is_on() else 0
+        self._changed()
+
+
+# kopf builds its sets as ``aiotoggles.ToggleSet(all)`` when the operator starts.
+aiotoggles.ToggleSet = CountingToggleSet  # type: ignore[misc]
 
 
 # --- indexes ------------------------------------------------------------------------------
