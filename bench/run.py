@@ -32,6 +32,7 @@ from tests.support.cluster import Cluster, free_port
 from tests.support.crds import install_async
 from tests.support.operator import ensure_operator_identity
 
+from bench.scale import profile as prof
 from bench.scale import promcost, world
 from bench.scale.stats import (
     AuditRecord,
@@ -303,6 +304,22 @@ async def incidents(
     return out
 
 
+def _spy_done(spy: subprocess.Popen[bytes] | None, path: Path) -> Any:
+    """Stop py-spy (it writes its output on SIGINT) and summarise the profile."""
+    if spy is None:
+        return None
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        return None
+    try:
+        return prof.top(path.read_text(), n=20)
+    except OSError:
+        return None
+
+
 def _ms(v: float | None) -> str:
     return "missed" if v is None else f"{v * 1000:.0f} ms"
 
@@ -333,6 +350,7 @@ async def run_size(
     op_kubeconfig: Path,
     floor_kubeconfig: Path,
     out: Path,
+    profile: bool = False,
 ) -> dict[str, Any]:
     target_deployments = pods // PODS_PER_DEPLOYMENT
     t = time.monotonic()
@@ -354,9 +372,12 @@ async def run_size(
     t_start = time.monotonic()
     proc, port = start_operator(op_kubeconfig, out / "operator.log")
     result: dict[str, Any] = {"pods": w.pods, "deployments": w.deployments, "build_s": build_s}
+    profiles: dict[str, Any] = {}
+    spy = prof.record(proc.pid, out / "profile-startup.txt") if profile else None
     try:
         wait_ready(proc, port, timeout=600)
         startup = time.monotonic() - t_start
+        profiles["startup"] = _spy_done(spy, out / "profile-startup.txt")
         log(f"size {pods}: operator ready in {startup:.2f}s (floor listed in {floor_start:.2f}s)")
         rss_ready, cpu_ready = sample(proc.pid)
         frss_ready, fcpu_ready = sample(floor.pid)
@@ -375,8 +396,10 @@ async def run_size(
 
         t_inc = time.time()
         cpu_inc0 = sample(proc.pid)[1]
+        spy = prof.record(proc.pid, out / "profile-incidents.txt") if profile else None
         with Peak(proc.pid) as inc_peak:
             found = await incidents(api, w, audit, victims)
+        profiles["incidents"] = _spy_done(spy, out / "profile-incidents.txt")
         await asyncio.sleep(2.0)
         t_inc_end = time.time()
         cpu_inc1 = sample(proc.pid)[1]
@@ -385,10 +408,12 @@ async def run_size(
         t_storm = time.time()
         cpu_storm0 = sample(proc.pid)[1]
         fcpu_storm0 = sample(floor.pid)[1]
+        spy = prof.record(proc.pid, out / "profile-storm.txt") if profile else None
         with Peak(proc.pid) as storm_peak, Peak(floor.pid) as floor_peak:
             written = await w.storm(api)
             storm_writes_s = time.time() - t_storm
             settled = await settle(proc.pid)
+        profiles["storm"] = _spy_done(spy, out / "profile-storm.txt")
         cpu_storm1 = sample(proc.pid)[1]
         fcpu_storm1 = sample(floor.pid)[1]
         rss_after_storm = sample(proc.pid)[0]
@@ -452,6 +477,7 @@ async def run_size(
                 "pod_writes_total": pod_writes(all_requests),
                 "total": dict(sorted(all_requests.items())),
             },
+            "profiles": profiles,
             "operator_log": {
                 "errors": log_text.count(" ERROR "),
                 "tracebacks": log_text.count("Traceback"),
@@ -496,6 +522,7 @@ async def scale(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                         op_kubeconfig=op_kubeconfig,
                         floor_kubeconfig=floor_kubeconfig,
                         out=out / f"size-{size}",
+                        profile=args.profile,
                     )
                 )
         if args.keep_audit:
@@ -519,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-prometheus", action="store_true")
     p.add_argument("--keep-audit", action="store_true", help="copy the audit log to bench/out")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the operator during start-up, incidents and the storm (bench/out/size-N/)",
+    )
     args = p.parse_args(argv)
     args.sizes = tuple(int(s) for s in args.sizes.split(","))
     full = (

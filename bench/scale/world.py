@@ -391,9 +391,9 @@ class World:
             )
             await api.call("POST", apps(ns, "deployments"), floor_twin(ns))
 
-    async def grow(self, api: Api, *, to_deployments: int, covered_every: int = 10) -> None:
+    async def grow(self, api: Api, *, to_deployments: int) -> None:
         """Create Deployments ``self.deployments .. to_deployments - 1`` with their
-        ReplicaSets and Ready Pods. Every ``covered_every``-th one is not covered."""
+        ReplicaSets and Ready Pods (see :func:`is_covered`)."""
         new = range(self.deployments, to_deployments)
         p = self.pods_per_deployment
 
@@ -402,7 +402,7 @@ class World:
             d = await api.call(
                 "POST",
                 apps(ns, "deployments"),
-                deployment(name, pods=p, covered=i % covered_every != covered_every - 1),
+                deployment(name, pods=p, covered=is_covered(i)),
             )
             uid = d["metadata"]["uid"]
             await api.merge(apps(ns, "deployments", name) + "/status", deployment_status(p))
@@ -468,17 +468,32 @@ class World:
         )
 
 
-def is_covered(i: int, covered_every: int = 10) -> bool:
-    return i % covered_every != covered_every - 1
+def is_covered(i: int) -> bool:
+    """9 in 10 Deployments are covered by their namespace's policy; the uncovered ones
+    (``d-..9x``) are spread over every namespace."""
+    return (i // 10) % 10 != 9
 
 
-def victims(first: int, last: int, count: int) -> list[int]:
-    """``count`` covered Deployment indexes spread evenly over ``[first, last)``."""
+def victims(first: int, last: int, count: int, *, namespaces: int = 10) -> list[int]:
+    """``count`` covered Deployment indexes in ``[first, last)``, spread evenly over the
+    namespaces (the operator decides one incident at a time per namespace) and, within
+    each, over the range; in round-robin order of namespaces."""
     pool = [i for i in range(first, last) if is_covered(i)]
     if len(pool) < count:
         raise ValueError(f"victims: only {len(pool)} covered Deployments in [{first}, {last})")
-    step = len(pool) / count
-    return [pool[int(k * step)] for k in range(count)]
+    buckets: dict[int, list[int]] = {}
+    for i in pool:
+        buckets.setdefault(i % namespaces, []).append(i)
+    keys = sorted(buckets)
+    picks: list[list[int]] = []
+    for n, key in enumerate(keys):
+        lst = buckets[key]
+        want = min(len(lst), count // len(keys) + (1 if n < count % len(keys) else 0))
+        picks.append([lst[int(j * len(lst) / want)] for j in range(want)] if want else [])
+    out = [p[j] for j in range(max(map(len, picks))) for p in picks if j < len(p)]
+    if len(out) < count:  # a namespace ran short: fill from what is left, in order
+        out += [i for i in pool if i not in set(out)][: count - len(out)]
+    return out[:count]
 
 
 def crossing(status: Mapping[str, Any]) -> bool:

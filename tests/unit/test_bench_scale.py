@@ -129,8 +129,13 @@ def test_victims_are_covered_and_spread() -> None:
     got = world.victims(100, 500, 30)
     assert len(set(got)) == 30
     assert all(100 <= i < 500 and world.is_covered(i) for i in got)
-    assert max(got) - min(got) > 300
-    with pytest.raises(ValueError, match="only 9 covered"):
+    assert max(got) - min(got) > 200  # spread over the range, not the first 30
+    # Every namespace gets its share (3 each), in round-robin order.
+    assert sorted(i % 10 for i in got) == sorted(list(range(10)) * 3)
+    assert [i % 10 for i in got[:10]] == sorted(i % 10 for i in got[:10])
+    small = world.victims(0, 100, 30)
+    assert sorted(i % 10 for i in small) == sorted(list(range(10)) * 3)
+    with pytest.raises(ValueError, match="only 10 covered"):
         world.victims(0, 10, 30)
 
 
