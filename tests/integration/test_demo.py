@@ -148,9 +148,19 @@ def test_the_demo_plays_both_acts_and_leaves_nothing_running(
     _assert_nothing_left(output)
 
 
-@pytest.mark.parametrize("to", ["demo", "group"])
-def test_ctrl_c_stops_everything_it_started(demo: subprocess.Popen[str], to: str) -> None:
-    """``demo``: SIGINT to the demo alone, which must stop its live children itself;
+@pytest.mark.parametrize(
+    ("to", "sig", "code"),
+    [
+        ("demo", signal.SIGINT, 130),
+        ("group", signal.SIGINT, 130),
+        ("demo", signal.SIGTERM, 143),
+    ],
+    ids=["ctrl-c-to-demo", "ctrl-c-to-group", "sigterm"],
+)
+def test_an_interrupt_stops_everything_it_started(
+    demo: subprocess.Popen[str], to: str, sig: signal.Signals, code: int
+) -> None:
+    """``demo``: the signal to the demo alone, which must stop its live children itself;
     ``group``: to the whole process group, as Ctrl-C in a terminal (children die first)."""
     assert demo.stdout is not None
     lines: list[str] = []
@@ -168,13 +178,13 @@ def test_ctrl_c_stops_everything_it_started(demo: subprocess.Popen[str], to: str
             pytest.fail("the demo never opened an incident:\n" + "".join(lines)[-6000:])
         time.sleep(0.2)
     if to == "group":
-        os.killpg(demo.pid, signal.SIGINT)
+        os.killpg(demo.pid, sig)
     else:
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(sig)
     demo.wait(timeout=90)
     reader.join(timeout=10)
     output = "".join(lines)
-    assert demo.returncode == 130, output[-6000:]
+    assert demo.returncode == code, output[-6000:]
     assert "DEMO FAILED" in output
     assert "interrupted" in output
     _assert_nothing_left(output)

@@ -667,7 +667,7 @@ def _signals_raise() -> Iterator[None]:
     """SIGTERM behaves as Ctrl-C: unwinds into the clean-up."""
 
     def raise_interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise KeyboardInterrupt("SIGTERM")
 
     old = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
@@ -727,9 +727,11 @@ def main(argv: list[str] | None = None) -> int:
             print(kubectl_get(running.cluster).rstrip(), flush=True)
             timeline.banner("The ticket")
             print_ticket(running.jira, outcome.ticket_key, timeline)
-    except KeyboardInterrupt:
-        failure = "interrupted"
-        status = 130
+    except KeyboardInterrupt as e:
+        # The shell's convention: 128 + the signal's number.
+        term = str(e) == "SIGTERM"
+        failure = "interrupted (SIGTERM)" if term else "interrupted (Ctrl-C)"
+        status = 143 if term else 130
     except DemoFailed as e:
         failure = str(e)
     except Exception as e:  # a part failed to start: say which, then clean up
@@ -741,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             failure = f"expected exactly one Jira ticket, found {outcome.tickets}"
         else:
             status = 0
-    if failure and parts.operator is not None and status != 130:
+    if failure and parts.operator is not None and status not in (130, 143):
         where = str(parts.operator.log) if args.keep else "deleted at the end; --keep keeps it"
         print(f"\n--- last lines of the operator's log ({where}):", flush=True)
         print(parts.operator.tail(40), flush=True)
