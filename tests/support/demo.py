@@ -48,7 +48,7 @@ from tests.support.cluster import Cluster, ensure_tools
 from tests.support.exporter import Exporter
 from tests.support.jira_server import JiraServer, ProjectSpec
 from tests.support.kubelet import Behaviour, Kubelet
-from tests.support.operator import SYSTEM_NAMESPACE, OperatorProcess, ensure_operator_identity
+from tests.support.operator import SYSTEM_NAMESPACE, OperatorProcess
 from tests.support.prometheus import PrometheusServer
 from tests.support.workloads import available, deployment, image_of, policy, set_image
 
@@ -379,6 +379,72 @@ class Parts:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
+RBAC = f"/apis/{RBAC_GROUP}/v1"
+NS_SYSTEM = SYSTEM_NAMESPACE
+_PATHS = {
+    "Namespace": "/api/v1/namespaces",
+    "ServiceAccount": f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts",
+    "ClusterRole": f"{RBAC}/clusterroles",
+    "ClusterRoleBinding": f"{RBAC}/clusterrolebindings",
+    "Role": f"{RBAC}/namespaces/{SYSTEM_NAMESPACE}/roles",
+    "RoleBinding": f"{RBAC}/namespaces/{SYSTEM_NAMESPACE}/rolebindings",
+}
+PLAIN_INSTALL = crds.ROOT / "manifests" / "selfheal.yaml"
+SERVICE_ACCOUNT = f"{SYSTEM_NAMESPACE}/selfheal"
+
+
+def _jira_secret_rbac() -> list[dict[str, Any]]:
+    """What the chart adds with a Jira Secret (helm/selfheal/templates/rbac.yaml): get on
+    that one Secret, by name."""
+    meta = {"name": "selfheal-jira-secret", "namespace": SYSTEM_NAMESPACE}
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [JIRA_SECRET],
+                    "verbs": ["get"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": meta["name"],
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "selfheal", "namespace": SYSTEM_NAMESPACE}
+            ],
+        },
+    ]
+
+
+def install_identity(cluster: Cluster) -> Path:
+    """The operator's own identity, as the plain install creates it: its namespace,
+    ServiceAccount, least-privilege ClusterRole and binding from manifests/selfheal.yaml,
+    plus the Jira Secret's Role. Returns a kubeconfig with the ServiceAccount's token, so
+    every request of the operator is checked by the real authorizer."""
+    docs = [d for d in crds.load_documents([PLAIN_INSTALL]) if d.get("kind") in _PATHS]
+    kinds = sorted({str(d["kind"]) for d in docs})
+    if kinds != sorted(set(_PATHS) - {"Role", "RoleBinding"}):
+        raise DemoFailed(
+            f"{PLAIN_INSTALL}: expected the operator's identity objects, found {kinds}"
+        )
+    for doc in [*docs, *_jira_secret_rbac()]:
+        cluster.api("POST", _PATHS[str(doc["kind"])], doc)
+    token = cluster.token_for(SYSTEM_NAMESPACE, "selfheal", seconds=3600)
+    return cluster.kubeconfig_for_token(token)
+
+
 def _secret(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -430,7 +496,8 @@ def start_parts(parts: Parts, timeline: Timeline) -> Running:
     names = crds.install(cluster.kubeconfig)
     say("demo", f"CRDs installed: {', '.join(names)}")
 
-    operator_kubeconfig = ensure_operator_identity(cluster, name="selfheal")
+    operator_kubeconfig = install_identity(cluster)
+    say("demo", f"operator identity: {SERVICE_ACCOUNT} with the RBAC of {PLAIN_INSTALL.name}")
     cluster.api("POST", f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/secrets", _secret(JIRA_SECRET))
     cluster.api(
         "POST",
@@ -451,6 +518,13 @@ def start_parts(parts: Parts, timeline: Timeline) -> Running:
         policy(POLICY, selector={"app": APP}, spec=POLICY_SPEC),
     )
     say("you", f"deployed {NAMESPACE}/{APP} ({V1}, 2 replicas) and HealingPolicy {POLICY}")
+    # A new CRD answers 429 "storage is (re)initializing" for a moment after it is
+    # Established; kopf would log that as an ERROR in the operator's first second.
+    _wait_sync(
+        lambda: _exists(cluster, f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/remediations"),
+        timeout=30,
+        what="the Remediation API",
+    )
 
     parts.operator = op = OperatorProcess(
         kubeconfig=operator_kubeconfig,
@@ -462,7 +536,7 @@ def start_parts(parts: Parts, timeline: Timeline) -> Running:
     )
     op.start(wait=60)
     pids = {**cluster.pids, "operator": op.proc.pid if op.proc else 0}
-    say("demo", f"operator running as ServiceAccount {SYSTEM_NAMESPACE}/selfheal")
+    say("demo", f"operator running as {SERVICE_ACCOUNT}")
     say("demo", "processes: " + ", ".join(f"{n} pid {p}" for n, p in pids.items()))
     return Running(
         cluster=cluster, kubelet=kubelet, exporter=exporter, prometheus=prom, jira=jira, operator=op
