@@ -15,7 +15,8 @@ Learned baselines (``anomaly``)
     for the first time), then only the new grid points on each later evaluation (the range
     restarts at the last grid point fetched: one sample of overlap, dropped). Each new sample
     feeds the workload's streaming detector (:mod:`selfheal.detect.anomaly`). A score at or
-    over ``threshold_for(sensitivity)`` is the *onset* of an excursion: the detector's band at
+    over ``threshold_for(sensitivity)``, or a sample far outside the band the detector expected
+    for it (``BAND_WIDEN``), is the *onset* of an excursion: the detector's band at
     that sample is kept, and the excursion lasts while later samples stay outside that band
     on the same side. It fires once it has lasted ``for`` seconds of sample time, so a lone
     spike (back inside the band at the next sample) does not fire and a level shift does.
@@ -200,8 +201,27 @@ class _Trigger:
     """Last grid point fetched by a range query (anomaly triggers)."""
 
 
+BAND_WIDEN = {"low": 2.0, "medium": 1.5, "high": 1.0}
+"""How far (a factor on the band's half-width) a sample must fall outside the band the
+detector expected for it to open an excursion on its own, by sensitivity."""
+
+
+def outside_band(value: float, band: tuple[float, float], *, widen: float) -> bool:
+    """``value`` beyond ``band`` widened ``widen`` times about its centre."""
+    low, high = band
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return False
+    centre, half = (low + high) / 2, (high - low) / 2 * widen
+    return abs(value - centre) > half
+
+
 def feed_samples(
-    st: WorkloadState, samples: Iterable[Sample], *, threshold: float, gap: float
+    st: WorkloadState,
+    samples: Iterable[Sample],
+    *,
+    threshold: float,
+    gap: float,
+    widen: float = BAND_WIDEN["medium"],
 ) -> None:
     """Feed new samples (oldest first) to a workload's detector and advance its excursion.
 
@@ -217,7 +237,13 @@ def feed_samples(
         if not math.isfinite(v):
             st.hold = hold_step(st.hold, breach=None, t=t, gap=gap)
             continue
+        # The band expected for this sample, before the sample moves it. A score is
+        # relative to recent surprises (it decays after a peak), so a far excursion
+        # beyond the expected band opens one on its own: a level shift always does.
+        expected = st.detector.band()
         score = st.detector.update(t, v)
+        if st.onset is None and score < threshold and outside_band(v, expected, widen=widen):
+            score = threshold
         onset, breach = excursion_step(st.onset, value=v, score=score, threshold=threshold)
         if breach and onset is None:
             low, high = st.detector.band()
@@ -503,7 +529,13 @@ class PrometheusEvaluator:
                 st.recent.extend((t, v) for t, v in samples if t <= warm_until)
                 samples = [(t, v) for t, v in samples if t > warm_until]
                 st.last_t = warm_until
-            feed_samples(st, samples, threshold=threshold, gap=gap)
+            feed_samples(
+                st,
+                samples,
+                threshold=threshold,
+                gap=gap,
+                widen=BAND_WIDEN[str(anomaly.sensitivity)],
+            )
             last = found[0].samples[-1] if found and found[0].samples else None
             evidence["samples"] = _samples(st.recent)
             if st.hold is not None:
