@@ -3,6 +3,7 @@ detect a crash loop, roll back to the last healthy revision, verify, record."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -274,7 +275,7 @@ async def test_storm_brake_stops_acting_and_escalates_one_summary(
             deployment(n, "registry.local/app:v1", replicas=1, labels={"tier": "web"}),
         )
     for n in names:
-        await eventually(lambda n=n: available(kube, ns, n), timeout=60, what=f"{n} available")
+        await eventually(functools.partial(available, kube, ns, n), timeout=60, what=n)
     spec = {
         **CRASH_POLICY,
         "guardrails": {"storm": {"maxUnhealthy": 2, "within": "5m"}, "maxConcurrent": 5},
