@@ -110,3 +110,54 @@ async def test_one_redacted_ticket_with_the_evidence_then_resolved_on_recovery(
     done = await eventually(resolved, timeout=90, what="the ticket commented and Done")
     assert len(jira_server.issues()) == 1
     assert any("heal" in c.lower() or "recover" in c.lower() for c in done["comments"])
+
+
+async def _condition(kube: k.Kube, ns: str, name: str, type_: str) -> dict[str, Any] | None:
+    hp = await kube.get(k.group(API_VERSION, ns, "healingpolicies", name))
+    for cond in hp.get("status", {}).get("conditions", []):
+        if cond["type"] == type_:
+            return dict(cond)
+    return None
+
+
+async def test_the_jira_project_is_checked_and_a_wrong_one_named_on_the_policy(
+    kube: k.Kube,
+    namespace: str,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    await kube.create(
+        k.core(ns, "secrets"),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "jira"},
+            "stringData": {"username": "selfheal", "token": "jira-basic-s3cret-9f2c"},
+        },
+    )
+    for name, project in (("good", "OPS"), ("typo", "OSP")):
+        spec = {
+            "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 3}}],
+            "remediation": {"escalate": {"jira": {"project": project}}},
+        }
+        await kube.create(
+            k.group(API_VERSION, ns, "healingpolicies"),
+            policy(name, selector={"app": name}, spec=spec),
+        )
+    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=f"{ns}/jira")
+
+    good = await eventually(
+        lambda: _condition(kube, ns, "good", "EscalationReady"),
+        timeout=60,
+        what="good: EscalationReady",
+    )
+    assert (good["status"], good["reason"]) == ("True", "JiraReachable")
+    typo = await eventually(
+        lambda: _condition(kube, ns, "typo", "EscalationReady"),
+        timeout=60,
+        what="typo: EscalationReady",
+    )
+    assert (typo["status"], typo["reason"]) == ("False", "JiraRejected")
+    assert "spec.remediation.escalate.jira.project" in typo["message"]
+    assert "OSP" in typo["message"]

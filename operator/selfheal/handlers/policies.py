@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from selfheal import GROUP, VERSION, metrics
+from selfheal.clients.jira import JiraError, JiraRejected
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.handlers import watch
 from selfheal.handlers.runtime import Runtime
@@ -48,10 +49,12 @@ def _ready(
     reason: str,
     message: str,
     generation: int,
+    type: str = c.READY,
 ) -> None:
+    before = list(patch.status.get("conditions") or status.get("conditions") or [])
     conditions = c.set_condition(
-        list(status.get("conditions") or []),
-        type=c.READY,
+        before,
+        type=type,
         status=c.TRUE if ok else c.FALSE,
         reason=reason,
         message=message,
@@ -225,6 +228,17 @@ async def tick(
                 namespace, info, rt=rt, remediations=remediations, rs_by_deployment=rs_by_deployment
             ),
         )
+    if policy.remediation.jira is not None:
+        ok, reason, message = await _check_jira(rt, policy.remediation.jira.project, now)
+        _ready(
+            patch,
+            status,
+            ok=ok,
+            reason=reason,
+            message=message,
+            generation=policy.generation,
+            type=c.ESCALATION_READY,
+        )
     _write_status(
         patch,
         status,
@@ -238,6 +252,35 @@ async def tick(
 
 
 _FINAL = (str(Phase.RESOLVED), str(Phase.CLOSED))
+
+JIRA_RECHECK = 300.0
+"""Seconds a Jira project check is trusted (one check serves every policy of a project)."""
+
+
+async def _check_jira(rt: Runtime, project: str, now: float) -> tuple[bool, str, str]:
+    """Can tickets be filed in ``project``? Cached per project for ``JIRA_RECHECK``."""
+    cached = rt.jira_checks.get(project)
+    if cached is not None and now - cached[0] < JIRA_RECHECK:
+        return cached[1]
+    jira = rt.driver.jira
+    if jira is None:
+        verdict = (
+            False,
+            c.JIRA_NOT_CONFIGURED,
+            "spec.remediation.escalate.jira is set but the operator has no Jira URL "
+            "(--jira-url / SELFHEAL_JIRA_URL, the chart's jira.url): escalations "
+            "become Events only",
+        )
+    else:
+        try:
+            await jira.check(project=project)
+            verdict = (True, c.JIRA_REACHABLE, f"Jira project {project} can be filed in")
+        except JiraRejected as e:
+            verdict = (False, c.JIRA_REJECTED, str(e))
+        except JiraError as e:
+            verdict = (False, c.JIRA_UNAVAILABLE, f"Jira did not answer: {e}; retried")
+    rt.jira_checks[project] = (now, verdict)
+    return verdict
 
 
 def _open_workloads(

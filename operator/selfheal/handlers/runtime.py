@@ -32,6 +32,10 @@ class Runtime:
     """Pod uid -> crash-loop history; only pods of namespaces some policy covers."""
     unhealthy: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     """Namespace -> workload -> unix time it turned unhealthy (storm brake input)."""
+    jira_checks: dict[str, tuple[float, tuple[bool, str, str]]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Jira project -> (when checked, (ok, reason, message)) of its last check."""
     next_prune: dict[str, float] = dataclasses.field(default_factory=dict)
     """Namespace -> when its next retention sweep is due."""
     next_eval: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)

@@ -14,8 +14,13 @@ from typing import Any
 __all__ = [
     "ACCEPTED",
     "BACKEND_UNAVAILABLE",
+    "ESCALATION_READY",
     "FALSE",
     "INVALID_SPEC",
+    "JIRA_NOT_CONFIGURED",
+    "JIRA_REACHABLE",
+    "JIRA_REJECTED",
+    "JIRA_UNAVAILABLE",
     "NO_WORKLOADS",
     "PAUSED",
     "QUERY_FAILED",
@@ -36,6 +41,20 @@ _STATUSES = (TRUE, FALSE, UNKNOWN)
 READY = "Ready"
 """The policy is being served: its spec parsed and the backends its triggers need answer.
 Printed in ``kubectl get hp``; the only type an SRE needs to look at first."""
+
+ESCALATION_READY = "EscalationReady"
+"""Tickets can be filed for this policy: Jira answers and its project exists. Only on
+policies with ``spec.remediation.escalate.jira``; remediation works either way."""
+
+# --- reasons for EscalationReady ------------------------------------------------------
+JIRA_REACHABLE = "JiraReachable"
+"""True: the operator's Jira credentials can browse the project."""
+JIRA_NOT_CONFIGURED = "JiraNotConfigured"
+"""False: the policy escalates to Jira but the operator was started without a Jira URL."""
+JIRA_REJECTED = "JiraRejected"
+"""False: Jira refused (wrong credentials, unknown project); the message says which."""
+JIRA_UNAVAILABLE = "JiraUnavailable"
+"""False: Jira did not answer; checked again later."""
 
 # --- reasons for Ready ----------------------------------------------------------------
 ACCEPTED = "Accepted"
