@@ -85,6 +85,10 @@ async def test_threshold_scales_out_verifies_on_the_metric_reverts_and_prunes(
     )
     assert rec["status"]["cause"] == "ThresholdExceeded"
     await eventually(lambda: _replicas(kube, ns, "worker", 2), timeout=30, what="reverted to 2")
+    hp = await kube.get(k.group(API_VERSION, ns, "healingpolicies", "worker"))
+    seen = [(r["workload"], r["trigger"], r["health"]) for r in hp["status"]["recentSignals"]]
+    assert ("worker", "backlog", "unhealthy") in seen
+    assert seen[-1] == ("worker", "backlog", "healthy")
     assert op.metric("selfheal_remediations_total", {"action": "revert-scale"}) == 1
 
     async def pruned() -> bool:

@@ -341,6 +341,9 @@ def _write_status(
         patch.status["workloads"] = workloads
     if status.get("activeRemediations") != active:
         patch.status["activeRemediations"] = active
+    recent = list(rt.recent.get((policy.namespace, policy.name), ()))
+    if recent and status.get("recentSignals") != recent:
+        patch.status["recentSignals"] = recent
     if outcome and status.get("lastOutcome") != outcome:
         patch.status["lastOutcome"] = outcome
     if triggers:

@@ -7,6 +7,7 @@ rebuilt from them after a restart.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Iterator
 
@@ -32,6 +33,10 @@ class Runtime:
     """Pod uid -> crash-loop history; only pods of namespaces some policy covers."""
     unhealthy: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     """Namespace -> workload -> unix time it turned unhealthy (storm brake input)."""
+    recent: dict[tuple[str, str], collections.deque[dict[str, object]]] = dataclasses.field(
+        default_factory=dict
+    )
+    """(namespace, policy) -> the last changes of a workload's health, newest last (status)."""
     jira_checks: dict[str, tuple[float, tuple[bool, str, str]]] = dataclasses.field(
         default_factory=dict
     )
@@ -45,6 +50,10 @@ class Runtime:
         for (ns, _), policy in self.policies.items():
             if ns == namespace:
                 yield policy
+
+    def remember(self, namespace: str, policy: str, entry: dict[str, object]) -> None:
+        key = (namespace, policy)
+        self.recent.setdefault(key, collections.deque(maxlen=10)).append(entry)
 
     def covers(self, namespace: str) -> bool:
         return any(ns == namespace for ns, _ in self.policies)

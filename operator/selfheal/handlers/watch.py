@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -161,6 +162,10 @@ class CountingToggleSet(aiotoggles.ToggleSet):
 aiotoggles.ToggleSet = CountingToggleSet  # type: ignore[misc]
 
 
+def _rfc3339(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # --- indexes ------------------------------------------------------------------------------
 
 
@@ -294,7 +299,21 @@ async def feed(
         if signal.health is Health.UNKNOWN:
             continue
         bad = signal.health is Health.UNHEALTHY
-        if rt.mark(signal.workload.namespace, info.name, unhealthy=bad, now=signal.at) and bad:
+        changed = rt.mark(signal.workload.namespace, info.name, unhealthy=bad, now=signal.at)
+        if changed:
+            rt.remember(
+                signal.workload.namespace,
+                policy.name,
+                {
+                    "at": _rfc3339(signal.at),
+                    "trigger": signal.trigger,
+                    "workload": info.name,
+                    "health": str(signal.health),
+                    "cause": signal.cause or "Healthy",
+                    "detail": signal.detail[:512],
+                },
+            )
+        if changed and bad:
             logger.info(
                 "%s: trigger %s/%s says unhealthy: %s %s",
                 signal.workload,
