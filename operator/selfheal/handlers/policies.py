@@ -215,9 +215,16 @@ async def tick(
         spec = rec["spec"]
         if spec.get("policy") != name or rec["status"].get("phase") in (None, *_FINAL):
             continue
-        info = by_name.get(spec.get("workload", {}).get("name"))
-        if info is None:
-            continue
+        wl = spec.get("workload") or {}
+        # A deleted workload still ticks, so its record runs out its deadlines (an
+        # escalated one closes after the escalated retention) instead of hanging open.
+        info = by_name.get(wl.get("name")) or watch.DeploymentInfo(
+            name=str(wl.get("name")),
+            uid=str(wl.get("uid", "")),
+            labels=(),
+            desired=0,
+            available=0,
+        )
         ref = WorkloadRef(namespace=namespace, name=info.name, uid=info.uid)
         await rt.driver.handle(
             event=machine.Tick(),
