@@ -325,7 +325,8 @@ def _ms(v: float | None) -> str:
 
 
 async def settle(pid: int, *, quiet: float = 0.05, timeout: float = 180.0) -> float:
-    """Wait until ``pid`` uses less than ``quiet`` CPU seconds per second; returns when."""
+    """Wait until ``pid`` uses less than ``quiet`` CPU seconds per second; returns when
+    (after ``timeout`` at the latest)."""
     deadline = time.monotonic() + timeout
     last = sample(pid)[1]
     while time.monotonic() < deadline:
@@ -412,7 +413,9 @@ async def run_size(
         with Peak(proc.pid) as storm_peak, Peak(floor.pid) as floor_peak:
             written = await w.storm(api)
             storm_writes_s = time.time() - t_storm
-            settled = await settle(proc.pid)
+            # "Caught up": back under twice its idle CPU rate (at least 5%).
+            idle_rate = (cpu_idle - cpu_ready) / idle
+            settled = await settle(proc.pid, quiet=max(0.05, 2 * idle_rate))
         profiles["storm"] = _spy_done(spy, out / "profile-storm.txt")
         cpu_storm1 = sample(proc.pid)[1]
         fcpu_storm1 = sample(floor.pid)[1]
