@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.cluster import Cluster, free_port
+from tests.support.cluster import _die_with_parent as die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_NAMESPACE = "selfheal-system"
@@ -119,7 +120,14 @@ class OperatorProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "operator"), **self.extra_env}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = self.log.open("wb")
-        self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            preexec_fn=die_with_parent,  # a killed test run leaves no operator behind
+        )
         out.close()
         self.wait_ready(timeout=wait)
 

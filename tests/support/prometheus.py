@@ -28,6 +28,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 
+from tests.support.cluster import _die_with_parent
+
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
@@ -105,6 +107,7 @@ class PrometheusServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # a killed test run leaves no Prometheus behind
         )
         log.close()
         deadline = time.monotonic() + timeout

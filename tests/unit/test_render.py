@@ -14,7 +14,13 @@ from selfheal.evidence.collect import (
     Termination,
 )
 from selfheal.evidence.redact import Redactor
-from selfheal.evidence.render import esc, neutralise, render_description, render_summary
+from selfheal.evidence.render import (
+    _signal_facts,
+    esc,
+    neutralise,
+    render_description,
+    render_summary,
+)
 from selfheal.policy.model import HealingPolicy, Mode
 
 NOW = 1_764_316_800.0  # 2025-11-28T08:00:00Z
@@ -309,3 +315,22 @@ def test_steps_passed_at_render_time_are_redacted_too() -> None:
     assert "s3cr3t-db-pw" not in text
     assert "x9" not in text
     assert "|1|restart|Failed|-|env had \\[REDACTED\\]; password=\\[REDACTED\\]|" in text
+
+
+def test_a_metric_incident_shows_what_the_trigger_saw() -> None:
+    rows = dict(
+        _signal_facts(
+            {
+                "query": "sum(rate(errors[1m]))",
+                "value": 0.117,
+                "threshold": 0.05,
+                "for": 4.0,
+                "samples": [[1.0, 0.01], [2.0, 0.117]],
+            }
+        )
+    )
+    assert rows["Query"] == "sum(rate(errors[1m]))"
+    assert rows["Value"] == "0.117"
+    assert rows["Threshold"] == "0.05"
+    assert rows["Recent samples"] == "0.01, 0.117"
+    assert _signal_facts({"pod": "p", "restartCount": 3}) == []

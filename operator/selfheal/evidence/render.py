@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from selfheal.evidence.collect import Bundle
 from selfheal.policy.model import HealingPolicy
@@ -119,6 +119,12 @@ def render_description(
     facts.append(("Secrets redacted", str(bundle.redaction_count)))
     out.extend(f"||{esc(k)}|{cell(v)}|" for k, v in facts)
     out.append("")
+
+    signal = _signal_facts(bundle.trigger_evidence)
+    if signal:
+        out.append("h3. What the trigger saw")
+        out.extend(f"||{esc(k)}|{cell(v)}|" for k, v in signal)
+        out.append("")
 
     out.append("h3. Stack trace")
     if bundle.stack is not None:
@@ -283,6 +289,36 @@ def _open_block(text: str) -> str:
 
 def _redact_step(bundle: Bundle, step: Mapping[str, object]) -> dict[str, object]:
     return {k: bundle.redact(v) if isinstance(v, str) else v for k, v in step.items()}
+
+
+_SIGNAL_FIELDS = (
+    ("query", "Query"),
+    ("value", "Value"),
+    ("threshold", "Threshold"),
+    ("above", "Above"),
+    ("below", "Below"),
+    ("band", "Expected band"),
+    ("for", "For (s)"),
+    ("since", "Since"),
+    ("sensitivity", "Sensitivity"),
+    ("score", "Anomaly score"),
+)
+
+
+def _signal_facts(evidence: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A metric trigger's evidence as rows: the query, the value, the threshold or band,
+    and the recent samples (crash-loop evidence is in the Facts table already)."""
+    rows = [(label, str(evidence[key])) for key, label in _SIGNAL_FIELDS if key in evidence]
+    samples = evidence.get("samples")
+    if isinstance(samples, list) and samples:
+        values = [
+            f"{s[1]:.6g}"
+            if isinstance(s, list) and len(s) == 2 and isinstance(s[1], float | int)
+            else str(s)
+            for s in samples[-10:]
+        ]
+        rows.append(("Recent samples", ", ".join(values)))
+    return rows
 
 
 def _field(step: Mapping[str, object], *keys: str) -> str:

@@ -348,6 +348,15 @@ class Driver:
         if isinstance(eff, machine.Act):
             result = await self._act(eff, policy, workload, record, facts)
             metrics.REMEDIATIONS.labels(result.action, str(result.result)).inc()
+            logger.info(
+                "%s: %s step %d (%s) %s: %s",
+                workload,
+                record.name,
+                eff.index + 1,
+                result.action,
+                result.result,
+                result.message,
+            )
             self.actions_taken.append(
                 (f"{workload.namespace}/{workload.name}", result.action, str(result.result))
             )
@@ -524,6 +533,15 @@ class Driver:
                 attachments=attachments,
                 pending=pending,
                 now=self.clock(),
+            )
+            logger.info(
+                "%s: %s ticket %s%s",
+                workload,
+                record.name,
+                outcome.state,
+                f" {outcome.key}"
+                if outcome.key
+                else f" (attempt {outcome.attempts}: {outcome.last_error})",
             )
             status = dict(outcome.to_status())
             status["evidenceSummary"] = short
@@ -723,11 +741,30 @@ def _summaries(bodies: Sequence[Mapping[str, Any]], cached: Any) -> list[RecordS
 
 
 def _known_bad(workload: WorkloadRef, facts: Facts, record: _Record) -> frozenset[str]:
-    """Template hashes that were unhealthy in some incident of this workload."""
+    """Pod-template hashes with evidence that the release is bad.
+
+    This incident's own hash (a rollback must be able to move away from it); hashes
+    whose pods crash-looped, unless that incident healed without a rollback; hashes a
+    rollback healed away from. A metric incident that no rollback healed (a dependency
+    outage) says nothing about the release it happened on.
+    """
     bad = set()
-    for body in [*facts.records, {"spec": record.spec}]:
+    own = (record.spec.get("workload") or {}).get("templateHash")
+    if own:
+        bad.add(str(own))
+    for body in facts.records:
         spec = body.get("spec") or {}
         wl = spec.get("workload") or {}
-        if wl.get("name") == workload.name and wl.get("templateHash"):
+        if wl.get("name") != workload.name or not wl.get("templateHash"):
+            continue
+        trig = spec.get("trigger")
+        kind = trig.get("kind") if isinstance(trig, Mapping) else ""
+        status = body.get("status") or {}
+        rolled_back = any(
+            s.get("action") == "rollback" and s.get("result") == "Succeeded"
+            for s in status.get("steps") or ()
+        )
+        resolved = status.get("phase") == Phase.RESOLVED
+        if (resolved and rolled_back) or (kind == "crashLoop" and not resolved):
             bad.add(str(wl["templateHash"]))
     return frozenset(bad)

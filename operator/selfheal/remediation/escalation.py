@@ -7,6 +7,7 @@ is collected once and reused for retries of the same ticket.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,11 +22,12 @@ from selfheal.remediation.state import RemediationState
 
 logger = logging.getLogger(__name__)
 
+# ``max by (container)``: one pod's usage when a pod is named, else the busiest pod's.
 USAGE_QUERIES = {
-    "cpu": 'sum by (container) (rate(container_cpu_usage_seconds_total{{namespace="{ns}",'
-    'pod="{pod}",container!=""}}[5m]))',
-    "memory": 'sum by (container) (container_memory_working_set_bytes{{namespace="{ns}",'
-    'pod="{pod}",container!=""}})',
+    "cpu": 'max by (container) (rate(container_cpu_usage_seconds_total{{namespace="{ns}",'
+    'pod=~"{pod}",container!=""}}[5m]))',
+    "memory": 'max by (container) (container_memory_working_set_bytes{{namespace="{ns}",'
+    'pod=~"{pod}",container!=""}})',
 }
 
 
@@ -41,10 +43,14 @@ class Evidence:
             self._redactors[key] = Redactor.for_policy(policy.redact_patterns)
         return self._redactors[key]
 
-    async def usage(self, namespace: str, pod: str | None) -> dict[str, dict[str, object]] | None:
+    async def usage(
+        self, namespace: str, deployment: str, pod: str | None
+    ) -> dict[str, dict[str, object]] | None:
         """Container -> {cpu, memory} from cAdvisor metrics; ``None``: not configured."""
-        if self.prometheus is None or pod is None:
+        if self.prometheus is None:
             return None
+        # No pod blamed (a metric incident): the Deployment's pods, by name pattern.
+        pod = re.escape(pod) if pod else f"{re.escape(deployment)}-[a-z0-9]+-[a-z0-9]+"
         out: dict[str, dict[str, object]] = {}
         for resource, template in USAGE_QUERIES.items():
             try:
@@ -77,7 +83,7 @@ class Evidence:
             }
             for s in state.steps
         ]
-        usage = await self.usage(workload.namespace, facts.pod)
+        usage = await self.usage(workload.namespace, workload.name, facts.pod)
         bundle = await collect_bundle(
             kube=self.kube,
             namespace=workload.namespace,
@@ -93,7 +99,11 @@ class Evidence:
         if related:
             outcome += f" (storm: {len(related)} workloads: {', '.join(related[:10])})"
         summary = render.render_summary(
-            workload=workload, trigger=trigger, cause=state.cause, outcome=reason, bundle=bundle
+            workload=workload,
+            trigger=trigger,
+            cause=state.cause,
+            outcome=_outcome(state, related),
+            bundle=bundle,
         )
         description = render.render_description(
             bundle,
@@ -110,3 +120,15 @@ class Evidence:
                 f"{', '.join(related)}\n\n" + description
             )
         return summary, description, bundle.attachments(), bundle.summary()
+
+
+def _outcome(state: RemediationState, related: Sequence[str]) -> str:
+    """A few words for the ticket's summary line; the reason itself is in the description."""
+    if related:
+        return f"storm: {len(related)} workloads unhealthy at once"
+    tried = [s.action for s in state.steps if str(s.result) != "Refused"]
+    if tried:
+        return f"{' then '.join(tried)} did not heal it"
+    if state.steps:
+        return "every step was refused"
+    return "not acted on (guardrail)"

@@ -361,7 +361,8 @@ class _Run:
                     f"trigger {signal.trigger} cannot tell the health of "
                     f"{signal.workload.name} ({signal.cause or 'unknown'}: {signal.detail}); "
                     "nothing is acted on until it can",
-                    warning=True,
+                    # Pods starting during a rollout are expected; a blind backend is not.
+                    warning=signal.cause not in ("NotReady", "NoPods"),
                 )
         else:
             accrued, since = 0.0, None
@@ -738,5 +739,8 @@ def describe_change(change: Mapping[str, object]) -> str:
         ("replicas", "fromReplicas", "toReplicas"),
     ):
         if before in change or after in change:
-            parts.append(f"{what} {change.get(before, '?')} -> {change.get(after, '?')}")
+            if after in change:
+                parts.append(f"{what} {change.get(before, '?')} -> {change[after]}")
+            else:
+                parts.append(f"from {what} {change[before]}")
     return ", ".join(parts)
