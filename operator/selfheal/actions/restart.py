@@ -18,10 +18,9 @@ from selfheal.actions.result import (
     ActionResult,
     Outcome,
     Reason,
-    conflict,
     failed,
     guard,
-    lost_race,
+    guarded_patch,
 )
 from selfheal.clients import kube as k
 
@@ -111,14 +110,21 @@ async def restart(
             )
         patch = restart_patch(deployment=deployment, at=at)
         change["patch"] = patch
-        try:
-            await kube.patch(path, patch, content_type=k.JSON_PATCH, dry_run=dry_run)
-        except k.KubeError as e:
-            if await lost_race(kube, e, path=path, patch=patch):
-                if attempt == 1:
-                    continue
-                return conflict(ACTION, where, change=change)
-            return failed(ACTION, e, doing=f"restarting {where}", change=change)
+        sent = await guarded_patch(
+            kube,
+            action=ACTION,
+            where=where,
+            doing=f"restarting {where}",
+            path=path,
+            patch=patch,
+            change=change,
+            dry_run=dry_run,
+            last_attempt=attempt == 2,
+        )
+        if sent is False:
+            continue
+        if isinstance(sent, ActionResult):
+            return sent
         return ActionResult(
             action=ACTION,
             result=Outcome.DRY_RUN if dry_run else Outcome.SUCCEEDED,

@@ -194,6 +194,36 @@ async def lost_race(
     return not guard_holds(fresh, patch)
 
 
+async def guarded_patch(
+    kube: k.Kube,
+    *,
+    action: str,
+    where: str,
+    doing: str,
+    path: str,
+    patch: Sequence[Mapping[str, Any]],
+    change: Mapping[str, Any],
+    dry_run: bool,
+    last_attempt: bool,
+    subresource: str | None = None,
+) -> ActionResult | bool:
+    """Send a JSON patch whose ``test`` ops pin what the decision read.
+
+    ``True``: accepted. ``False``: the object moved on; read again and re-decide. An
+    ``ActionResult``: the failure to report (a lost race on the last attempt included).
+    """
+    try:
+        await kube.patch(
+            path, patch, content_type=k.JSON_PATCH, subresource=subresource, dry_run=dry_run
+        )
+    except k.KubeError as e:
+        read = f"{path}/{subresource}" if subresource else path
+        if await lost_race(kube, e, path=read, patch=patch):
+            return conflict(action, where, change=change) if last_attempt else False
+        return failed(action, e, doing=doing, change=change)
+    return True
+
+
 def conflict(action: str, where: str, *, change: Mapping[str, Any]) -> ActionResult:
     """The optimistic lock failed on the retry too."""
     return ActionResult(

@@ -37,10 +37,9 @@ from selfheal.actions.result import (
     ActionResult,
     Outcome,
     Reason,
-    conflict,
     failed,
     guard,
-    lost_race,
+    guarded_patch,
 )
 from selfheal.clients import kube as k
 from selfheal.policy.model import RollbackTo
@@ -386,14 +385,21 @@ async def rollback(
         patch = rollback_patch(
             deployment=deployment, target=choice.target, change_cause=change_cause
         )
-        try:
-            await kube.patch(path, patch, content_type=k.JSON_PATCH, dry_run=dry_run)
-        except k.KubeError as e:
-            if await lost_race(kube, e, path=path, patch=patch):
-                if attempt == 1:
-                    continue
-                return conflict(ACTION, where, change=_change(choice, patch))
-            return failed(ACTION, e, doing=f"patching {where}", change=_change(choice, patch))
+        sent = await guarded_patch(
+            kube,
+            action=ACTION,
+            where=where,
+            doing=f"patching {where}",
+            path=path,
+            patch=patch,
+            change=_change(choice, patch),
+            dry_run=dry_run,
+            last_attempt=attempt == 2,
+        )
+        if sent is False:
+            continue
+        if isinstance(sent, ActionResult):
+            return sent
         if dry_run:
             message = f"dry run, nothing changed: would roll back {choice.message}"
             return _result(Outcome.DRY_RUN, choice, f"{where}: {message}", patch=patch)

@@ -21,10 +21,9 @@ from selfheal.actions.result import (
     ActionResult,
     Outcome,
     Reason,
-    conflict,
     failed,
     guard,
-    lost_race,
+    guarded_patch,
 )
 from selfheal.clients import kube as k
 
@@ -171,17 +170,22 @@ async def scale(
             )
         patch = _set(obj, field, plan.to_replicas)
         change["patch"] = patch
-        try:
-            await kube.patch(
-                path, patch, content_type=k.JSON_PATCH, subresource=subresource, dry_run=dry_run
-            )
-        except k.KubeError as e:
-            read = f"{path}/{subresource}" if subresource else path
-            if await lost_race(kube, e, path=read, patch=patch):
-                if attempt == 1:
-                    continue
-                return conflict(ACTION, where, change=change)
-            return failed(ACTION, e, doing=f"scaling {where}", change=change)
+        sent = await guarded_patch(
+            kube,
+            action=ACTION,
+            where=where,
+            doing=f"scaling {where}",
+            path=path,
+            patch=patch,
+            change=change,
+            dry_run=dry_run,
+            last_attempt=attempt == 2,
+            subresource=subresource,
+        )
+        if sent is False:
+            continue
+        if isinstance(sent, ActionResult):
+            return sent
         return ActionResult(
             action=ACTION,
             result=Outcome.DRY_RUN if dry_run else Outcome.SUCCEEDED,
@@ -257,17 +261,22 @@ async def revert_scale(
             )
         patch = _set(obj, field, before)
         record["patch"] = patch
-        try:
-            await kube.patch(
-                path, patch, content_type=k.JSON_PATCH, subresource=subresource, dry_run=dry_run
-            )
-        except k.KubeError as e:
-            read = f"{path}/{subresource}" if subresource else path
-            if await lost_race(kube, e, path=read, patch=patch):
-                if attempt == 1:
-                    continue
-                return conflict(REVERT, where, change=record)
-            return failed(REVERT, e, doing=f"reverting {where}", change=record)
+        sent = await guarded_patch(
+            kube,
+            action=REVERT,
+            where=where,
+            doing=f"reverting {where}",
+            path=path,
+            patch=patch,
+            change=record,
+            dry_run=dry_run,
+            last_attempt=attempt == 2,
+            subresource=subresource,
+        )
+        if sent is False:
+            continue
+        if isinstance(sent, ActionResult):
+            return sent
         return ActionResult(
             action=REVERT,
             result=Outcome.DRY_RUN if dry_run else Outcome.SUCCEEDED,
