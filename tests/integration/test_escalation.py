@@ -9,10 +9,18 @@ from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
+from tests.support.fixtures.jira import JIRA_PASSWORD
 from tests.support.jira_server import JiraServer
 from tests.support.kubelet import Behaviour, Kubelet
 from tests.support.operator import OperatorProcess
-from tests.support.workloads import deployment, eventually, policy, remediations, set_image
+from tests.support.workloads import (
+    deployment,
+    eventually,
+    jira_secret,
+    policy,
+    remediations,
+    set_image,
+)
 
 DB_PASSWORD = "hunter2-Zq8v-s3cr3t"
 BEARER = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJwYXkifQ.c2lnbmF0dXJlLXNlY3JldA"
@@ -51,15 +59,7 @@ async def test_one_redacted_ticket_with_the_evidence_then_resolved_on_recovery(
         {"name": "DB_PASSWORD", "value": DB_PASSWORD}
     ]
     await kube.create(k.apps(ns, "deployments"), body)
-    await kube.create(
-        k.core(ns, "secrets"),
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "jira"},
-            "stringData": {"username": "selfheal", "token": "jira-basic-s3cret-9f2c"},
-        },
-    )
+    secret = await jira_secret(kube, ns, password=JIRA_PASSWORD)
     spec = {
         "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}}],
         "remediation": {
@@ -80,7 +80,7 @@ async def test_one_redacted_ticket_with_the_evidence_then_resolved_on_recovery(
         k.group(API_VERSION, ns, "healingpolicies"),
         policy("pay", selector={"app": "pay"}, spec=spec),
     )
-    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=f"{ns}/jira")
+    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
 
     rec = await eventually(lambda: _ticketed(kube, ns), timeout=120, what="a filed ticket")
     issues = jira_server.issues()
@@ -127,15 +127,7 @@ async def test_the_jira_project_is_checked_and_a_wrong_one_named_on_the_policy(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    await kube.create(
-        k.core(ns, "secrets"),
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "jira"},
-            "stringData": {"username": "selfheal", "token": "jira-basic-s3cret-9f2c"},
-        },
-    )
+    secret = await jira_secret(kube, ns, password=JIRA_PASSWORD)
     for name, project in (("good", "OPS"), ("typo", "OSP")):
         spec = {
             "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 3}}],
@@ -145,7 +137,7 @@ async def test_the_jira_project_is_checked_and_a_wrong_one_named_on_the_policy(
             k.group(API_VERSION, ns, "healingpolicies"),
             policy(name, selector={"app": name}, spec=spec),
         )
-    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=f"{ns}/jira")
+    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
 
     good = await eventually(
         lambda: _condition(kube, ns, "good", "EscalationReady"),

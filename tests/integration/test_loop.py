@@ -9,12 +9,15 @@ from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
+from tests.support.fixtures.jira import JIRA_PASSWORD
 from tests.support.operator import OperatorProcess
 from tests.support.workloads import (
     available,
+    deploy,
     deployment,
     eventually,
     image_of,
+    jira_secret,
     policy,
     remediations,
     set_image,
@@ -74,11 +77,6 @@ async def _incident(kube: k.Kube, ns: str, phases: tuple[str, ...]) -> dict[str,
     return hits[0] if hits else None
 
 
-async def _deploy(kube: k.Kube, ns: str, name: str, image: str, replicas: int = 2) -> None:
-    await kube.create(k.apps(ns, "deployments"), deployment(name, image, replicas=replicas))
-    await eventually(lambda: available(kube, ns, name), timeout=60, what=f"{name} available")
-
-
 async def _policy(
     kube: k.Kube,
     ns: str,
@@ -102,7 +100,7 @@ async def test_rollback_skips_every_bad_revision_and_never_rolls_forward_to_one(
     kube: k.Kube, namespace: str, operator: Callable[..., OperatorProcess]
 ) -> None:
     ns = namespace
-    await _deploy(kube, ns, "shop", "registry.local/shop:v1")
+    await deploy(kube, ns, "shop", "registry.local/shop:v1")
     # v2 is bad, but the operator is not running yet: nobody heals it.
     await set_image(kube, ns, "shop", "registry.local/shop:v2-crash")
     await eventually(lambda: _rs_count(kube, ns, 2), timeout=30, what="revision 2")
@@ -146,15 +144,7 @@ async def test_a_step_that_does_not_heal_leads_to_the_next_then_to_a_ticket(
     ns = namespace
     # A crash loop from the first revision: a restart or more replicas cannot fix it.
     await kube.create(k.apps(ns, "deployments"), deployment("shop", "registry.local/shop:v1-crash"))
-    await kube.create(
-        k.core(ns, "secrets"),
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "jira"},
-            "stringData": {"username": "selfheal", "token": "jira-basic-s3cret-9f2c"},
-        },
-    )
+    secret = await jira_secret(kube, ns, password=JIRA_PASSWORD)
     spec = {
         "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}}],
         "remediation": {
@@ -164,7 +154,7 @@ async def test_a_step_that_does_not_heal_leads_to_the_next_then_to_a_ticket(
         },
     }
     await _policy(kube, ns, spec)
-    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=f"{ns}/jira")
+    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
     rec = await eventually(
         lambda: _ticketed(kube, ns), timeout=150, what="an escalated record with a ticket"
     )
@@ -189,7 +179,7 @@ async def test_dry_run_changes_nothing_and_records_the_intended_patch(
     kube: k.Kube, namespace: str, operator: Callable[..., OperatorProcess]
 ) -> None:
     ns = namespace
-    await _deploy(kube, ns, "shop", "registry.local/shop:v1")
+    await deploy(kube, ns, "shop", "registry.local/shop:v1")
     await _policy(kube, ns, {**CRASH_POLICY, "mode": "DryRun"})
     operator(namespaces=[ns])
     await set_image(kube, ns, "shop", "registry.local/shop:v2-crash")
@@ -214,7 +204,7 @@ async def test_killed_between_acting_and_verifying_resumes_without_acting_twice(
     kube: k.Kube, namespace: str, operator: Callable[..., OperatorProcess]
 ) -> None:
     ns = namespace
-    await _deploy(kube, ns, "shop", "registry.local/shop:v1")
+    await deploy(kube, ns, "shop", "registry.local/shop:v1")
     spec = {**CRASH_POLICY, "remediation": {"steps": [{"rollback": {}}], "verify": {"for": "15s"}}}
     await _policy(kube, ns, spec)
     first = operator(namespaces=[ns])
@@ -233,7 +223,7 @@ async def test_cooldown_holds_a_second_incident_back(
     kube: k.Kube, namespace: str, operator: Callable[..., OperatorProcess]
 ) -> None:
     ns = namespace
-    await _deploy(kube, ns, "shop", "registry.local/shop:v1")
+    await deploy(kube, ns, "shop", "registry.local/shop:v1")
     spec = {**CRASH_POLICY, "guardrails": {"cooldown": "30m"}}
     await _policy(kube, ns, spec)
     op = operator(namespaces=[ns])

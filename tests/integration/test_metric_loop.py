@@ -12,7 +12,7 @@ from selfheal.clients import kube as k
 from tests.support.exporter import Exporter
 from tests.support.operator import OperatorProcess
 from tests.support.prometheus import PrometheusServer
-from tests.support.workloads import available, deployment, eventually, policy, remediations
+from tests.support.workloads import deploy, eventually, policy, remediations
 
 
 def _trigger(query: str, **extra: Any) -> dict[str, Any]:
@@ -50,8 +50,7 @@ async def test_threshold_scales_out_verifies_on_the_metric_reverts_and_prunes(
 ) -> None:
     ns = namespace
     exporter.set_gauge("queue_depth", 100, namespace=ns, deployment="worker")
-    await kube.create(k.apps(ns, "deployments"), deployment("worker", "registry.local/worker:v1"))
-    await eventually(lambda: available(kube, ns, "worker"), timeout=60, what="worker available")
+    await deploy(kube, ns, "worker", "registry.local/worker:v1")
     spec = {
         "triggers": [_trigger("max by (namespace, deployment) (queue_depth)", above=50)],
         "remediation": {
@@ -106,8 +105,7 @@ async def test_query_errors_and_outages_are_reported_on_the_policy_and_never_act
 ) -> None:
     ns = namespace
     exporter.set_gauge("queue_depth", 100, namespace=ns, deployment="api")
-    await kube.create(k.apps(ns, "deployments"), deployment("api", "registry.local/api:v1"))
-    await eventually(lambda: available(kube, ns, "api"), timeout=60, what="api available")
+    await deploy(kube, ns, "api", "registry.local/api:v1")
     good = {
         "triggers": [_trigger("max by (namespace, deployment) (queue_depth)", above=500)],
         "remediation": {"steps": [{"restart": {}}]},

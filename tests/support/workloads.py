@@ -94,3 +94,23 @@ async def remediations(kube: k.Kube, namespace: str) -> list[dict[str, Any]]:
 
 def image_of(d: Mapping[str, Any]) -> str:
     return str(d["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def deploy(kube: k.Kube, namespace: str, name: str, image: str, *, replicas: int = 2) -> None:
+    """Create a Deployment and wait until it is available."""
+    await kube.create(k.apps(namespace, "deployments"), deployment(name, image, replicas=replicas))
+    await eventually(lambda: available(kube, namespace, name), timeout=60, what=f"{name} available")
+
+
+async def jira_secret(kube: k.Kube, namespace: str, *, password: str) -> str:
+    """The Secret with the operator's Jira credentials; returns ``namespace/name``."""
+    await kube.create(
+        k.core(namespace, "secrets"),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "jira"},
+            "stringData": {"username": "selfheal", "token": password},
+        },
+    )
+    return f"{namespace}/jira"
