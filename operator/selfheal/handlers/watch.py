@@ -170,7 +170,7 @@ def _rfc3339(t: float) -> str:
 
 
 @kopf.index("pods")  # type: ignore[arg-type]
-def pods_by_rs(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def pods_by_rs(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
     summary = crashloop.summarize(body)
     if not summary.replicaset:
         return None
@@ -178,19 +178,19 @@ def pods_by_rs(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | No
 
 
 @kopf.index("apps", "v1", "replicasets")  # type: ignore[arg-type]
-def rs_owner(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def rs_owner(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
     info = _rs_info(body)
     return None if info is None else {(namespace, name): info.deployment}
 
 
 @kopf.index("apps", "v1", "replicasets")  # type: ignore[arg-type]
-def rs_by_deployment(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def rs_by_deployment(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
     info = _rs_info(body)
     return None if info is None else {(namespace, info.deployment): info}
 
 
 @kopf.index("apps", "v1", "deployments")  # type: ignore[arg-type]
-def deployments(
+async def deployments(
     namespace: str,
     name: str,
     uid: str,
@@ -211,7 +211,7 @@ def deployments(
 
 
 @kopf.index(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
-def remediations(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def remediations(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     meta = body.get("metadata", {})
     compact = {
         "metadata": {
