@@ -13,6 +13,7 @@ import pathlib
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from tests.support.exporter import Exporter
@@ -104,6 +105,15 @@ async def _cycles(url: str, ns: str, n: int, cycles: int) -> dict[str, Any]:
     }
 
 
+def _noisy(level: float, rnd: random.Random) -> Callable[[], float]:
+    """A gauge around ``level`` with 2 ms of noise, drawn at each scrape."""
+    return lambda: level + rnd.gauss(0, 0.002)
+
+
+def _has(n: int) -> Callable[[list[dict[str, object]]], bool]:
+    return lambda result: len(result) == n
+
+
 def measure(out: pathlib.Path, *, sizes: tuple[int, ...] = (10, 500), cycles: int = 6) -> list[Any]:
     exporter = Exporter().start()
     rnd = random.Random(7)
@@ -116,20 +126,13 @@ def measure(out: pathlib.Path, *, sizes: tuple[int, ...] = (10, 500), cycles: in
             )
             exporter.set_rate("http_requests_total", 0.1, namespace=ns, deployment=name, code="500")
             level = 0.1 + rnd.random() * 0.05
-            exporter.set_gauge(
-                "latency_seconds",
-                lambda level=level: level + rnd.gauss(0, 0.002),
-                namespace=ns,
-                deployment=name,
-            )
+            exporter.set_gauge("latency_seconds", _noisy(level, rnd), namespace=ns, deployment=name)
     server = PrometheusServer(data_dir=out / "prometheus" / "tsdb", targets=[exporter.target])
     (out / "prometheus").mkdir(parents=True, exist_ok=True)
     server.start()
     try:
         for n in sizes:
-            server.wait_until(
-                ERROR_RATIO.format(ns=f"p{n}"), lambda r, n=n: len(r) == n, timeout=60
-            )
+            server.wait_until(ERROR_RATIO.format(ns=f"p{n}"), _has(n), timeout=60)
         return [asyncio.run(_cycles(server.url, f"p{n}", n, cycles)) for n in sizes]
     finally:
         server.stop()
