@@ -146,6 +146,7 @@ class Driver:
         }
 
     async def close(self) -> None:
+        await self.events.drain()
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -334,7 +335,8 @@ class Driver:
         if isinstance(eff, machine.Emit):
             if eff.guardrail:
                 metrics.GUARDRAIL_REFUSALS.labels(eff.guardrail).inc()
-            await self.events.emit(
+            # Off the decision path: an Event must not delay the action it reports.
+            self.events.emit_soon(
                 namespace=workload.namespace,
                 involved=[
                     _ref("Remediation", API_VERSION, workload.namespace, record.name),
@@ -607,6 +609,7 @@ class EventRecorder:
         self.burst = burst
         self._seen: dict[tuple[str, str, str], float] = {}
         self._recent: dict[str, list[float]] = {}
+        self._pending: set[asyncio.Task[None]] = set()
         self.suppressed = 0
 
     def allow(self, *, namespace: str, key: tuple[str, str, str]) -> bool:
@@ -624,6 +627,27 @@ class EventRecorder:
             for old in sorted(self._seen, key=self._seen.__getitem__)[:2048]:
                 del self._seen[old]
         return True
+
+    def emit_soon(
+        self,
+        *,
+        namespace: str,
+        involved: Sequence[Mapping[str, str]],
+        reason: str,
+        message: str,
+        type: str,
+    ) -> None:
+        """Post in a background task; ``drain`` waits for the ones in flight."""
+        task = asyncio.create_task(
+            self.emit(
+                namespace=namespace, involved=involved, reason=reason, message=message, type=type
+            )
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def emit(
         self,
