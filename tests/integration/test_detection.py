@@ -4,6 +4,7 @@ writes to a Pod (counted from the API server's own audit log)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -125,3 +126,34 @@ async def test_an_image_pull_failure_is_detected_after_its_grace_without_restart
 async def _first(kube: k.Kube, ns: str) -> dict[str, Any] | None:
     items = await remediations(kube, ns)
     return items[0] if items else None
+
+
+async def test_an_idle_policy_costs_no_writes(
+    kube: k.Kube, namespace: str, cluster: Cluster, operator: Callable[..., OperatorProcess]
+) -> None:
+    ns = namespace
+    await kube.create(k.apps(ns, "deployments"), deployment("calm", "registry.local/calm:v1"))
+    await eventually(lambda: available(kube, ns, "calm"), timeout=60, what="calm available")
+    spec = {
+        "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 3}}],
+        "remediation": {"steps": [{"rollback": {}}]},
+    }
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy("calm", selector={"app": "calm"}, spec=spec),
+    )
+    operator(namespaces=[ns])
+
+    async def settled() -> bool:
+        hp = await kube.get(k.group(API_VERSION, ns, "healingpolicies", "calm"))
+        return hp.get("status", {}).get("workloads") == 1
+
+    await eventually(settled, timeout=30, what="the policy's status written once")
+    await asyncio.sleep(3)
+    before = sum(
+        n for (verb, _), n in _audit(cluster, ns).items() if verb not in ("get", "list", "watch")
+    )
+    await asyncio.sleep(10)  # five timer ticks
+    after = _audit(cluster, ns)
+    writes = {key: n for key, n in after.items() if key[0] not in ("get", "list", "watch")}
+    assert sum(writes.values()) == before, writes
