@@ -146,7 +146,7 @@ async def test_an_idle_policy_costs_no_writes(
 
     async def settled() -> bool:
         hp = await kube.get(k.group(API_VERSION, ns, "healingpolicies", "calm"))
-        return hp.get("status", {}).get("workloads") == 1
+        return bool(hp.get("status", {}).get("workloads") == 1)
 
     await eventually(settled, timeout=30, what="the policy's status written once")
     await asyncio.sleep(3)
