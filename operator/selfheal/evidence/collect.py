@@ -296,7 +296,14 @@ async def collect(
         bundle.revision = str(_annotations(dep).get(REVISION, ""))
 
     rs_name = _owner(pod_obj, "ReplicaSet") if pod_obj else None
-    logs_task = _logs(c, bundle.pod, bundle.container, log_tail_lines, log_max_bytes)
+    logs_task = _logs(
+        c,
+        bundle.pod,
+        bundle.container,
+        log_tail_lines,
+        log_max_bytes,
+        crashed=pod_obj is None or bundle.termination is not None,
+    )
     rs_task = c.get("replicaset", k8s.apps(namespace, "replicasets", rs_name)) if rs_name else None
     history_task = _history(c, dep) if dep is not None else None
     names = [("Deployment", deployment)]
@@ -428,13 +435,20 @@ async def _worst_pod(c: _Collector, dep: Mapping[str, Any]) -> dict[str, Any] | 
 
 
 async def _logs(
-    c: _Collector, pod: str | None, container: str | None, tail: int, max_bytes: int
+    c: _Collector,
+    pod: str | None,
+    container: str | None,
+    tail: int,
+    max_bytes: int,
+    *,
+    crashed: bool = True,
 ) -> tuple[str | None, str]:
     if not pod:
         return None, "unavailable"
     path = k8s.core(c.namespace, "pods", pod) + "/log"
     q: dict[str, object] = {"container": container, "tailLines": tail, "limitBytes": max_bytes}
-    data = await c.raw("previous logs", path, previous=True, **q)
+    # A container that never terminated has no previous logs: asking only yields a 400.
+    data = await c.raw("previous logs", path, previous=True, **q) if crashed else None
     if data is not None:
         return data.decode("utf-8", "replace"), "previous"
     data = await c.raw("current logs", path, **q)
