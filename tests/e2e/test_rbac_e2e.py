@@ -333,27 +333,36 @@ async def test_namespaced_mode_heals_its_namespace_and_is_refused_elsewhere(
 
 
 async def test_a_permission_the_chart_withholds_shows_up_as_a_denial(
+    kube: k.Kube,
     namespace: str,
     cluster: Cluster,
     crds: Any,
     helm_release: InstallRelease,
     tmp_path: Path,
 ) -> None:
-    # The check above is only worth something if a missing permission is visible in the
-    # log: withhold kopf's cluster-scoped reads and the operator must say so.
+    # The no-403 checks above are only worth something if a missing permission shows in
+    # the log: withhold the rollback's patch, then make a rollback necessary.
     release = helm_release(
-        values={"crds": {"install": False}, "rbac": {"namespaced": True,
-                "clusterScopedReads": False}, "watchNamespaces": [namespace]}
+        values={"crds": {"install": False}, "watchNamespaces": [namespace],
+                "rbac": {"namespaced": True, "clusterScopedReads": False,
+                         "actions": {"rollback": False, "restart": False}}}
     )  # fmt: skip
+    # Namespaced mode needs no cluster-scoped read at all (kopf's scans are off).
     assert release.find("ClusterRole") == []
+    await _deploy(kube, namespace, "shop", "registry.local/shop:v1")
+    await kube.create(
+        k.group(API_VERSION, namespace, "healingpolicies"),
+        policy("shop", selector={"app": "shop"}, spec=ROLLBACK_POLICY),
+    )
     op = run_as_chart(cluster, release, tmp_path)
     try:
+        await set_image(kube, namespace, "shop", "registry.local/shop:v2-crash")
         found = await eventually(
-            lambda: _async(denials(op.log)), timeout=30, what="a permission warning in the log"
+            lambda: _async(denials(op.log)), timeout=60, what="a permission denial in the log"
         )
     finally:
         op.stop()
-    assert any("namespaces" in line.lower() for line in found), found
+    assert any("deployments" in line.lower() for line in found), found
 
 
 async def _async(value: list[str]) -> list[str]:
