@@ -80,7 +80,8 @@ class TicketMode(enum.StrEnum):
 
 
 def fingerprint(*, namespace: str, policy: str, workload: str, trigger: str) -> str:
-    """A stable 12-hex-digit hash of the incident's identity."""
+    """A stable 12-hex-digit hash of the incident's identity: it names the Remediation
+    records (label ``selfheal.dev/fingerprint``) and the Jira label ``selfheal-<fp>``."""
     raw = "\x1f".join((namespace, policy, workload, trigger)).encode()
     return hashlib.sha256(raw).hexdigest()[:12]
 

@@ -110,8 +110,6 @@ class Driver:
         self._locks: dict[str, asyncio.Lock] = {}
         self._open: dict[str, _Record] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.actions_taken: list[tuple[str, str, str]] = []
-        """(namespace/workload, action, result) of every executed Act: for tests and logs."""
 
     # --- public ----------------------------------------------------------------------
 
@@ -358,9 +356,6 @@ class Driver:
                 result.action,
                 result.result,
                 result.message,
-            )
-            self.actions_taken.append(
-                (f"{workload.namespace}/{workload.name}", result.action, str(result.result))
             )
             return machine.ActionDone(
                 index=eff.index,

@@ -10,9 +10,11 @@ of one (namespace, policy, workload, trigger), open or final.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
+
+# One identity for records and tickets (re-exported).
+from selfheal.actions.ticket import fingerprint as fingerprint
 
 LABEL_FINGERPRINT = "selfheal.dev/fingerprint"
 """Value: ``fingerprint(...)``. Selects all records of one (policy, workload, trigger)."""
@@ -25,18 +27,10 @@ LABEL_TRIGGER = "selfheal.dev/trigger"
 
 MAX_NAME = 63
 """DNS-1123 label length: the name also fits where a label value is needed."""
-FINGERPRINT_LENGTH = 12
 """Hex digits (48 bits): collisions within one namespace are not a practical concern."""
 
 _NOT_NAME = re.compile(r"[^a-z0-9-]+")
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def fingerprint(*, namespace: str, policy: str, workload: str, trigger: str) -> str:
-    """Stable short hex identity of (namespace, policy, workload, trigger)."""
-    # NUL cannot occur in Kubernetes names, so distinct tuples never join alike.
-    raw = "\0".join((namespace, policy, workload, trigger)).encode()
-    return hashlib.sha256(raw).hexdigest()[:FINGERPRINT_LENGTH]
 
 
 def remediation_name(
