@@ -12,6 +12,9 @@ bin="$cache/bin"
 # A machine-wide copy, so a fresh clone on the same machine (CI) links instead of
 # building. The repo's .cache/bin stays the one the project runs from.
 shared=${SELFHEAL_SHARED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/selfheal/bin}
+# Go, new enough, unless every binary is cached: said in the first second, not after a
+# failed build.
+"$top/hack/preflight.sh" go
 mkdir -p "$bin"
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0
 # Builds are memory hungry on a 2-core machine; one package graph at a time.
