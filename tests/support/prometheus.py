@@ -6,6 +6,10 @@
     server.stop()            # SIGTERM, then SIGKILL; the data dir is kept,
     server.start()           # so a restart on the same port simulates an outage
 
+Alert rules and the Alertmanagers to send alerts to are passed at construction
+(``rules=[alert_rule(...)]``, ``alertmanagers=[am.target]``; see
+``tests.support.alertmanager``); rules are evaluated every ``scrape_interval``.
+
 History a test cannot wait for is backfilled before the first start with
 :func:`backfill` (``promtool tsdb create-blocks-from openmetrics``), the way an operator
 imports old data: the blocks are loaded at start and queried like scraped data.
@@ -26,12 +30,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from tests.support.cluster import _die_with_parent
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+# Debian's packages; hack/preflight.sh (``make servers``) installs them.
+# SELFHEAL_PROMETHEUS and SELFHEAL_PROMTOOL point elsewhere (hack/preflight.sh reads them too).
+PROMETHEUS = (
+    os.environ.get("SELFHEAL_PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
+)
+PROMTOOL = os.environ.get("SELFHEAL_PROMTOOL") or shutil.which("promtool") or "/usr/bin/promtool"
+INSTALL_HINT = (
+    "run `make servers` (as root it installs Debian's prometheus and prometheus-alertmanager; "
+    "otherwise it prints the apt-get command)"
+)
 
 
 def free_port() -> int:
@@ -48,14 +61,15 @@ class PrometheusServer:
         targets: Sequence[str] = (),
         scrape_interval: float = 1.0,
         port: int | None = None,
+        rules: Sequence[Mapping[str, Any]] = (),
+        alertmanagers: Sequence[str] = (),
     ) -> None:
         if not os.path.exists(PROMETHEUS):
-            raise RuntimeError(
-                f"{PROMETHEUS} not found: install Debian's prometheus package "
-                "(apt-get install prometheus)"
-            )
+            raise RuntimeError(f"{PROMETHEUS} not found: {INSTALL_HINT}")
         self.data_dir = data_dir
         self.targets = list(targets)
+        self.rules = list(rules)
+        self.alertmanagers = list(alertmanagers)
         self.scrape_interval = scrape_interval
         self.port = port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -71,7 +85,7 @@ class PrometheusServer:
 
     def _write_config(self) -> pathlib.Path:
         interval = f"{self.scrape_interval:g}s"
-        config = {
+        config: dict[str, Any] = {
             "global": {
                 "scrape_interval": interval,
                 "scrape_timeout": interval,
@@ -85,6 +99,17 @@ class PrometheusServer:
                 }
             ],
         }
+        if self.rules:
+            rules = self.data_dir.parent / f"prometheus-{self.port}-rules.yml"
+            group = {"name": "test", "interval": interval, "rules": self.rules}
+            rules.write_text(json.dumps({"groups": [group]}))
+            config["rule_files"] = [str(rules)]
+        if self.alertmanagers:
+            config["alerting"] = {
+                "alertmanagers": [
+                    {"api_version": "v2", "static_configs": [{"targets": self.alertmanagers}]}
+                ]
+            }
         path = self.data_dir.parent / f"prometheus-{self.port}.yml"
         path.write_text(json.dumps(config))  # YAML is a superset of JSON
         return path
@@ -101,6 +126,7 @@ class PrometheusServer:
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.data_dir}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.external-url={self.url}",  # alerts' generatorURL: loopback too
                 "--storage.tsdb.retention.time=30d",
                 "--log.level=warn",
             ],
@@ -171,6 +197,24 @@ class PrometheusServer:
                     return result
             time.sleep(0.2)
         raise TimeoutError(f"{promql!r}: condition not met within {timeout}s; last: {result}")
+
+
+def alert_rule(
+    name: str,
+    expr: str,
+    *,
+    for_: str = "0s",
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """One alerting rule for ``PrometheusServer(rules=[...])``."""
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": dict(labels or {}),
+        "annotations": dict(annotations or {}),
+    }
 
 
 def _labels(labels: dict[str, str]) -> str:
