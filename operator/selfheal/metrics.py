@@ -50,3 +50,14 @@ TICKETS = Counter(
     "Jira ticket operations, by operation and result.",
     ["operation", "result"],
 )
+GAVE_UP = Counter(
+    "selfheal_gave_up_total",
+    "Work given up at its horizon (ticket: not filed; resolution: ticket not told).",
+    ["what"],
+)
+RECONCILE_ERRORS = Counter(
+    "selfheal_reconcile_errors_total",
+    "Failures of one incident's reconcile (retried with backoff; others go on).",
+    ["kind"],
+)
+LEADER = Gauge("selfheal_leader", "1 while this replica is the leader that acts.", ["identity"])

@@ -50,6 +50,11 @@ class Settings:
     namespace: str = "selfheal-system"
     """Namespace the operator runs in (for its own Events and Secrets)."""
 
+    ticket_horizon: float = 24 * 3600.0
+    """Seconds after the first attempt when ticket work not done (filing a ticket,
+    telling it the incident ended) is given up: state Failed, a Warning Event, and
+    ``selfheal_gave_up_total``."""
+
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -73,6 +78,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("LOG_FORMAT", "log_format", str),
         ("PEERING", "peering", str),
         ("NAMESPACE", "namespace", str),
+        ("TICKET_HORIZON_SECONDS", "ticket_horizon", float),
     ):
         if (raw := env.get(f"SELFHEAL_{key}")) is not None and raw != "":
             try:

@@ -103,7 +103,9 @@ async def test_a_failed_remediation_files_one_ticket_with_description_and_eviden
     fields = issue["fields"]
     assert fields["description"] == DESCRIPTION
     assert fields["summary"] == "shop/api: crash loop not healed by rollback"
-    assert fields["labels"] == [f"selfheal-{FP}", "sre"]
+    fp_label, sre, marker = fields["labels"]
+    assert (fp_label, sre) == (f"selfheal-{FP}", "sre")
+    assert marker.startswith("selfheal-attempt-")  # this create's own marker
     assert fields["priority"] == {"id": "2", "name": "High"}
     assert fields["issuetype"]["name"] == "Incident"
     assert [c["name"] for c in fields["components"]] == ["checkout"]

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.support.cluster import Cluster, free_port
 from tests.support.cluster import _die_with_parent as die_with_parent
 
@@ -26,44 +28,71 @@ ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_NAMESPACE = "selfheal-system"
 
 
+PLAIN_INSTALL = ROOT / "manifests" / "selfheal.yaml"
+TEST_ACCOUNT = "selfheal-test"
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+
+
+def _post(cluster: Cluster, path: str, body: Mapping[str, Any]) -> None:
+    try:
+        cluster.api("POST", path, dict(body))
+    except Exception as e:  # already exists
+        if "409" not in str(e) and "AlreadyExists" not in str(e):
+            raise
+
+
+def _bind(kind: str, role: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": f"{name}-{role}"}
+    if namespace:
+        meta["namespace"] = namespace
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": f"{kind}Binding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NAMESPACE}],
+    }
+
+
 def ensure_operator_identity(
-    cluster: Cluster, *, name: str = "selfheal-test", cluster_role: str = "cluster-admin"
+    cluster: Cluster, *, name: str = TEST_ACCOUNT, cluster_role: str | None = None
 ) -> Path:
-    """A ServiceAccount in selfheal-system bound to ``cluster_role``; its kubeconfig."""
-    for method, path, body in (
-        (
-            "POST",
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}},
-        ),
-        (
-            "POST",
-            f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts",
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
-        ),
-        (
-            "POST",
-            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": f"{name}-{cluster_role}"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": cluster_role,
-                },
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NAMESPACE}
-                ],
-            },
-        ),
-    ):
-        try:
-            cluster.api(method, path, body)
-        except Exception as e:  # already exists
-            if "409" not in str(e) and "AlreadyExists" not in str(e):
-                raise
+    """A ServiceAccount in selfheal-system with the chart's least-privilege RBAC (the
+    ClusterRole and Roles of manifests/selfheal.yaml, rendered from the chart), or bound
+    to ``cluster_role`` when given; its kubeconfig. A permission the chart lacks shows
+    as a 403 in the test."""
+    _post(
+        cluster,
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}},
+    )
+    _post(
+        cluster,
+        f"/api/v1/namespaces/{SYSTEM_NAMESPACE}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+    )
+    if cluster_role is not None:
+        _post(cluster, f"{RBAC}/clusterrolebindings", _bind("ClusterRole", cluster_role, name))
+    else:
+        for doc in yaml.safe_load_all(PLAIN_INSTALL.read_text()):
+            if not doc:
+                continue
+            meta = doc.get("metadata") or {}
+            if doc.get("kind") == "ClusterRole":
+                _post(cluster, f"{RBAC}/clusterroles", doc)
+                _post(
+                    cluster,
+                    f"{RBAC}/clusterrolebindings",
+                    _bind("ClusterRole", meta["name"], name),
+                )
+            elif doc.get("kind") == "Role":
+                ns = meta.get("namespace") or SYSTEM_NAMESPACE
+                _post(cluster, f"{RBAC}/namespaces/{ns}/roles", doc)
+                _post(
+                    cluster,
+                    f"{RBAC}/namespaces/{ns}/rolebindings",
+                    _bind("Role", meta["name"], name, ns),
+                )
     token = cluster.token_for(SYSTEM_NAMESPACE, name, seconds=24 * 3600)
     return cluster.kubeconfig_for_token(token)
 

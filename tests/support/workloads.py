@@ -113,4 +113,36 @@ async def jira_secret(kube: k.Kube, namespace: str, *, password: str) -> str:
             "stringData": {"username": "selfheal", "token": password},
         },
     )
+    # As the chart does for its Jira Secret: get on that one Secret, by name, for the
+    # operator's test identity (it has the chart's RBAC, not cluster-admin).
+    meta = {"name": "selfheal-jira-secret", "namespace": namespace}
+    rbac = "rbac.authorization.k8s.io"
+    await kube.create(
+        k.group(f"{rbac}/v1", namespace, "roles"),
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": ["jira"],
+                    "verbs": ["get"],
+                }
+            ],
+        },
+    )
+    await kube.create(
+        k.group(f"{rbac}/v1", namespace, "rolebindings"),
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": meta["name"]},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "selfheal-test", "namespace": "selfheal-system"}
+            ],
+        },
+    )
     return f"{namespace}/jira"

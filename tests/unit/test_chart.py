@@ -151,15 +151,19 @@ def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
         ("apps", "deployments/scale"): ["get", "patch"],
         ("autoscaling", "horizontalpodautoscalers"): ["get", "list", "patch"],
         ("apps", "replicasets"): ["get", "list", "watch"],
-        ("selfheal.dev", "healingpolicies"): ["list", "patch", "watch"],
+        ("selfheal.dev", "healingpolicies"): ["get", "list", "patch", "watch"],
         ("selfheal.dev", "healingpolicies/status"): ["patch"],
-        ("selfheal.dev", "remediations"): ["create", "get", "list", "watch"],
+        ("selfheal.dev", "remediations"): ["create", "delete", "get", "list", "watch"],
         ("selfheal.dev", "remediations/status"): ["patch"],
         ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
     }
-    # Never: deleting anything, reading Secrets cluster-wide, touching nodes or RBAC.
+    # Never: deleting anything but its own expired Remediations, reading Secrets
+    # cluster-wide, touching nodes or RBAC.
     for _, _, r in rules(docs):
-        assert not {"delete", "deletecollection", "update", "escalate", "bind"} & set(r["verbs"])
+        verbs = set(r["verbs"])
+        if r["resources"] == ["remediations"]:
+            verbs -= {"delete"}
+        assert not {"delete", "deletecollection", "update", "escalate", "bind"} & verbs
 
 
 # --- RBAC follows the features -------------------------------------------------------------------

@@ -11,7 +11,13 @@ from selfheal.policy.model import Mode, RestartStep, RollbackStep, ScaleStep, St
 from selfheal.remediation import machine
 from selfheal.remediation.guardrails import Availability, RecordSummary
 from selfheal.remediation.machine import Act, Escalate, EventType, Resolve
-from selfheal.remediation.state import Phase, RemediationState, StepResult, VerifyOutcome
+from selfheal.remediation.state import (
+    Phase,
+    RemediationState,
+    StepResult,
+    VerifyOutcome,
+    format_time,
+)
 from tests.support.fixtures.remediation import (
     NS,
     POLICY,
@@ -240,8 +246,11 @@ def test_steps_exhausted_escalate_once_with_every_step_in_the_reason() -> None:
     assert state.escalated_at == T0 + 1230
     assert state.ticket_requested_at == T0 + 1230
     assert state.step_deadline is None
-    # Still unhealthy: no more acting and no second ticket.
-    assert inc.signal(U, T0 + 1300) == []
+    # Still unhealthy: no more acting. The ticket stays due (one attempt at a time is
+    # the driver's rule) until a result is recorded; then no second ticket.
+    assert acts(inc.signal(U, T0 + 1300)) == []
+    inc.ticket({"state": "Filed", "key": "OPS-1"}, T0 + 1301)
+    assert inc.signal(U, T0 + 1302) == []
     assert acts(inc.tick(T0 + 1400)) == []
 
 
@@ -270,12 +279,92 @@ def test_escalated_record_closes_after_retention() -> None:
     ]
 
 
-def test_escalate_is_retried_until_the_ticket_is_reported() -> None:
+def _pending(retry_at: float, **extra: object) -> dict[str, object]:
+    return {
+        "state": "Pending",
+        "retryAt": format_time(retry_at),
+        "fingerprint": "abc",
+        **extra,
+    }
+
+
+def test_escalate_is_due_until_the_ticket_is_reported() -> None:
     inc = escalated()
-    assert of_type(inc.tick(T0 + 1230 + machine.TICKET_RETRY - 1), Escalate) == []
-    assert len(of_type(inc.tick(T0 + 1230 + machine.TICKET_RETRY), Escalate)) == 1
-    inc.ticket({"key": "OPS-1"}, T0 + 1600)
+    # Requested and nothing recorded (a crash before the first attempt reported): due.
+    assert len(of_type(inc.tick(T0 + 1231), Escalate)) == 1
+    inc.ticket(_pending(T0 + 1300), T0 + 1232)
+    assert of_type(inc.tick(T0 + 1299), Escalate) == []
+    assert len(of_type(inc.tick(T0 + 1300), Escalate)) == 1
+    inc.ticket({"state": "Filed", "key": "OPS-1"}, T0 + 1310)
     assert of_type(inc.tick(T0 + 3000), Escalate) == []
+
+
+def test_a_pending_ticket_is_due_after_a_restart_at_its_retry_time() -> None:
+    inc = escalated()
+    inc.ticket(_pending(T0 + 1500, createSent=True), T0 + 1240)
+    inc.restart()
+    assert of_type(inc.tick(T0 + 1499), Escalate) == []
+    [esc] = of_type(inc.tick(T0 + 1500), Escalate)
+    assert esc.reason == inc.current.escalation_reason
+    assert wake(inc, T0 + 1400) == T0 + 1500
+
+
+def test_a_record_closed_before_its_ticket_was_filed_still_files_it_then_tells_it() -> None:
+    inc = escalated()
+    inc.ticket(_pending(T0 + 5000), T0 + 1240)
+    inc.signal(H, T0 + 1300)
+    inc.tick(T0 + 1600)
+    assert inc.phase() is Phase.CLOSED
+    assert wake(inc, T0 + 1700) == T0 + 5000  # final, and still has work
+    assert len(of_type(inc.tick(T0 + 5000), Escalate)) == 1
+    [resolve] = of_type(inc.ticket({"state": "Filed", "key": "OPS-9"}, T0 + 5001), Resolve)
+    assert resolve.recovered is True
+    assert inc.current.resolution["state"] == "Pending"
+    # Until the resolution is recorded done, every pass re-derives it.
+    assert len(of_type(inc.tick(T0 + 5002), Resolve)) == 1
+
+
+def test_a_failed_ticket_is_loud() -> None:
+    inc = escalated()
+    effects = inc.ticket({"state": "Failed", "lastError": "gave up after 40 attempts"}, T0 + 1240)
+    [emit] = [e for e in effects if isinstance(e, machine.Emit)]
+    assert emit.reason == "TicketFailed"
+    assert emit.type is EventType.WARNING
+    assert "gave up after 40 attempts" in emit.message
+    assert of_type(inc.tick(T0 + 9000), Escalate) == []
+
+
+def test_ending_a_record_cancels_an_unsent_ticket_and_tells_a_filed_one() -> None:
+    inc = escalated()
+    state, effects = machine.end(
+        inc.current, reason=machine.EndReason.WORKLOAD_DELETED, now=T0 + 1240
+    )
+    assert state.phase is Phase.CLOSED
+    assert state.closed_reason == "WorkloadDeleted"
+    assert state.ticket["state"] == "Cancelled"
+    assert state.ticket_requested_at is None
+    assert of_type(effects, Escalate) == []
+    assert of_type(effects, Resolve) == []
+    assert machine.work_wakeup(state, now=T0 + 1241) is None
+
+    filed = escalated()
+    filed.ticket({"state": "Filed", "key": "OPS-2"}, T0 + 1240)
+    state, effects = machine.end(
+        filed.current, reason=machine.EndReason.POLICY_DELETED, now=T0 + 1250
+    )
+    [resolve] = of_type(effects, Resolve)
+    assert resolve.recovered is False
+    assert "HealingPolicy was deleted" in resolve.message
+    assert state.resolution["state"] == "Pending"
+
+    sent = escalated()
+    sent.ticket(_pending(T0 + 1300, createSent=True), T0 + 1240)
+    state, effects = machine.end(
+        sent.current, reason=machine.EndReason.WORKLOAD_DELETED, now=T0 + 1250
+    )
+    # A create may have happened: it is still adopted (and then told).
+    assert state.ticket["state"] == "Pending"
+    assert machine.work_wakeup(state, now=T0 + 1250) == T0 + 1300
 
 
 def test_ticket_reported_after_the_record_closed_is_resolved() -> None:
@@ -637,6 +726,7 @@ def test_restarting_before_every_event_changes_no_decision() -> None:
 
 def test_record_identity_is_kept_when_nothing_changes() -> None:
     inc = escalated()
+    inc.ticket({"state": "Filed", "key": "OPS-1"}, T0 + 1230)
     before = inc.current
     assert inc.tick(T0 + 1231) == []
     assert inc.state is before
@@ -680,7 +770,7 @@ def test_wakeup_rechecks_a_waiting_guardrail() -> None:
 
 def test_wakeup_retries_the_ticket_and_ends_retention() -> None:
     inc = escalated()
-    assert wake(inc, T0 + 1231) == T0 + 1230 + machine.TICKET_RETRY
+    assert wake(inc, T0 + 1231) == T0 + 1231  # the ticket is due: nothing recorded yet
     inc.ticket({"key": "OPS-1"}, T0 + 1240)
     assert wake(inc, T0 + 1241) == T0 + 1230 + inc.context.escalated_retention
 

@@ -51,19 +51,21 @@ runs a whole remediation with exactly these rules and fails on any 403.
   resources: [replicasets]
   verbs: [get, list, watch]
 # HealingPolicies: kopf's handlers list and watch them (handlers/policies.py) and patch
-# kopf's progress annotations (AnnotationsProgressStorage under selfheal.dev).
+# kopf's progress annotations (AnnotationsProgressStorage under selfheal.dev); the
+# reconciler gets one to confirm it is gone before closing its incidents (reconciler.py).
 - apiGroups: [selfheal.dev]
   resources: [healingpolicies]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 # HealingPolicy status: Ready condition, trigger health, counts (handlers/policies.py).
 - apiGroups: [selfheal.dev]
   resources: [healingpolicies/status]
   verbs: [patch]
 # Remediations: kopf index `remediations` lists and watches them; the driver gets one
-# on resume and creates it (creating it is the lock against acting twice).
+# on resume and creates it (creating it is the lock against acting twice); the
+# retention sweep deletes Resolved and Closed ones past `retention` (driver.prune).
 - apiGroups: [selfheal.dev]
   resources: [remediations]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, delete]
 # Remediation status: the machine's whole state after every transition (driver.py `_save`).
 - apiGroups: [selfheal.dev]
   resources: [remediations/status]

@@ -25,7 +25,8 @@ import datetime
 import enum
 import hashlib
 import random
-from collections.abc import Mapping
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from selfheal import metrics
@@ -47,7 +48,15 @@ RETRY_AFTER_MIN = 1.0
 RETRY_AFTER_MAX = 3600.0
 """A longer ``Retry-After`` (seconds) is cut to this."""
 GIVE_UP_AFTER = 24 * 3600.0
-"""Seconds after the first attempt when a ticket still not filed becomes Failed."""
+"""Default horizon: seconds after the first attempt when a ticket still not filed
+becomes Failed (the operator's ``ticket_horizon`` setting)."""
+CONSISTENCY_WINDOW = 60.0
+"""Seconds after a create was sent during which Jira's search may not show the issue
+yet (Jira Cloud's search is eventually consistent): no second create inside it."""
+ATTEMPT_LABEL_PREFIX = "selfheal-attempt-"
+REFUSED_UNPROCESSED = (429, 503)
+"""Answers that say Jira did not process the request (a create that got one made no
+issue). A timeout, a reset or a 502/504 from a proxy may hide a create that happened."""
 
 _POLICY_FIELD = "spec.remediation.escalate.jira"
 # Jira's field ids -> the policy field that sets them, for errors that name the fix.
@@ -119,6 +128,10 @@ class PendingTicket:
     mode: TicketMode = TicketMode.FILE
     create_sent: bool = False
     """A create was sent; if its answer was lost, the ticket may exist."""
+    create_marker: str | None = None
+    """The sent create's unique label (``selfheal-attempt-…``): tells our issue apart."""
+    create_sent_at: float | None = None
+    """When that create was sent (start of the consistency window)."""
     attached: tuple[str, ...] = ()
     """Attachment names known to be on the ticket."""
     comment_sent: bool = False
@@ -146,6 +159,8 @@ class PendingTicket:
             "fingerprint": self.fingerprint,
             "mode": self.mode.value,
             "createSent": self.create_sent,
+            "createMarker": self.create_marker,
+            "createSentAt": _ts(self.create_sent_at),
             "attached": list(self.attached),
             "commentSent": self.comment_sent,
             "firstAttemptAt": _ts(self.first_attempt_at),
@@ -175,6 +190,8 @@ class PendingTicket:
             url=status.get("url") or None,
             mode=mode,
             create_sent=bool(status.get("createSent")),
+            create_marker=status.get("createMarker") or None,
+            create_sent_at=_from_ts("createSentAt", status.get("createSentAt")),
             attached=tuple(str(a) for a in status.get("attached") or ()),
             comment_sent=bool(status.get("commentSent")),
             attempts=attempts,
@@ -195,18 +212,28 @@ class TicketOutcome:
     """When to call ``escalate`` again (Pending only)."""
     pending: PendingTicket | None = None
     """What to pass back as ``pending`` at ``retry_at`` (Pending only)."""
+    attached: tuple[str, ...] = ()
+    """Attachments on the issue (Filed)."""
+    gave_up: bool = False
+    """Failed because the horizon passed (not because Jira refused)."""
 
     def to_status(self) -> dict[str, Any]:
-        """The Remediation's ``status.ticket``."""
+        """The Remediation's ``status.ticket``: a finished ticket keeps only what is
+        true of it (no ``retryAt`` or ``createSent`` once it is filed)."""
         if self.pending is not None:
             return self.pending.to_status()
-        return {
+        out: dict[str, Any] = {
             "state": self.state.value,
             "key": self.key,
             "url": self.url,
             "attempts": self.attempts,
             "lastError": self.last_error,
         }
+        if self.attached:
+            out["attached"] = list(self.attached)
+        if self.gave_up:
+            out["gaveUp"] = True
+        return out
 
 
 def backoff(*, attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -282,10 +309,20 @@ async def escalate(
     attachments: Mapping[str, bytes],
     pending: PendingTicket | None,
     now: float,
+    record_intent: Callable[[PendingTicket], Awaitable[None]] | None = None,
+    horizon: float = GIVE_UP_AFTER,
+    window: float = CONSISTENCY_WINDOW,
     rng: random.Random | None = None,
 ) -> TicketOutcome:
     """One attempt to file (or comment) the ticket for ``fingerprint``. ``now`` is
-    wall-clock epoch seconds; ``pending`` is the previous attempt's progress."""
+    wall-clock epoch seconds; ``pending`` is the previous attempt's progress.
+
+    ``record_intent`` is awaited with the progress just before a create is sent, and
+    must store it (``status.ticket``): if the process dies before the create's answer
+    is stored, the next attempt knows a create may exist, finds it by its marker, and
+    sends no second create inside the consistency ``window``. When it raises, nothing
+    is sent. ``horizon``: seconds after the first attempt when the ticket is given up.
+    """
     rng = rng or random.Random()
     if not fingerprint or any(c.isspace() for c in fingerprint):
         # Every incident would share (or break) the label: refuse rather than merge them.
@@ -299,24 +336,45 @@ async def escalate(
         p = PendingTicket(fingerprint=fingerprint, first_attempt_at=now)
     p = dataclasses.replace(p, attempts=p.attempts + 1, retry_at=None)
     label = fingerprint_label(fingerprint)
+    first = p.first_attempt_at if p.first_attempt_at is not None else now
+    if p.key is None and now - first > horizon:
+        return _give_up(p, p.last_error or "no answer", now, first)
     try:
         if p.key is None:
             found = await jira.search_open(project=escalation.project, label=label)
-            if found:
-                ref = found[0]  # the oldest
-                # After a create whose answer was lost, what we find is that create: ours
-                # (evidence to attach). Otherwise it is an open ticket: a recurrence.
-                mode = TicketMode.FILE if p.create_sent else TicketMode.COMMENT
-            else:
-                p = dataclasses.replace(p, create_sent=True)
-                ref = await jira.create(
-                    fields=issue_fields(
-                        escalation=escalation,
-                        fingerprint=fingerprint,
-                        summary=summary,
-                        description=description,
-                    )
+            marker = _attempt_label(p.create_marker) if p.create_marker else None
+            ours = [r for r in found if marker and marker in r.labels]
+            if p.create_sent and ours:
+                # The create whose answer was lost: ours, with evidence to attach.
+                ref, mode = ours[0], TicketMode.FILE
+            elif p.create_sent and p.create_sent_at is not None and now < p.create_sent_at + window:
+                # Search may not show it yet: wait for the window, never create twice.
+                return _retry(
+                    p,
+                    "a create was sent and its issue is not searchable yet",
+                    max(p.create_sent_at + window - now, RETRY_AFTER_MIN),
+                    now,
+                    rng,
+                    horizon=horizon,
                 )
+            elif found and not p.create_sent:
+                ref, mode = found[0], TicketMode.COMMENT  # someone's open ticket: a recurrence
+            else:
+                token = secrets.token_hex(6)
+                p = dataclasses.replace(
+                    p, create_sent=True, create_marker=token, create_sent_at=now
+                )
+                if record_intent is not None:
+                    # Stored before sending: a crash after this is adopted, not repeated.
+                    await record_intent(dataclasses.replace(p, retry_at=now + window))
+                fields = issue_fields(
+                    escalation=escalation,
+                    fingerprint=fingerprint,
+                    summary=summary,
+                    description=description,
+                )
+                fields["labels"] = [*fields["labels"], _attempt_label(token)]
+                ref = await jira.create(fields=fields)
                 mode = TicketMode.FILE
             p = dataclasses.replace(p, key=ref.key, url=ref.url, mode=mode)
             key = ref.key
@@ -352,14 +410,17 @@ async def escalate(
         await jira.comment(key=key, body=body)
         return _done(TicketState.COMMENTED, p)
     except JiraUnavailable as e:
-        return _retry(p, str(e), e.retry_after, now, rng)
+        if e.operation == "create" and e.status in REFUSED_UNPROCESSED:
+            # Jira answered that it did not take the request: no issue can exist.
+            p = dataclasses.replace(p, create_sent=False, create_marker=None, create_sent_at=None)
+        return _retry(p, str(e), e.retry_after, now, rng, horizon=horizon)
     except JiraRejected as e:
         if e.status == 404 and p.key is not None and e.operation != "create":
             # The ticket was deleted or moved between attempts: start over.
             fresh = PendingTicket(
                 fingerprint=fingerprint, attempts=p.attempts, first_attempt_at=p.first_attempt_at
             )
-            return _retry(fresh, f"{p.key} vanished: {e}", None, now, rng)
+            return _retry(fresh, f"{p.key} vanished: {e}", None, now, rng, horizon=horizon)
         metrics.TICKETS.labels("escalate", "failed").inc()
         return TicketOutcome(
             state=TicketState.FAILED,
@@ -370,25 +431,48 @@ async def escalate(
         )
 
 
+def _attempt_label(marker: str) -> str:
+    return f"{ATTEMPT_LABEL_PREFIX}{marker}"
+
+
 def _done(state: TicketState, p: PendingTicket, error: str | None = None) -> TicketOutcome:
     metrics.TICKETS.labels("escalate", state.value.lower()).inc()
-    return TicketOutcome(state=state, key=p.key, url=p.url, attempts=p.attempts, last_error=error)
+    return TicketOutcome(
+        state=state,
+        key=p.key,
+        url=p.url,
+        attempts=p.attempts,
+        last_error=error,
+        attached=p.attached if state is TicketState.FILED else (),
+    )
+
+
+def _give_up(p: PendingTicket, error: str, now: float, first: float) -> TicketOutcome:
+    metrics.TICKETS.labels("escalate", "failed").inc()
+    metrics.GAVE_UP.labels("ticket").inc()
+    return TicketOutcome(
+        state=TicketState.FAILED,
+        key=p.key,
+        url=p.url,
+        attempts=p.attempts,
+        last_error=f"gave up after {p.attempts} attempts over {now - first:.0f}s: {error}",
+        gave_up=True,
+    )
 
 
 def _retry(
-    p: PendingTicket, error: str, retry_after: float | None, now: float, rng: random.Random
+    p: PendingTicket,
+    error: str,
+    retry_after: float | None,
+    now: float,
+    rng: random.Random,
+    *,
+    horizon: float = GIVE_UP_AFTER,
 ) -> TicketOutcome:
     delay = backoff(attempt=p.attempts, retry_after=retry_after, rng=rng)
     first = p.first_attempt_at if p.first_attempt_at is not None else now
-    if now + delay - first > GIVE_UP_AFTER:
-        metrics.TICKETS.labels("escalate", "failed").inc()
-        return TicketOutcome(
-            state=TicketState.FAILED,
-            key=p.key,
-            url=p.url,
-            attempts=p.attempts,
-            last_error=f"gave up after {p.attempts} attempts over {now - first:.0f}s: {error}",
-        )
+    if now + delay - first > horizon:
+        return _give_up(p, error, now, first)
     p = dataclasses.replace(p, last_error=error, retry_at=now + delay)
     metrics.TICKETS.labels("escalate", "pending").inc()
     return TicketOutcome(
@@ -453,3 +537,31 @@ async def resolve(
         return ResolveOutcome(state=ResolveState.FAILED, attempts=attempts, last_error=str(e))
     metrics.TICKETS.labels("resolve", "resolved").inc()
     return ResolveOutcome(state=ResolveState.RESOLVED, attempts=attempts, transitioned=moved)
+
+
+def resolution_status(
+    outcome: ResolveOutcome, *, before: Mapping[str, Any], now: float, horizon: float
+) -> dict[str, Any]:
+    """``status.resolution`` after one attempt: Done, Failed, or Pending with its
+    ``retryAt``; Pending past ``horizon`` (from the first attempt) gives up."""
+    first = _from_ts("firstAttemptAt", before.get("firstAttemptAt")) or now
+    out: dict[str, Any] = {
+        "message": before.get("message") or "",
+        "recovered": bool(before.get("recovered")),
+        "attempts": outcome.attempts,
+        "firstAttemptAt": _ts(first),
+    }
+    if outcome.state is ResolveState.RESOLVED:
+        return {**out, "state": "Done"}
+    if outcome.state is ResolveState.FAILED:
+        return {**out, "state": "Failed", "lastError": outcome.last_error}
+    if outcome.retry_at is not None and outcome.retry_at - first > horizon:
+        metrics.GAVE_UP.labels("resolution").inc()
+        why = f"gave up after {outcome.attempts} attempts over {now - first:.0f}s"
+        return {**out, "state": "Failed", "lastError": f"{why}: {outcome.last_error}"}
+    return {
+        **out,
+        "state": "Pending",
+        "retryAt": _ts(outcome.retry_at),
+        "lastError": outcome.last_error,
+    }

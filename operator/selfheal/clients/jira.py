@@ -160,6 +160,8 @@ class IssueRef:
     key: str
     url: str
     """The browsable URL (``<server>/browse/<key>``)."""
+    labels: tuple[str, ...] = ()
+    """The issue's labels, when the call that found it read them (search)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -374,11 +376,14 @@ class Jira:
             "AND statusCategory != Done ORDER BY created ASC"
         )
 
-        def run(j: JIRA) -> list[str]:
+        def run(j: JIRA) -> list[tuple[str, tuple[str, ...]]]:
             found = j.search_issues(jql, maxResults=20, fields="summary,status,labels")
-            return [str(i.key) for i in found]
+            return [(str(i.key), tuple(getattr(i.fields, "labels", None) or ())) for i in found]
 
-        return [IssueRef(key=k, url=self.browse_url(k)) for k in await self._call("search", run)]
+        return [
+            IssueRef(key=k, url=self.browse_url(k), labels=labels)
+            for k, labels in await self._call("search", run)
+        ]
 
     async def create(self, *, fields: Mapping[str, Any]) -> IssueRef:
         """Create an issue from REST ``fields`` (``project``, ``issuetype``, ``summary``...)."""

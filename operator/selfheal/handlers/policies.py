@@ -85,7 +85,7 @@ def _count_ready(rt: Runtime) -> None:
 @kopf.on.resume(GROUP, VERSION, "healingpolicies")
 @kopf.on.create(GROUP, VERSION, "healingpolicies")
 @kopf.on.update(GROUP, VERSION, "healingpolicies", field="spec")  # type: ignore[arg-type]
-def load(
+async def load(
     body: kopf.Body,
     namespace: str,
     name: str,
@@ -130,7 +130,7 @@ def load(
 
 
 @kopf.on.delete(GROUP, VERSION, "healingpolicies", optional=True)  # type: ignore[arg-type]
-def unload(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def unload(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime = memo["runtime"]
     rt.policies.pop((namespace, name), None)
     rt.invalid.pop((namespace, name), None)
@@ -152,10 +152,12 @@ async def tick(
     **_: Any,
 ) -> None:
     rt: Runtime = memo["runtime"]
-    rt.health.set(ready=True, reason="indexes filled; handling events")
+    rt.indexes.update(
+        remediations=remediations, deployments=deployments, rs_by_deployment=rs_by_deployment
+    )
     policy = rt.policies.get((namespace, name))
-    if policy is None:
-        return
+    if policy is None or not rt.leading():
+        return  # a standby evaluates nothing and writes nothing: the leader does
     now = time.time()
     workloads = [
         info
@@ -210,30 +212,57 @@ async def tick(
             logger.info(
                 "pruned %d remediation(s) older than the retention in %s", pruned, namespace
             )
-    # Time passes for every open incident of this policy (verify windows, deadlines).
-    for rec in remediations.get(namespace, ()):
-        spec = rec["spec"]
-        if spec.get("policy") != name or rec["status"].get("phase") in (None, *_FINAL):
+    # Time passes for every open incident of this policy (verify windows, deadlines),
+    # and every record with ticket work due, open or not: all of it read from status.
+    for rec in list(remediations.get(namespace, ())):
+        spec, st = rec["spec"], rec["status"]
+        if spec.get("policy") != name or not st.get("phase"):
+            continue
+        final = st.get("phase") in FINAL
+        if final and not work_pending(st):
             continue
         wl = spec.get("workload") or {}
-        # A deleted workload still ticks, so its record runs out its deadlines (an
-        # escalated one closes after the escalated retention) instead of hanging open.
-        info = by_name.get(wl.get("name")) or watch.DeploymentInfo(
+        info = _one_deployment(deployments, namespace, str(wl.get("name")))
+        facts_info = info or watch.DeploymentInfo(
             name=str(wl.get("name")),
             uid=str(wl.get("uid", "")),
             labels=(),
             desired=0,
             available=0,
         )
-        ref = WorkloadRef(namespace=namespace, name=info.name, uid=info.uid)
-        await rt.driver.handle(
-            event=machine.Tick(),
-            policy=policy,
-            workload=ref,
-            trigger=trigger_name(spec),
-            facts=watch.facts_for(
-                namespace, info, rt=rt, remediations=remediations, rs_by_deployment=rs_by_deployment
+        facts = watch.facts_for(
+            namespace,
+            facts_info,
+            rt=rt,
+            remediations=remediations,
+            rs_by_deployment=rs_by_deployment,
+        )
+        rec_name = str(rec["metadata"]["name"])
+        gone = info is None or (bool(wl.get("uid")) and info.uid != wl.get("uid"))
+        if gone and not final:
+            # The workload is gone (or was recreated): nothing left to heal or to file.
+            await watch.isolated(
+                rt.driver.end(
+                    namespace=namespace,
+                    name=rec_name,
+                    reason=machine.EndReason.WORKLOAD_DELETED,
+                    facts=facts,
+                    policy=policy,
+                ),
+                what=f"remediation {namespace}/{rec_name}",
+            )
+            continue
+        ref = WorkloadRef(namespace=namespace, name=facts_info.name, uid=facts_info.uid)
+        await watch.isolated(
+            rt.driver.handle(
+                event=machine.Tick(),
+                policy=policy,
+                workload=ref,
+                trigger=trigger_name(spec),
+                facts=facts,
+                name=rec_name,
             ),
+            what=f"remediation {namespace}/{rec_name}",
         )
     if policy.remediation.jira is not None:
         ok, reason, message = await _check_jira(rt, policy.remediation.jira.project, now)
@@ -258,7 +287,28 @@ async def tick(
     )
 
 
-_FINAL = (str(Phase.RESOLVED), str(Phase.CLOSED))
+FINAL = (str(Phase.RESOLVED), str(Phase.CLOSED))
+
+
+def work_pending(status: dict[str, Any]) -> bool:
+    """A record's ticket work is not done (a cheap look at the raw status; the machine
+    decides what exactly is due)."""
+    ticket = status.get("ticket") or {}
+    resolution = status.get("resolution") or {}
+    requested = (status.get("escalation") or {}).get("ticketRequestedAt")
+    return (
+        ticket.get("state") == "Pending"
+        or resolution.get("state") == "Pending"
+        or bool(requested and not ticket)
+    )
+
+
+def _one_deployment(
+    deployments: kopf.Index[Any, Any], namespace: str, name: str
+) -> watch.DeploymentInfo | None:
+    store = deployments.get((namespace, name))
+    return next(iter(store), None) if store else None
+
 
 JIRA_RECHECK = 300.0
 """Seconds a Jira project check is trusted (one check serves every policy of a project)."""
@@ -296,7 +346,7 @@ def _open_workloads(
     out = set()
     for rec in remediations.get(namespace, ()):
         spec = rec["spec"]
-        if spec.get("policy") == policy.name and rec["status"].get("phase") not in _FINAL:
+        if spec.get("policy") == policy.name and rec["status"].get("phase") not in FINAL:
             out.add(str(spec.get("workload", {}).get("name")))
     return out
 
@@ -341,7 +391,7 @@ def _write_status(
     mine = [
         r for r in remediations.get(policy.namespace, ()) if r["spec"].get("policy") == policy.name
     ]
-    active = sum(1 for r in mine if r["status"].get("phase") not in (None, *_FINAL))
+    active = sum(1 for r in mine if r["status"].get("phase") not in (None, *FINAL))
     last = max(mine, key=lambda r: r["status"].get("detectedAt") or "", default=None)
     outcome = last["status"].get("phase", "") if last else ""
     if status.get("workloads") != workloads:

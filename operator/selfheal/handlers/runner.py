@@ -20,7 +20,7 @@ from selfheal.clients import kube as k
 from selfheal.clients.jira import Jira, JiraCredentials, credentials_from_secret
 from selfheal.clients.prometheus import Prometheus
 from selfheal.detect.prometheus import PrometheusEvaluator
-from selfheal.handlers import web
+from selfheal.handlers import reconciler, web
 from selfheal.handlers.runtime import Runtime
 from selfheal.remediation import escalation
 from selfheal.remediation.driver import Driver
@@ -102,15 +102,21 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         kube=kube,
         jira=jira,
         evidence=escalation.Evidence(kube=kube, prometheus=prom).gather,
+        ticket_horizon=cfg.ticket_horizon,
     )
     health = web.Health()
-    memo["runtime"] = Runtime(
+    rt = Runtime(
         settings=cfg,
         driver=driver,
         prometheus=PrometheusEvaluator(client=prom),
         health=health,
     )
+    memo["runtime"] = rt
     memo["kube"] = kube
+    memo["tasks"] = [
+        asyncio.create_task(reconciler.await_ready(rt), name="selfheal readiness"),
+        asyncio.create_task(reconciler.run(rt, kube), name="selfheal reconciler"),
+    ]
     if cfg.metrics_port:
         memo["web"] = await web.serve(port=cfg.metrics_port, health=health)
     logger.info(
@@ -123,6 +129,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    tasks: list[asyncio.Task[None]] = memo.get("tasks") or []
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     rt: Runtime | None = memo.get("runtime")
     if rt is not None:
         await rt.driver.close()

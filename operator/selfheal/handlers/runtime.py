@@ -7,9 +7,11 @@ rebuilt from them after a restart.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from selfheal.detect import crashloop
 from selfheal.detect.prometheus import PrometheusEvaluator
@@ -31,8 +33,16 @@ class Runtime:
     """(namespace, name) -> why the policy is not served."""
     histories: dict[str, crashloop.PodHistory] = dataclasses.field(default_factory=dict)
     """Pod uid -> crash-loop history; only pods of namespaces some policy covers."""
-    unhealthy: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
-    """Namespace -> workload -> unix time it turned unhealthy (storm brake input)."""
+    unhealthy: dict[str, dict[tuple[str, str], float]] = dataclasses.field(default_factory=dict)
+    """Namespace -> (workload, trigger) -> unix time that trigger found it unhealthy
+    (storm brake input): one trigger's "healthy" never erases another's "unhealthy"."""
+    leading: Callable[[], bool] = lambda: True
+    """Whether this replica is the leader that evaluates and acts (leader election);
+    a standby keeps its caches warm and serves metrics."""
+    indexes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """kopf's live index objects by name, kept by the handlers for the reconciler."""
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    """Set when a record changed: the reconciler makes a pass before its period."""
     recent: dict[tuple[str, str], collections.deque[dict[str, object]]] = dataclasses.field(
         default_factory=dict
     )
@@ -58,12 +68,22 @@ class Runtime:
     def covers(self, namespace: str) -> bool:
         return any(ns == namespace for ns, _ in self.policies)
 
-    def mark(self, namespace: str, workload: str, *, unhealthy: bool, now: float) -> bool:
-        """Record the workload's health; True when it changed."""
+    def mark(
+        self, namespace: str, workload: str, *, trigger: str, unhealthy: bool, now: float
+    ) -> bool:
+        """Record what ``trigger`` says of the workload's health; True when it changed."""
         seen = self.unhealthy.setdefault(namespace, {})
+        key = (workload, trigger)
         if unhealthy:
-            if workload in seen:
+            if key in seen:
                 return False
-            seen[workload] = now
+            seen[key] = now
             return True
-        return seen.pop(workload, None) is not None
+        return seen.pop(key, None) is not None
+
+    def unhealthy_workloads(self, namespace: str) -> dict[str, float]:
+        """Workload -> when it first turned unhealthy by any trigger (storm brake)."""
+        out: dict[str, float] = {}
+        for (workload, _), at in self.unhealthy.get(namespace, {}).items():
+            out[workload] = min(at, out.get(workload, at))
+        return out

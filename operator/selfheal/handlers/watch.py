@@ -22,13 +22,13 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
 
-from selfheal import GROUP, VERSION
+from selfheal import GROUP, VERSION, metrics
 from selfheal.detect import crashloop
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.handlers.runtime import Runtime
@@ -116,6 +116,9 @@ class CountingToggleSet(aiotoggles.ToggleSet):
         self._on = 0
         self._state = self._compute()
         self._flipped = asyncio.Event()
+        if fn is all:
+            # kopf's only all-set is the "every resource's index is filled" one.
+            INDEXED.append(self)
 
     def _compute(self) -> bool:
         n = len(self._toggles)
@@ -156,6 +159,15 @@ class CountingToggleSet(aiotoggles.ToggleSet):
                 self._toggles.discard(toggle)
                 self._on -= 1 if toggle.is_on() else 0
         self._changed()
+
+
+INDEXED: list[CountingToggleSet] = []
+"""kopf's ``operator_indexed`` set(s): on once every watched resource's index is filled."""
+
+
+def caches_synced() -> bool:
+    """Every index kopf keeps is filled (also when the watched namespaces are empty)."""
+    return bool(INDEXED) and all(t.is_on() for t in INDEXED)
 
 
 # kopf builds its sets as ``aiotoggles.ToggleSet(all)`` when the operator starts.
@@ -268,7 +280,7 @@ def facts_for(
 ) -> Facts:
     return Facts(
         records=list(remediations.get(namespace, ())),
-        unhealthy=dict(rt.unhealthy.get(namespace, {})),
+        unhealthy=rt.unhealthy_workloads(namespace),
         availability=info.availability(),
         template_hash=newest_hash(namespace, info.name, rs_by_deployment),
         pod=culprit[0] if culprit else None,
@@ -299,7 +311,13 @@ async def feed(
         if signal.health is Health.UNKNOWN:
             continue
         bad = signal.health is Health.UNHEALTHY
-        changed = rt.mark(signal.workload.namespace, info.name, unhealthy=bad, now=signal.at)
+        changed = rt.mark(
+            signal.workload.namespace,
+            info.name,
+            trigger=signal.trigger,
+            unhealthy=bad,
+            now=signal.at,
+        )
         if changed:
             rt.remember(
                 signal.workload.namespace,
@@ -333,20 +351,38 @@ async def feed(
             and not _has_open(remediations, ns, fp)
         ):
             continue
-        await rt.driver.handle(
-            event=signal,
-            policy=policy,
-            workload=signal.workload,
-            trigger=signal.trigger,
-            facts=facts_for(
-                ns,
-                info,
-                rt=rt,
-                remediations=remediations,
-                rs_by_deployment=rs_by_deployment,
-                culprit=culprit_of(signal),
+        if not rt.leading():
+            continue  # a standby decides nothing: the leader does
+        await isolated(
+            rt.driver.handle(
+                event=signal,
+                policy=policy,
+                workload=signal.workload,
+                trigger=signal.trigger,
+                facts=facts_for(
+                    ns,
+                    info,
+                    rt=rt,
+                    remediations=remediations,
+                    rs_by_deployment=rs_by_deployment,
+                    culprit=culprit_of(signal),
+                ),
             ),
+            what=f"incident {ns}/{info.name}/{signal.trigger}",
         )
+
+
+async def isolated(work: Awaitable[object], *, what: str) -> None:
+    """Run one incident's work; its failure is logged and counted, never raised, so
+    the other incidents, the policy's pass and the event handlers go on. The next pass
+    (or event) retries it: the due work is read again from the stored status."""
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels("incident").inc()
+        logger.exception("%s failed; retried on the next pass", what)
 
 
 def _has_open(remediations: kopf.Index[Any, Any], namespace: str, fp: str) -> bool:
@@ -411,7 +447,6 @@ async def pod_event(
     **_: Any,
 ) -> None:
     rt: Runtime = memo["runtime"]
-    rt.health.set(ready=True, reason="indexes filled; handling events")
     if not rt.covers(namespace):
         return
     uid = body.get("metadata", {}).get("uid", "")
@@ -434,3 +469,27 @@ async def pod_event(
         pods.append(summary)
     signals = crash_signals(rt, namespace, info, pods=pods, now=now)
     await feed(rt, signals, remediations=remediations, rs_by_deployment=rs_by_deployment)
+
+
+@kopf.on.event(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
+async def remediation_event(
+    event: kopf.RawEvent,
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    remediations: kopf.Index[Any, Any],
+    deployments: kopf.Index[Any, Any],
+    rs_by_deployment: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    """A record changed: a record deleted by hand is forgotten; any change wakes the
+    reconciler, which reads the record's due work from its status."""
+    rt: Runtime = memo["runtime"]
+    # kopf's indexes are live objects: the reconciler reads them between events.
+    rt.indexes.update(
+        remediations=remediations, deployments=deployments, rs_by_deployment=rs_by_deployment
+    )
+    if event.get("type") == "DELETED":
+        rt.driver.forget(namespace, name)
+        return
+    rt.wake.set()

@@ -19,8 +19,10 @@ Nothing here imports kopf; the handlers own the watches and call ``handle``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import time
@@ -101,15 +103,22 @@ class Driver:
         evidence: EvidenceFn | None = None,
         events: EventRecorder | None = None,
         clock: Callable[[], float] = time.time,
+        ticket_horizon: float = ticket_action.GIVE_UP_AFTER,
     ) -> None:
         self.kube = kube
         self.jira = jira
         self.evidence = evidence
         self.events = events or EventRecorder(kube=kube, clock=clock)
         self.clock = clock
+        self.ticket_horizon = ticket_horizon
+        """Seconds after the first attempt when ticket work is given up (loudly)."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._open: dict[str, _Record] = {}
+        # Our own last write of each record: fresher than kopf's index for a moment.
+        self._written: collections.OrderedDict[tuple[str, str], _Record] = collections.OrderedDict()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._evidence: dict[tuple[str, str], tuple[str, str, Mapping[str, bytes], str]] = {}
 
     # --- public ----------------------------------------------------------------------
 
@@ -121,8 +130,13 @@ class Driver:
         workload: WorkloadRef,
         trigger: str,
         facts: Facts,
+        name: str | None = None,
     ) -> RemediationState | None:
-        """Apply one event to the incident of (policy, workload, trigger)."""
+        """Apply one event to the incident of (policy, workload, trigger).
+
+        ``name``: apply it to that record only (open or final; never a new one), as
+        the results of ticket work and the periodic pass over stored records do.
+        """
         fp = naming.fingerprint(
             namespace=workload.namespace,
             policy=policy.name,
@@ -133,7 +147,59 @@ class Driver:
         # storm brake, rate limits) must see the decisions made just before.
         lock = self._locks.setdefault(workload.namespace, asyncio.Lock())
         async with lock:
-            return await self._apply(fp, event, policy, workload, trigger, facts)
+            return await self._apply(fp, event, policy, workload, trigger, facts, name)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A Remediation was deleted (by hand, or pruned): drop everything held for it."""
+        self._written.pop((namespace, name), None)
+        self._evidence.pop((namespace, name), None)
+        for fp, rec in list(self._open.items()):
+            if (rec.namespace, rec.name) == (namespace, name):
+                del self._open[fp]
+
+    async def end(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        reason: machine.EndReason,
+        facts: Facts,
+        policy: HealingPolicy | None,
+    ) -> RemediationState | None:
+        """Close one open record from outside (its workload or policy is gone)."""
+        lock = self._locks.setdefault(namespace, asyncio.Lock())
+        async with lock:
+            record = self._find_named(namespace, name, facts)
+            if record is None or record.state is None:
+                return None
+            state = record.state
+            if reason is machine.EndReason.POLICY_DELETED and state.ticket.get("createSent"):
+                # Without its policy no Jira project is known to search: the filing ends.
+                state = dataclasses.replace(state, ticket={**state.ticket, "createSent": False})
+            new, effects = machine.end(state, reason=reason, now=self.clock())
+            if new is state:
+                return state
+            saved = await self._save_or_forget(record, new)
+            if saved is None:
+                return None
+            logger.info("remediation %s/%s closed: %s", namespace, name, reason)
+            self._run_effects_soon(effects, saved, policy=policy, facts=facts)
+            return saved.state
+
+    async def work(
+        self, *, namespace: str, name: str, facts: Facts, policy: HealingPolicy | None
+    ) -> None:
+        """Run the ticket work due on a record whose policy is not served (gone or
+        invalid): telling a filed ticket the incident ended needs no policy."""
+        record = self._find_named(namespace, name, facts)
+        if record is None or record.state is None:
+            return
+        effects = [
+            e
+            for e in machine.due_work(record.state, now=self.clock())
+            if isinstance(e, machine.Resolve) or policy is not None
+        ]
+        self._run_effects_soon(effects, record, policy=policy, facts=facts)
 
     def open_incidents(self) -> dict[str, RemediationState]:
         """Fingerprint -> state of every open record this driver holds."""
@@ -159,10 +225,19 @@ class Driver:
         workload: WorkloadRef,
         trigger: str,
         facts: Facts,
+        target: str | None = None,
     ) -> RemediationState | None:
         # Bounded: each Act is reported once; a step never acts twice (machine rule).
         queue: list[machine.Event] = [event]
-        record = self._find(fp, facts)
+        if target is not None:
+            record = self._find_named(workload.namespace, target, facts)
+            if record is None:
+                record = await self._fetch(workload.namespace, target)
+            if record is None or record.state is None:
+                return None  # deleted: a named event never creates a record
+        else:
+            record = self._find(fp, facts)
+        conflicts = 0
         for _ in range(2 * len(policy.remediation.steps) + 8):
             if not queue:
                 break
@@ -209,13 +284,25 @@ class Driver:
                         trigger=trigger,
                         facts=facts,
                     )
+                except k.NotFound:
+                    # Deleted by hand (or its namespace is going): forget it, act on nothing.
+                    logger.info("remediation %s/%s is gone; forgotten", workload.namespace, name)
+                    self.forget(workload.namespace, name)
+                    return None
                 except k.Conflict:
-                    # Another writer owns or moved this incident: its decision stands.
                     logger.info(
                         "remediation %s/%s changed under us; reloading", workload.namespace, name
                     )
                     self._open.pop(fp, None)
-                    await self._reload(fp, workload.namespace, name)
+                    self._written.pop((workload.namespace, name), None)
+                    record = await self._reload(fp, workload.namespace, name)
+                    if isinstance(ev, machine.TicketDone) and record is not None and conflicts < 3:
+                        # What Jira did is a fact, not a stale decision: record it on
+                        # the fresh state.
+                        conflicts += 1
+                        queue.insert(0, ev)
+                        continue
+                    # Another writer owns or moved this incident: its decision stands.
                     return None
             assert record is not None
             if new.phase is Phase.RESOLVED and (old is None or old.phase is not Phase.RESOLVED):
@@ -245,14 +332,48 @@ class Driver:
         self._open[fp] = record
         return record
 
-    async def _reload(self, fp: str, namespace: str, name: str) -> None:
+    def _find_named(self, namespace: str, name: str, facts: Facts) -> _Record | None:
+        if (written := self._written.get((namespace, name))) is not None:
+            return written
+        for body in facts.records:
+            if _name_of(body) == name:
+                try:
+                    return _from_body(body)
+                except ValueError:
+                    return None  # malformed: not ours to decide on
+        return None
+
+    async def _fetch(self, namespace: str, name: str) -> _Record | None:
         try:
             body = await self.kube.get(k.group(API_VERSION, namespace, PLURAL, name))
         except k.NotFound:
-            return
-        record = _from_body(body)
+            return None
+        return _from_body(body)
+
+    async def _reload(self, fp: str, namespace: str, name: str) -> _Record | None:
+        record = await self._fetch(namespace, name)
+        if record is None:
+            return None
         if record.state is not None and not record.state.phase.final:
             self._open[fp] = record
+        return record
+
+    def _remember(self, record: _Record) -> None:
+        key = (record.namespace, record.name)
+        self._written[key] = record
+        self._written.move_to_end(key)
+        while len(self._written) > 4096:
+            self._written.popitem(last=False)
+
+    async def _save_or_forget(self, record: _Record, new: RemediationState) -> _Record | None:
+        try:
+            return await self._save(record, new)
+        except k.NotFound:
+            self.forget(record.namespace, record.name)
+            return None
+        except k.Conflict:
+            self._written.pop((record.namespace, record.name), None)
+            return None
 
     async def _persist(
         self,
@@ -302,21 +423,31 @@ class Driver:
                 resource_version=created["metadata"]["resourceVersion"],
                 spec=spec,
             )
+        return await self._save(record, new)
+
+    async def _save(self, record: _Record, new: RemediationState) -> _Record:
+        """Write ``new`` as the record's status, guarded by its resourceVersion."""
         patch = {
             "metadata": {"resourceVersion": record.resource_version},
             "status": new.to_status(),
         }
         out = await self.kube.patch(
-            k.group(API_VERSION, ns, PLURAL, name), patch, subresource="status"
+            k.group(API_VERSION, record.namespace, PLURAL, record.name),
+            patch,
+            subresource="status",
         )
+        was_final = record.state is not None and record.state.phase.final
         record.state = new
         record.resource_version = out["metadata"]["resourceVersion"]
+        fp = str(record.spec.get("fingerprint") or "")
         if new.phase.final:
-            self._open.pop(fp, None)
-            if new.phase is Phase.RESOLVED:
+            if self._open.get(fp) is record:
+                del self._open[fp]
+            if new.phase is Phase.RESOLVED and not was_final:
                 metrics.TIME_TO_RESOLVE.observe(max(0.0, (new.closed_at or 0) - new.detected_at))
-        else:
+        elif fp:
             self._open[fp] = record
+        self._remember(record)
         return record
 
     # --- effects -------------------------------------------------------------------------
@@ -365,13 +496,61 @@ class Driver:
             )
         if isinstance(eff, machine.Escalate):
             self._spawn(
-                record, "ticket", self._ticket_loop(eff, record, policy, workload, trigger, facts)
+                record,
+                "ticket",
+                functools.partial(
+                    self._ticket_attempt, eff, record, policy, workload, trigger, facts
+                ),
             )
             return None
         if isinstance(eff, machine.Resolve):
-            self._spawn(record, "resolve", self._resolve(eff, record, policy))
+            self._spawn(
+                record,
+                "resolve",
+                functools.partial(self._resolve_attempt, eff, record, policy, facts),
+            )
             return None
         raise TypeError(f"unknown effect {eff!r}")
+
+    def _run_effects_soon(
+        self,
+        effects: Sequence[machine.Effect],
+        record: _Record,
+        *,
+        policy: HealingPolicy | None,
+        facts: Facts,
+    ) -> None:
+        """Events and ticket work of a record handled without its policy's machine."""
+        spec_wl = record.spec.get("workload") or {}
+        workload = WorkloadRef(
+            namespace=record.namespace,
+            name=str(spec_wl.get("name") or ""),
+            uid=str(spec_wl.get("uid") or ""),
+        )
+        for eff in effects:
+            if isinstance(eff, machine.Emit):
+                self.events.emit_soon(
+                    namespace=record.namespace,
+                    involved=[_ref("Remediation", API_VERSION, record.namespace, record.name)],
+                    reason=str(eff.reason),
+                    message=eff.message,
+                    type=str(eff.type),
+                )
+            elif isinstance(eff, machine.Resolve):
+                self._spawn(
+                    record,
+                    "resolve",
+                    functools.partial(self._resolve_attempt, eff, record, policy, facts),
+                )
+            elif isinstance(eff, machine.Escalate) and policy is not None:
+                trigger = trigger_name(record.spec)
+                self._spawn(
+                    record,
+                    "ticket",
+                    functools.partial(
+                        self._ticket_attempt, eff, record, policy, workload, trigger, facts
+                    ),
+                )
 
     async def _act(
         self,
@@ -449,6 +628,11 @@ class Driver:
             closed = parse_time(status.get("closedAt"), field="status.closedAt")
             if closed is None or now - closed < retention:
                 continue
+            try:
+                if machine.work_wakeup(RemediationState.from_status(status), now=now):
+                    continue  # its ticket still has to be filed or told: keep the record
+            except ValueError:
+                continue  # not written by selfheal: not ours to delete
             meta = body.get("metadata") or {}
             try:
                 await self.kube.delete(
@@ -461,27 +645,49 @@ class Driver:
                 logger.warning("pruning remediation %s: %s", meta.get("name"), e)
         return pruned
 
-    def _spawn(self, record: _Record, kind: str, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(
+        self, record: _Record, kind: str, work: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Run one attempt of a record's ticket work in the background, one at a time
+        per (record, kind): passes re-derive the work from status until it is done."""
         key = f"{record.namespace}/{record.name}/{kind}"
         running = self._tasks.get(key)
         if running is not None and not running.done():
-            # The machine re-emits Escalate while no ticket arrived: one worker suffices.
-            coro.close()
             return
+        failures, until = self._failures.get(key, (0, 0.0))
+        if self.clock() < until:
+            return  # this record's work failed lately: others go on, it waits its backoff
 
         async def guarded() -> None:
             try:
-                await coro
+                await work()
+                self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("%s for remediation %s failed", kind, key)
+            except Exception as e:
+                # Isolation: one record's failure is retried with backoff and reported
+                # on that record; nothing else stops.
+                delay = min(5.0 * 2.0**failures, 300.0)
+                self._failures[key] = (failures + 1, self.clock() + delay)
+                metrics.RECONCILE_ERRORS.labels(kind).inc()
+                logger.exception("%s for remediation %s failed; retried in %.0fs", kind, key, delay)
+                self.events.emit_soon(
+                    namespace=record.namespace,
+                    involved=[_ref("Remediation", API_VERSION, record.namespace, record.name)],
+                    reason="ReconcileError",
+                    message=f"{kind}: {type(e).__name__}: {e}; retried in {delay:.0f}s"[:1024],
+                    type="Warning",
+                )
             finally:
                 self._tasks.pop(key, None)
 
         self._tasks[key] = asyncio.create_task(guarded(), name=key)
 
-    async def _ticket_loop(
+    def _current(self, record: _Record) -> RemediationState | None:
+        fresh = self._written.get((record.namespace, record.name))
+        return (fresh or record).state
+
+    async def _ticket_attempt(
         self,
         eff: machine.Escalate,
         record: _Record,
@@ -490,94 +696,143 @@ class Driver:
         trigger: str,
         facts: Facts,
     ) -> None:
+        """One attempt to file the incident's ticket; the result goes into its status."""
         escalation = policy.remediation.jira
-        state = record.state
-        assert state is not None
+        state = self._current(record)
+        if state is None:
+            return
+        key = (record.namespace, record.name)
+
+        async def report(ticket: Mapping[str, object]) -> RemediationState | None:
+            return await self.handle(
+                event=machine.TicketDone(ticket=ticket),
+                policy=policy,
+                workload=workload,
+                trigger=trigger,
+                facts=facts,
+                name=record.name,
+            )
+
         if self.jira is None or escalation is None:
             why = (
                 "Jira is not configured (settings: jira_url)"
                 if self.jira is None
                 else ("the policy has no remediation.escalate.jira")
             )
-            await self.handle(
-                event=machine.TicketDone(ticket={"state": "Failed", "lastError": why}),
-                policy=policy,
-                workload=workload,
-                trigger=trigger,
-                facts=facts,
-            )
+            await report({"state": "Failed", "lastError": why})
             return
         if self.evidence is None:
             raise RuntimeError("driver: evidence collector missing")
-        summary, description, attachments, short = await self.evidence(
-            policy=policy,
-            workload=workload,
-            trigger=trigger,
-            state=state,
-            facts=facts,
-            reason=eff.reason,
-            related=eff.related,
-        )
-        fp = str(record.spec.get("fingerprint") or "")
-        pending = ticket_action.PendingTicket.from_status(state.ticket)
-        for _ in range(50):  # bounded: about a day of retries at the maximum backoff
-            outcome = await ticket_action.escalate(
-                jira=self.jira,
-                escalation=escalation,
-                fingerprint=fp,
-                summary=summary,
-                description=description,
-                attachments=attachments,
-                pending=pending,
-                now=self.clock(),
-            )
-            logger.info(
-                "%s: %s ticket %s%s",
-                workload,
-                record.name,
-                outcome.state,
-                f" {outcome.key}"
-                if outcome.key
-                else f" (attempt {outcome.attempts}: {outcome.last_error})",
-            )
-            status = dict(outcome.to_status())
-            status["evidenceSummary"] = short
-            await self.handle(
-                event=machine.TicketDone(ticket=status),
+        if key not in self._evidence:
+            self._evidence[key] = await self.evidence(
                 policy=policy,
                 workload=workload,
                 trigger=trigger,
+                state=state,
                 facts=facts,
+                reason=eff.reason,
+                related=eff.related,
             )
-            if outcome.pending is None or outcome.retry_at is None:
-                return
-            pending = outcome.pending
-            await asyncio.sleep(max(0.0, outcome.retry_at - self.clock()))
+        summary, description, attachments, short = self._evidence[key]
+        fp = str(record.spec.get("fingerprint") or "")
+        try:
+            pending = ticket_action.PendingTicket.from_status(state.ticket)
+        except ValueError as e:
+            logger.warning("remediation %s/%s: %s; filing afresh", *key, e)
+            pending = None
 
-    async def _resolve(self, eff: machine.Resolve, record: _Record, policy: HealingPolicy) -> None:
-        state = record.state
-        key = str((state.ticket if state else {}).get("key") or "")
-        if self.jira is None or not key:
-            return
-        transition = (
-            policy.remediation.jira.resolve_transition
-            if (eff.recovered and policy.remediation.jira)
-            else None
+        async def record_intent(p: ticket_action.PendingTicket) -> None:
+            saved = await report({**p.to_status(), "evidenceSummary": short})
+            if saved is None or saved.ticket.get("createMarker") != p.create_marker:
+                raise RuntimeError("the intent to create a ticket could not be stored")
+
+        outcome = await ticket_action.escalate(
+            jira=self.jira,
+            escalation=escalation,
+            fingerprint=fp,
+            summary=summary,
+            description=description,
+            attachments=attachments,
+            pending=pending,
+            now=self.clock(),
+            record_intent=record_intent,
+            horizon=self.ticket_horizon,
         )
-        attempts = 0
-        for _ in range(20):
+        logger.info(
+            "%s: %s ticket %s%s",
+            workload,
+            record.name,
+            outcome.state,
+            f" {outcome.key}"
+            if outcome.key
+            else f" (attempt {outcome.attempts}: {outcome.last_error})",
+        )
+        status = dict(outcome.to_status())
+        status["evidenceSummary"] = short
+        if outcome.pending is None:
+            self._evidence.pop(key, None)
+        await report(status)
+
+    async def _resolve_attempt(
+        self,
+        eff: machine.Resolve,
+        record: _Record,
+        policy: HealingPolicy | None,
+        facts: Facts,
+    ) -> None:
+        """One attempt to tell the ticket the incident ended (comment, transition)."""
+        state = self._current(record)
+        if state is None:
+            return
+        key = str(state.ticket.get("key") or "")
+        if not key:
+            return
+        jira_cfg = policy.remediation.jira if policy is not None else None
+        transition = jira_cfg.resolve_transition if (eff.recovered and jira_cfg) else None
+        before = state.resolution
+        now = self.clock()
+        if self.jira is None:
+            status: dict[str, Any] = {
+                **before,
+                "state": "Failed",
+                "lastError": "Jira is not configured (settings: jira_url)",
+            }
+        else:
+            raw_attempts = before.get("attempts")
             out = await ticket_action.resolve(
                 jira=self.jira,
                 key=key,
                 comment=eff.message,
                 transition=transition,
-                now=self.clock(),
-                attempts=attempts,
+                now=now,
+                attempts=raw_attempts if isinstance(raw_attempts, int) else 0,
             )
-            if out.retry_at is None:
-                return
-            attempts = out.attempts
-            await asyncio.sleep(max(0.0, out.retry_at - self.clock()))
+            status = ticket_action.resolution_status(
+                out, before=before, now=now, horizon=self.ticket_horizon
+            )
+        await self._record_resolution(record, status, facts)
+
+    async def _record_resolution(
+        self, record: _Record, resolution: Mapping[str, Any], facts: Facts
+    ) -> None:
+        lock = self._locks.setdefault(record.namespace, asyncio.Lock())
+        async with lock:
+            for _ in range(3):
+                current = self._find_named(record.namespace, record.name, facts)
+                if current is None:
+                    current = await self._fetch(record.namespace, record.name)
+                if current is None or current.state is None:
+                    return
+                new = dataclasses.replace(current.state, resolution=dict(resolution))
+                try:
+                    await self._save(current, new)
+                    return
+                except k.NotFound:
+                    self.forget(record.namespace, record.name)
+                    return
+                except k.Conflict:
+                    self._written.pop((record.namespace, record.name), None)
+                    facts = Facts()  # the index may be stale too: read the API
 
 
 # --- Events ---------------------------------------------------------------------------------

@@ -58,12 +58,17 @@ Rules the driver can rely on:
   open a new record on every unhealthy signal). DryRun steps never count for
   cooldowns or rate limits. An escalation in DryRun is a real one (a ticket when the
   policy configures Jira): a ticket changes no workload, and nobody else is acting.
-- **Tickets.** ``Escalate`` is emitted on entering Escalated when the policy has
-  ``remediation.jira``, except for records a storm brake summarises elsewhere; it is
-  emitted again every ``TICKET_RETRY`` seconds on ``Tick`` until ``TicketDone``
-  arrives, so the ticket code must find an existing ticket before filing one.
-  ``Resolve`` is emitted when a record whose ticket names an issue (``ticket["key"]``)
-  ends, or when the issue's key arrives after the record ended (a late filing).
+- **Tickets are due work read from the status.** ``Escalate`` is emitted on
+  entering Escalated when the policy has ``remediation.jira`` (not for records a
+  storm brake summarises elsewhere), and on any later event while the ticket is
+  due: requested and nothing recorded yet, or ``ticket.state`` Pending and its
+  ``retryAt`` passed, in every phase (a record that closed before its ticket was
+  filed still files it). ``Resolve`` is emitted while ``status.resolution`` is
+  Pending and due: set when a record whose ticket names an issue ends, or when the
+  issue's key arrives after the record ended (a late filing). ``due_work()`` derives
+  both from a state alone; the driver runs one attempt at a time per record and
+  reports ``TicketDone`` (and stores ``status.resolution``), so a restart resumes
+  exactly what is due.
 - **Persisting.** When nothing changed the input state object itself is returned
   (``new is old``); otherwise write ``new.to_status()``.
 """
@@ -92,12 +97,11 @@ from selfheal.remediation.state import (
     StepResult,
     Verification,
     VerifyOutcome,
+    parse_time,
 )
 
 ESCALATED_RETENTION = 86400.0
 """Default seconds an Escalated record stays open while the workload is not healthy."""
-TICKET_RETRY = 300.0
-"""Seconds between two ``Escalate`` effects while no ``TicketDone`` has arrived."""
 RECHECK = 30.0
 """Seconds between two guardrail checks while a step waits for permission."""
 
@@ -127,6 +131,15 @@ class TicketDone:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Tick:
     """Time passed: deadlines, verify windows, retention and ticket retries."""
+
+
+class EndReason(enum.StrEnum):
+    """Why a record ends from outside the machine (``status.closedReason``)."""
+
+    WORKLOAD_DELETED = "WorkloadDeleted"
+    """The workload the incident is about no longer exists."""
+    POLICY_DELETED = "PolicyDeleted"
+    """The HealingPolicy that opened the incident no longer exists."""
 
 
 Event = Signal | ActionDone | TicketDone | Tick
@@ -196,6 +209,10 @@ class EventReason(enum.StrEnum):
     """The incident ended without a verified heal by a step."""
     HEALTH_UNKNOWN = "HealthUnknown"
     """The trigger cannot tell the workload's health (no data, backend down)."""
+    TICKET_FILED = "TicketFiled"
+    """The incident's ticket was filed (or an open one commented)."""
+    TICKET_FAILED = "TicketFailed"
+    """The ticket could not be filed: Jira refused it, or the horizon passed."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -291,6 +308,10 @@ class _Run:
             if settled == new:
                 break
             new = settled
+        if new is not None and not isinstance(event, TicketDone):
+            # Ticket work is read from the stored status on every pass, in every phase,
+            # so a restart (or a lost task) resumes exactly the work that is due.
+            self.effects.extend(due_work(new, now=self.now, effects=self.effects))
         return new
 
     def _apply(self, state: RemediationState | None, event: Event) -> RemediationState | None:
@@ -414,7 +435,6 @@ class _Run:
                     f"escalated; {self.context.workload.name} was not verified healthy"
                 )
                 return self._close(state, phase=Phase.CLOSED, message=message, recovered=False)
-            return self._retry_ticket(state)
         return state
 
     def _try_start(self, state: RemediationState) -> RemediationState:
@@ -597,10 +617,17 @@ class _Run:
     ) -> RemediationState:
         reason = EventReason.RESOLVED if phase is Phase.RESOLVED else EventReason.CLOSED
         self.emit(reason, message)
-        if has_issue(state.ticket):
-            self.effects.append(Resolve(message=message, recovered=recovered))
         return dataclasses.replace(
-            state, phase=phase, closed_at=self.now, step_deadline=None, waiting_for=""
+            state,
+            phase=phase,
+            closed_at=self.now,
+            step_deadline=None,
+            waiting_for="",
+            resolution=(
+                pending_resolution(message=message, recovered=recovered)
+                if has_issue(state.ticket)
+                else state.resolution
+            ),
         )
 
     def _escalate_for(self, state: RemediationState, decision: Decision) -> RemediationState:
@@ -642,15 +669,14 @@ class _Run:
             waiting_for="",
         )
 
-    def _retry_ticket(self, state: RemediationState) -> RemediationState:
-        requested = state.ticket_requested_at
-        if state.ticket or requested is None or self.now < requested + TICKET_RETRY:
-            return state
-        self.effects.append(Escalate(reason=state.escalation_reason, related=state.related))
-        return dataclasses.replace(state, ticket_requested_at=self.now)
-
     def _ticket_done(self, state: RemediationState, done: TicketDone) -> RemediationState:
         new = dataclasses.replace(state, ticket=dict(done.ticket))
+        before, after = state.ticket.get("state"), done.ticket.get("state")
+        if after != before and after in (TICKET_FILED, TICKET_COMMENTED):
+            self.emit(EventReason.TICKET_FILED, f"ticket {done.ticket.get('key')} {after}")
+        elif after != before and after == TICKET_FAILED:
+            why = done.ticket.get("lastError") or "Jira refused it"
+            self.emit(EventReason.TICKET_FAILED, f"no ticket: {why}", warning=True)
         if state.phase.final and not has_issue(state.ticket) and has_issue(done.ticket):
             # The incident ended before its issue existed: tell the issue now.
             recovered = (
@@ -658,6 +684,11 @@ class _Run:
                 and state.verification.outcome is VerifyOutcome.PASSED
             )
             message = state.verification.message if state.verification else "record closed"
+            if state.closed_reason:
+                message = END_MESSAGES.get(state.closed_reason, message)
+            new = dataclasses.replace(
+                new, resolution=pending_resolution(message=message, recovered=recovered)
+            )
             self.effects.append(Resolve(message=message, recovered=recovered))
         return new
 
@@ -695,6 +726,124 @@ class _Run:
         )
 
 
+# --- Due ticket work, read from the stored status ------------------------------------------
+
+TICKET_PENDING = "Pending"
+TICKET_FILED = "Filed"
+TICKET_COMMENTED = "Commented"
+TICKET_FAILED = "Failed"
+TICKET_CANCELLED = "Cancelled"
+"""``status.ticket.state`` values the machine reads (the ticket code writes them)."""
+
+END_MESSAGES: dict[str, str] = {
+    EndReason.WORKLOAD_DELETED: "closed by selfheal: the workload was deleted",
+    EndReason.POLICY_DELETED: "closed by selfheal: its HealingPolicy was deleted",
+}
+
+
+def pending_resolution(*, message: str, recovered: bool) -> dict[str, object]:
+    """``status.resolution`` for an ended incident whose ticket must be told."""
+    return {"state": TICKET_PENDING, "message": message, "recovered": recovered, "attempts": 0}
+
+
+def _due_at(work: Mapping[str, object], now: float) -> float | None:
+    """When pending ``work`` (ticket or resolution) is due; ``None``: not pending."""
+    if work.get("state") != TICKET_PENDING:
+        return None
+    raw = work.get("retryAt")
+    if raw is None:
+        return now
+    try:
+        at = parse_time(raw, field="retryAt")
+    except ValueError:
+        return now  # unreadable: due now rather than never
+    return now if at is None else at
+
+
+def ticket_due_at(state: RemediationState, *, now: float) -> float | None:
+    """When the next ticket attempt is due; ``None``: no ticket work is pending."""
+    if state.ticket_requested_at is None:
+        return None
+    if not state.ticket:
+        return now  # requested, nothing recorded yet: the first attempt (again, after a crash)
+    return _due_at(state.ticket, now)
+
+
+def resolution_due_at(state: RemediationState, *, now: float) -> float | None:
+    """When the next attempt to tell the ticket the incident ended is due."""
+    if not has_issue(state.ticket):
+        return None
+    return _due_at(state.resolution, now)
+
+
+def due_work(
+    state: RemediationState, *, now: float, effects: Sequence[Effect] = ()
+) -> list[Effect]:
+    """The ticket effects due at ``now``, derived from ``state`` alone (no policy
+    needed, so a record whose policy is gone still finishes its work). ``effects``:
+    already emitted in this call, not repeated."""
+    out: list[Effect] = []
+    at = ticket_due_at(state, now=now)
+    if at is not None and at <= now and not any(isinstance(e, Escalate) for e in effects):
+        out.append(Escalate(reason=state.escalation_reason, related=state.related))
+    at = resolution_due_at(state, now=now)
+    if at is not None and at <= now and not any(isinstance(e, Resolve) for e in effects):
+        res = state.resolution
+        out.append(
+            Resolve(message=str(res.get("message") or ""), recovered=bool(res.get("recovered")))
+        )
+    return out
+
+
+def end(
+    state: RemediationState, *, reason: EndReason, now: float
+) -> tuple[RemediationState, list[Effect]]:
+    """Close an open record from outside (its workload or policy is gone).
+
+    Nothing new is filed: a ticket nobody sent is cancelled; one whose create was sent
+    is still found (and adopted) and then told; a filed one gets a comment.
+    """
+    if state.phase.final:
+        return state, []
+    message = END_MESSAGES[reason]
+    ticket = dict(state.ticket)
+    requested = state.ticket_requested_at
+    resolution: Mapping[str, object] = state.resolution
+    if has_issue(ticket):
+        resolution = pending_resolution(message=message, recovered=False)
+    elif ticket.get("createSent"):
+        pass  # the issue may exist: adopt it, then the late-filing rule tells it
+    elif requested is not None:
+        ticket = {"state": TICKET_CANCELLED, "lastError": message}
+        requested = None
+    new = dataclasses.replace(
+        state,
+        phase=Phase.CLOSED,
+        closed_at=now,
+        closed_reason=str(reason),
+        step_deadline=None,
+        waiting_for="",
+        ticket=ticket,
+        ticket_requested_at=requested,
+        resolution=resolution,
+    )
+    effects: list[Effect] = [
+        Emit(reason=EventReason.CLOSED, message=message, type=EventType.NORMAL)
+    ]
+    effects.extend(due_work(new, now=now))
+    return new, effects
+
+
+def work_wakeup(state: RemediationState, *, now: float) -> float | None:
+    """The earliest time pending ticket work of ``state`` is due (any phase)."""
+    times = [
+        t
+        for t in (ticket_due_at(state, now=now), resolution_due_at(state, now=now))
+        if t is not None
+    ]
+    return max(now, min(times)) if times else None
+
+
 def wakeup(
     state: RemediationState | None, *, policy: HealingPolicy, context: Context, now: float
 ) -> float | None:
@@ -705,9 +854,12 @@ def wakeup(
     ``RECHECK`` seconds (the records that hold it back change without a Tick). Ticking
     more often is harmless; ticking at these times is enough.
     """
-    if state is None or state.phase.final or policy.mode is Mode.PAUSED:
+    if state is None:
         return None
-    times: list[float] = []
+    work = work_wakeup(state, now=now)
+    if state.phase.final or policy.mode is Mode.PAUSED:
+        return work
+    times: list[float] = [] if work is None else [work]
     if state.step_deadline is not None:
         times.append(state.step_deadline)
     if state.phase is not Phase.ACTING and state.healthy_since is not None:
@@ -717,8 +869,6 @@ def wakeup(
     if state.phase is Phase.ESCALATED:
         assert state.escalated_at is not None
         times.append(state.escalated_at + context.escalated_retention)
-        if state.ticket_requested_at is not None and not state.ticket:
-            times.append(state.ticket_requested_at + TICKET_RETRY)
     return max(now, min(times)) if times else None
 
 

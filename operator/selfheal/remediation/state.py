@@ -139,6 +139,13 @@ class RemediationState:
     """Detected: give up waiting; Acting: give up on the outcome; Verifying: give up
     on the step. ``None`` in Escalated and final phases."""
     closed_at: float | None = None
+    closed_reason: str = ""
+    """Why a record ended other than by its steps (``WorkloadDeleted``, ``PolicyDeleted``);
+    empty for the machine's own endings."""
+    resolution: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    """Telling the ticket the incident ended, as due work: opaque, owned by the ticket
+    code (``state`` Pending/Done/Failed, ``retryAt``, ``attempts``, ``message``,
+    ``recovered``); empty: nothing to tell."""
 
     def healthy_for(self, now: float) -> float:
         """Healthy seconds counted toward the verify window at ``now``."""
@@ -189,6 +196,8 @@ class RemediationState:
             "waitingFor": self.waiting_for,
             "stepDeadline": format_time(self.step_deadline),
             "closedAt": format_time(self.closed_at),
+            "closedReason": self.closed_reason,
+            "resolution": dict(self.resolution),
             # Convenience for printer columns and selectors; derived, ignored on read.
             "startedAt": format_time(self.started_at),
         }
@@ -239,6 +248,8 @@ class RemediationState:
             waiting_for=status.get("waitingFor") or "",
             step_deadline=parse_time(status.get("stepDeadline"), field="status.stepDeadline"),
             closed_at=parse_time(status.get("closedAt"), field="status.closedAt"),
+            closed_reason=status.get("closedReason") or "",
+            resolution=dict(status.get("resolution") or {}),
         )
 
 
