@@ -366,7 +366,7 @@ async def escalate(
                 )
                 if record_intent is not None:
                     # Stored before sending: a crash after this is adopted, not repeated.
-                    await record_intent(dataclasses.replace(p, retry_at=now + window))
+                    await record_intent(dataclasses.replace(p, retry_at=now + BACKOFF_FIRST))
                 fields = issue_fields(
                     escalation=escalation,
                     fingerprint=fingerprint,
@@ -522,7 +522,8 @@ async def resolve(
         f"\n\n{{color:#97a0af}}{marker}{{color}}"
     )
     try:
-        already = attempts > 1 and any(marker in c for c in (await jira.issue(key=key)).comments)
+        # Always looked for: a crash may have lost the record of an earlier attempt.
+        already = any(marker in c for c in (await jira.issue(key=key)).comments)
         if not already:
             await jira.comment(key=key, body=body)
         moved = await jira.transition(key=key, name=transition) if transition else False

@@ -427,10 +427,12 @@ class Driver:
 
     async def _save(self, record: _Record, new: RemediationState) -> _Record:
         """Write ``new`` as the record's status, guarded by its resourceVersion."""
-        patch = {
-            "metadata": {"resourceVersion": record.resource_version},
-            "status": new.to_status(),
-        }
+        status = new.to_status()
+        # A merge patch keeps keys it does not name: null the ones a ticket or a
+        # resolution no longer has (a filed ticket has no retryAt).
+        for field, keys in (("ticket", _TICKET_KEYS), ("resolution", _RESOLUTION_KEYS)):
+            status[field] = {**dict.fromkeys(keys), **status[field]}
+        patch = {"metadata": {"resourceVersion": record.resource_version}, "status": status}
         out = await self.kube.patch(
             k.group(API_VERSION, record.namespace, PLURAL, record.name),
             patch,
@@ -939,6 +941,22 @@ class EventRecorder:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+_TICKET_KEYS = (
+    *ticket_action.PendingTicket(fingerprint="-").to_status(),
+    "attached",
+    "gaveUp",
+    "evidenceSummary",
+)
+_RESOLUTION_KEYS = (
+    "state",
+    "message",
+    "recovered",
+    "attempts",
+    "firstAttemptAt",
+    "retryAt",
+    "lastError",
+)
 
 
 def _bookkeeping_only(old: RemediationState | None, new: RemediationState) -> bool:

@@ -1,0 +1,280 @@
+"""Faults at the real boundaries, through the running operator (with the chart's RBAC):
+the operator SIGKILLed while Jira holds the answer to a create, or to the recovery
+comment; Jira down across a restart; the workload, the policy or the Remediation
+deleted mid-incident. Each ends with exactly the tickets and records a user expects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from selfheal import API_VERSION
+from selfheal.clients import kube as k
+from tests.support.fixtures.jira import JIRA_PASSWORD
+from tests.support.jira_server import JiraServer
+from tests.support.kubelet import Behaviour, Kubelet
+from tests.support.operator import OperatorProcess
+from tests.support.workloads import (
+    deployment,
+    eventually,
+    jira_secret,
+    policy,
+    remediations,
+    set_image,
+)
+
+CREATE = r"/rest/api/2/issue$"
+COMMENT = r"/rest/api/2/issue/[^/]+/comment$"
+CRASH = "Traceback (most recent call last):\nRuntimeError: payments down\n"
+
+
+def _spec(
+    *, verify: str = "3s", timeout: str = "6s", steps: list[Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}}],
+        "remediation": {
+            "steps": [{"restart": {}}] if steps is None else steps,
+            "verify": {"for": verify, "timeout": timeout},
+            "escalate": {
+                "jira": {"project": "OPS", "issueType": "Bug", "resolveTransition": "Done"}
+            },
+        },
+    }
+
+
+async def _crashing(
+    kube: k.Kube, kubelet: Kubelet, ns: str, name: str = "pay", *, spec: dict[str, Any]
+) -> str:
+    """A crash-looping Deployment with a HealingPolicy; returns the Jira secret ref."""
+    image = f"registry.local/{ns}/{name}:v1"
+    kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0, previous_logs=CRASH))
+    await kube.create(k.apps(ns, "deployments"), deployment(name, image, replicas=1))
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy(name, selector={"app": name}, spec=spec),
+    )
+    return await jira_secret(kube, ns, password=JIRA_PASSWORD)
+
+
+def _creates(jira: JiraServer) -> int:
+    return sum(
+        1 for r in jira.requests_received() if r.method == "POST" and r.path.endswith("/issue")
+    )
+
+
+async def _one(
+    kube: k.Kube, ns: str, pred: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    hits = [r for r in await remediations(kube, ns) if pred(r.get("status") or {})]
+    return hits[0] if hits else None
+
+
+def _ticket_state(state: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda st: (st.get("ticket") or {}).get("state") == state
+
+
+async def test_killed_while_jira_holds_the_create_answer_files_one_ticket_with_its_evidence(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec())
+    # Jira creates the issue, then holds the answer: the operator dies before it arrives.
+    jira_server.delay_next(30, method="POST", path=CREATE)
+    first = operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+    await eventually(
+        lambda: _async(jira_server.issues()), timeout=120, what="the issue created in Jira"
+    )
+    first.kill()
+    # What the dead process left: the intent, stored before the create was sent.
+    rec = await _one(kube, ns, _ticket_state("Pending"))
+    assert rec is not None
+    assert rec["status"]["ticket"]["createSent"] is True
+    assert rec["status"]["ticket"]["createMarker"]
+
+    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+    rec = await eventually(
+        lambda: _one(kube, ns, _ticket_state("Filed")), timeout=90, what="the ticket adopted"
+    )
+    [issue] = jira_server.issues()
+    assert _creates(jira_server) == 1  # adopted, never created again
+    ticket = rec["status"]["ticket"]
+    assert ticket["key"] == issue["key"]
+    assert {"pod.yaml", "deployment.yaml"} <= set(issue["attachments"])
+    assert sorted(ticket["attached"]) == sorted(issue["attachments"])
+    # A filed ticket keeps only what is true of it.
+    assert "retryAt" not in ticket
+    assert "createSent" not in ticket
+
+
+async def test_jira_down_across_a_restart_files_the_pending_ticket_once(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec())
+    jira_server.down()
+    first = operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+    rec = await eventually(
+        lambda: _one(kube, ns, _ticket_state("Pending")), timeout=120, what="a pending ticket"
+    )
+    assert rec["status"]["ticket"]["lastError"]
+    first.kill()
+    jira_server.up()
+    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+    rec = await eventually(
+        lambda: _one(kube, ns, _ticket_state("Filed")), timeout=120, what="the ticket filed"
+    )
+    [issue] = jira_server.issues()
+    assert rec["status"]["ticket"]["key"] == issue["key"]
+    assert _creates(jira_server) == 1
+
+
+async def test_killed_during_the_recovery_comment_comments_once_and_transitions(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec())
+    first = operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+    await eventually(
+        lambda: _one(kube, ns, _ticket_state("Filed")), timeout=120, what="the ticket filed"
+    )
+    jira_server.delay_next(30, method="POST", path=COMMENT)
+    await set_image(kube, ns, "pay", f"registry.local/{ns}/pay:v2")  # a person fixes it
+
+    async def commented() -> list[Any] | None:
+        issues = jira_server.issues()
+        return issues[0]["comments"] or None
+
+    await eventually(commented, timeout=120, what="the recovery comment received by Jira")
+    first.kill()
+    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+
+    async def done() -> dict[str, Any] | None:
+        issue = jira_server.issues()[0]
+        return issue if issue["status"] == "Done" else None
+
+    issue = await eventually(done, timeout=90, what="the ticket moved to Done")
+    assert len(issue["comments"]) == 1  # the comment Jira had taken is not posted again
+    rec = await eventually(
+        lambda: _one(kube, ns, lambda st: (st.get("resolution") or {}).get("state") == "Done"),
+        timeout=30,
+        what="the resolution recorded",
+    )
+    assert rec["status"]["phase"] == "Closed"
+
+
+async def test_a_workload_deleted_mid_incident_closes_it_and_files_nothing(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="60s", timeout="120s"))
+    op = operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+    await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
+        timeout=120,
+        what="Verifying",
+    )
+    await kube.delete(k.apps(ns, "deployments", "pay"))
+    rec = await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") == "Closed"), timeout=60, what="Closed"
+    )
+    assert rec["status"]["closedReason"] == "WorkloadDeleted"
+    assert jira_server.issues() == []
+    assert "Traceback" not in op.tail(400)  # nothing failed on the way
+
+
+async def test_a_policy_deleted_mid_incident_closes_it_and_frees_its_slot(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="60s", timeout="120s"))
+    operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+    await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
+        timeout=120,
+        what="Verifying",
+    )
+    await kube.delete(k.group(API_VERSION, ns, "healingpolicies", "pay"))
+    rec = await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") == "Closed"), timeout=60, what="Closed"
+    )
+    assert rec["status"]["closedReason"] == "PolicyDeleted"
+    assert jira_server.issues() == []
+
+
+async def test_a_remediation_deleted_by_hand_is_forgotten_and_the_policy_keeps_serving(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    spec = {**_spec(verify="60s", timeout="120s"), "guardrails": {"maxConcurrent": 5}}
+    del spec["remediation"]["escalate"]
+    image = f"registry.local/{ns}/pay:v1"
+    kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0, previous_logs=CRASH))
+    await kube.create(
+        k.apps(ns, "deployments"), deployment("pay", image, replicas=1, labels={"tier": "shop"})
+    )
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy("shop", selector={"tier": "shop"}, spec=spec),
+    )
+    op = operator(namespaces=[ns])
+    first = await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
+        timeout=120,
+        what="Verifying",
+    )
+    await kube.delete(k.group(API_VERSION, ns, "remediations", first["metadata"]["name"]))
+    # Another workload of the same policy crash-loops: it is still served.
+    cart = f"registry.local/{ns}/cart:v1"
+    kubelet.behave(cart, Behaviour(kind="crashloop", restart_every=1.0, previous_logs=CRASH))
+    await kube.create(
+        k.apps(ns, "deployments"), deployment("cart", cart, replicas=1, labels={"tier": "shop"})
+    )
+
+    async def cart_remediated() -> dict[str, Any] | None:
+        for rec in await remediations(kube, ns):
+            steps = rec.get("status", {}).get("steps") or []
+            if rec["spec"]["workload"]["name"] == "cart" and steps and steps[0].get("result"):
+                return rec
+        return None
+
+    rec = await eventually(cart_remediated, timeout=120, what="cart remediated")
+    assert rec["status"]["steps"][0]["result"] == "Succeeded"
+
+    async def pay_reopened() -> dict[str, Any] | None:
+        for r in await remediations(kube, ns):
+            if r["spec"]["workload"]["name"] == "pay" and r.get("status", {}).get("phase"):
+                return r
+        return None
+
+    # pay still crash-loops: its deleted record is forgotten and a new incident opens.
+    again = await eventually(pay_reopened, timeout=60, what="a new record for pay")
+    assert again["metadata"]["uid"] != first["metadata"]["uid"]
+    assert "NotFound" not in op.tail(400)
+
+
+async def _async(value: Any) -> Any:
+    return value or None
