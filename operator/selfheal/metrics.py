@@ -50,3 +50,9 @@ TICKETS = Counter(
     "Jira ticket operations, by operation and result.",
     ["operation", "result"],
 )
+LEADER = Gauge(
+    "selfheal_leader",
+    "1 while this process may act (it holds the leader Lease, or leader election is off), "
+    "0 while it stands by.",
+    ["identity"],
+)

@@ -11,6 +11,7 @@ import collections
 import dataclasses
 from collections.abc import Iterator
 
+from selfheal.clients.lease import LeaderElector
 from selfheal.detect import crashloop
 from selfheal.detect.prometheus import PrometheusEvaluator
 from selfheal.handlers.web import Health
@@ -45,6 +46,14 @@ class Runtime:
     """Namespace -> when its next retention sweep is due."""
     next_eval: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
     """(namespace, policy, trigger) -> when its Prometheus query is due."""
+    elector: LeaderElector | None = None
+    """The Lease campaign (``--leader-election``); ``None``: election off, always leads."""
+
+    @property
+    def is_leader(self) -> bool:
+        """True when this process may act: it holds the Lease, or election is off.
+        Standbys stay Ready (/readyz) and keep their caches warm; they only do not act."""
+        return self.elector is None or self.elector.is_leader
 
     def policies_in(self, namespace: str) -> Iterator[HealingPolicy]:
         for (ns, _), policy in self.policies.items():
