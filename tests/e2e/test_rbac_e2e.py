@@ -109,6 +109,10 @@ def granted(release: Release) -> set[Permission]:
     }
 
 
+ELECTION_FLAGS = ("--leader-election", "--no-leader-election", "--lease-duration",
+                  "--renew-deadline", "--retry-period")  # fmt: skip
+
+
 def run_as_chart(
     cluster: Cluster, release: Release, tmp_path: Path, *, name: str = "op"
 ) -> OperatorProcess:
@@ -123,6 +127,8 @@ def run_as_chart(
         jira_url=jira_url[0] if jira_url else None,
         jira_secret=jira_secret[0] if jira_secret else None,
         extra_env={"SELFHEAL_NAMESPACE": release.namespace},
+        # The chart's Lease (its name is what the Role grants get/update on) and timings.
+        extra_args=[a for a in release.operator_args if a.startswith(ELECTION_FLAGS)],
     )
     proc.start()
     return proc
