@@ -273,7 +273,10 @@ async def test_namespaced_mode_heals_its_namespace_and_is_refused_elsewhere(
                     "watchNamespaces": [ns_a]}
         )  # fmt: skip
         assert release.find("ClusterRole")[0]["metadata"]["name"].endswith("-cluster-reads")
-        assert [r["metadata"]["namespace"] for r in release.find("Role")] == [ns_a]
+        roles = {r["metadata"]["name"]: r["metadata"]["namespace"] for r in release.find("Role")}
+        # One Role per watched namespace, and the Lease's in the release namespace.
+        assert roles == {f"{release.name}-selfheal": ns_a,
+                         f"{release.name}-selfheal-leader-election": release.namespace}  # fmt: skip
         assert release.arg("namespace") == [ns_a]
 
         await _deploy(kube, ns_a, "shop", "registry.local/shop:v1")

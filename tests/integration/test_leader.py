@@ -232,6 +232,14 @@ async def test_a_released_lease_is_taken_over_at_the_next_attempt(
 ) -> None:
     a, b = await leading_with_standby(candidates)
     before = await lease(kube, namespace)
+    seen: list[bool] = []
+
+    async def watch_b() -> None:
+        async for leading in b.transitions():
+            seen.append(leading)
+
+    watcher = asyncio.create_task(watch_b())
+    await asyncio.sleep(0)  # subscribed before anything can change
     await candidates.stop(a)
     released = time.monotonic()
     assert not a.is_leader  # stopped leading before the release was written
@@ -247,6 +255,9 @@ async def test_a_released_lease_is_taken_over_at_the_next_attempt(
     rec = await lease(kube, namespace)
     assert rec.holder == b.identity
     assert rec.transitions == before.transitions + 1
+    await asyncio.wait_for(b.wait_for_leadership(), timeout=0.1)  # returns at once now
+    watcher.cancel()
+    assert seen == [True]
 
 
 def _kubeconfig_via(cluster: Cluster, server: str, path: Path) -> Path:
