@@ -30,7 +30,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, help="port of /metrics, /healthz, /readyz")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--log-format", choices=["text", "json"])
-    p.add_argument("--peering", help="kopf peering name for leader election")
+    p.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="campaign for a Lease and act only while holding it (default: on); "
+        "--no-leader-election: always act (one replica, development)",
+    )
+    p.add_argument("--leader-election-name", help="name of the Lease (default: selfheal)")
+    p.add_argument(
+        "--leader-election-namespace",
+        help="namespace of the Lease (default: the operator's, POD_NAMESPACE)",
+    )
+    p.add_argument("--lease-duration", type=float, help="seconds; default 15")
+    p.add_argument("--renew-deadline", type=float, help="seconds; default 10")
+    p.add_argument("--retry-period", type=float, help="seconds; default 2")
     p.add_argument("--kubeconfig", help="kubeconfig path; default: in-cluster or ~/.kube/config")
     return p.parse_args(argv)
 

@@ -60,4 +60,9 @@ RECONCILE_ERRORS = Counter(
     "Failures of one incident's reconcile (retried with backoff; others go on).",
     ["kind"],
 )
-LEADER = Gauge("selfheal_leader", "1 while this replica is the leader that acts.", ["identity"])
+LEADER = Gauge(
+    "selfheal_leader",
+    "1 while this process may act (it holds the leader Lease, or leader election is off), "
+    "0 while it stands by.",
+    ["identity"],
+)

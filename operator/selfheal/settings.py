@@ -44,16 +44,46 @@ class Settings:
     log_format: str = "text"
     """``text`` or ``json``."""
 
-    peering: str | None = None
-    """kopf peering name for leader election between replicas; ``None`` runs standalone."""
-
     namespace: str = "selfheal-system"
-    """Namespace the operator runs in (for its own Events and Secrets)."""
+    """Namespace the operator runs in (for its own Events, Secrets and Lease). From
+    ``SELFHEAL_NAMESPACE``, else ``POD_NAMESPACE`` (the downward API)."""
+
+    leader_election: bool = True
+    """Campaign for a Lease and act only while holding it, so replicas never act side by
+    side. False: this process always leads (one replica, tests, a laptop)."""
+
+    leader_election_name: str = "selfheal"
+    """Name of the ``coordination.k8s.io/v1`` Lease; one per installation."""
+
+    leader_election_namespace: str | None = None
+    """Namespace of the Lease. ``None``: ``namespace``, the operator's own."""
+
+    lease_duration: float = 15.0
+    """Seconds a standby waits without seeing the Lease renewed before it takes over."""
+
+    renew_deadline: float = 10.0
+    """Seconds a leader keeps failing to renew before it stops leading (< lease_duration)."""
+
+    retry_period: float = 2.0
+    """Seconds between renewals and between a standby's attempts (jittered up to x2.2)."""
+
+    pod_name: str | None = None
+    """This pod's name (``POD_NAME``, the downward API), the stem of the election
+    identity ``<pod>_<random>``. ``None``: the host name."""
 
     ticket_horizon: float = 24 * 3600.0
     """Seconds after the first attempt when ticket work not done (filing a ticket,
     telling it the incident ended) is given up: state Failed, a Warning Event, and
     ``selfheal_gave_up_total``."""
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -76,8 +106,13 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("METRICS_PORT", "metrics_port", int),
         ("LOG_LEVEL", "log_level", str),
         ("LOG_FORMAT", "log_format", str),
-        ("PEERING", "peering", str),
         ("NAMESPACE", "namespace", str),
+        ("LEADER_ELECTION", "leader_election", _bool),
+        ("LEADER_ELECTION_NAME", "leader_election_name", str),
+        ("LEADER_ELECTION_NAMESPACE", "leader_election_namespace", str),
+        ("LEASE_DURATION", "lease_duration", float),
+        ("RENEW_DEADLINE", "renew_deadline", float),
+        ("RETRY_PERIOD", "retry_period", float),
         ("TICKET_HORIZON_SECONDS", "ticket_horizon", float),
     ):
         if (raw := env.get(f"SELFHEAL_{key}")) is not None and raw != "":
@@ -85,4 +120,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                 kw[field] = conv(raw)
             except ValueError as e:
                 raise ValueError(f"SELFHEAL_{key}={raw!r}: {e}") from None
+    # The downward API's names (the chart sets them), when no SELFHEAL_* one is given.
+    if "namespace" not in kw and (v := env.get("POD_NAMESPACE")):
+        kw["namespace"] = v
+    if v := env.get("POD_NAME"):
+        kw["pod_name"] = v
     return Settings(**kw)  # type: ignore[arg-type]

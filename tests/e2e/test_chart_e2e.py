@@ -30,7 +30,7 @@ def test_default_install_serves_the_crds_and_uninstall_keeps_them(
     kinds = sorted({o["kind"] for o in release.manifest})
     assert kinds == [
         "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-        "Service", "ServiceAccount",
+        "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount",
     ]  # fmt: skip
     for name in CRDS:
         crd = cluster.api("GET", f"{CRD_API}/{name}")

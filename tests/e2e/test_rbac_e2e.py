@@ -109,6 +109,10 @@ def granted(release: Release) -> set[Permission]:
     }
 
 
+ELECTION_FLAGS = ("--leader-election", "--no-leader-election", "--lease-duration",
+                  "--renew-deadline", "--retry-period")  # fmt: skip
+
+
 def run_as_chart(
     cluster: Cluster, release: Release, tmp_path: Path, *, name: str = "op"
 ) -> OperatorProcess:
@@ -123,6 +127,8 @@ def run_as_chart(
         jira_url=jira_url[0] if jira_url else None,
         jira_secret=jira_secret[0] if jira_secret else None,
         extra_env={"SELFHEAL_NAMESPACE": release.namespace},
+        # The chart's Lease (its name is what the Role grants get/update on) and timings.
+        extra_args=[a for a in release.operator_args if a.startswith(ELECTION_FLAGS)],
     )
     proc.start()
     return proc
@@ -267,7 +273,10 @@ async def test_namespaced_mode_heals_its_namespace_and_is_refused_elsewhere(
                     "watchNamespaces": [ns_a]}
         )  # fmt: skip
         assert release.find("ClusterRole")[0]["metadata"]["name"].endswith("-cluster-reads")
-        assert [r["metadata"]["namespace"] for r in release.find("Role")] == [ns_a]
+        roles = {r["metadata"]["name"]: r["metadata"]["namespace"] for r in release.find("Role")}
+        # One Role per watched namespace, and the Lease's in the release namespace.
+        assert roles == {f"{release.name}-selfheal": ns_a,
+                         f"{release.name}-selfheal-leader-election": release.namespace}  # fmt: skip
         assert release.arg("namespace") == [ns_a]
 
         await _deploy(kube, ns_a, "shop", "registry.local/shop:v1")

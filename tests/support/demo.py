@@ -430,12 +430,14 @@ def _jira_secret_rbac() -> list[dict[str, Any]]:
 
 def install_identity(cluster: Cluster) -> Path:
     """The operator's own identity, as the plain install creates it: its namespace,
-    ServiceAccount, least-privilege ClusterRole and binding from manifests/selfheal.yaml,
-    plus the Jira Secret's Role. Returns a kubeconfig with the ServiceAccount's token, so
-    every request of the operator is checked by the real authorizer."""
+    ServiceAccount, least-privilege ClusterRole and binding and the Lease's Role from
+    manifests/selfheal.yaml, plus the Jira Secret's Role. Returns a kubeconfig with the
+    ServiceAccount's token, so every request of the operator is checked by the real
+    authorizer."""
     docs = [d for d in crds.load_documents([PLAIN_INSTALL]) if d.get("kind") in _PATHS]
     kinds = sorted({str(d["kind"]) for d in docs})
-    if kinds != sorted(set(_PATHS) - {"Role", "RoleBinding"}):
+    # Role and RoleBinding: the leader election Lease's, in the operator's namespace.
+    if kinds != sorted(_PATHS):
         raise DemoFailed(
             f"{PLAIN_INSTALL}: expected the operator's identity objects, found {kinds}"
         )

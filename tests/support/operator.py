@@ -108,6 +108,7 @@ class OperatorProcess:
         jira_url: str | None = None,
         jira_secret: str | None = None,
         extra_env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
@@ -116,6 +117,7 @@ class OperatorProcess:
         self.jira_url = jira_url
         self.jira_secret = jira_secret
         self.extra_env = dict(extra_env or {})
+        self.extra_args = tuple(extra_args)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -146,6 +148,7 @@ class OperatorProcess:
             argv += ["--jira-url", self.jira_url]
         if self.jira_secret:
             argv += ["--jira-secret", self.jira_secret]
+        argv += self.extra_args
         env = {**os.environ, "PYTHONPATH": str(ROOT / "operator"), **self.extra_env}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = self.log.open("wb")

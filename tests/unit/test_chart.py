@@ -43,6 +43,10 @@ def rules(docs: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
+def named(docs: list[dict[str, Any]], kind: str, suffix: str) -> list[dict[str, Any]]:
+    return [d for d in of_kind(docs, kind) if d["metadata"]["name"].endswith(suffix)]
+
+
 def grants(docs: list[dict[str, Any]], group: str, resource: str) -> set[str]:
     """Verbs granted on ``group/resource`` by any rule."""
     verbs: set[str] = set()
@@ -110,7 +114,8 @@ def test_every_scenario_runs_hardened(helm: Helm, values: Path) -> None:
 def test_defaults_install_cluster_wide_with_the_crds_kept(helm: Helm) -> None:
     docs = helm.template()
     assert [d["metadata"]["name"] for d in of_kind(docs, "ClusterRole")] == ["selfheal"]
-    assert of_kind(docs, "Role") == []  # no Jira, no Secret to read
+    # No Jira, no Secret to read: the only Role is the leader election Lease's.
+    assert [d["metadata"]["name"] for d in of_kind(docs, "Role")] == ["selfheal-leader-election"]
     (binding,) = of_kind(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "selfheal", "namespace": "selfheal-system"}
@@ -128,7 +133,13 @@ def test_defaults_install_cluster_wide_with_the_crds_kept(helm: Helm) -> None:
     assert "--metrics-port=8080" in args
     assert "--log-format=json" in args
     assert not any(a.startswith(("--jira", "--prometheus")) for a in args)
-    assert of_kind(docs, "PodDisruptionBudget") == []  # one replica: a PDB would block drains
+    # Two replicas, one acting: the Lease holder; a drain keeps one of them up.
+    (dep,) = of_kind(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    assert "--leader-election" in args
+    assert "--leader-election-name=selfheal" in args
+    (pdb,) = of_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
     assert of_kind(docs, "ServiceMonitor") == []
     assert of_kind(docs, "ConfigMap") == []
 
@@ -137,12 +148,11 @@ def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
     # The list each rule's comment in templates/_rbac.tpl justifies; a new permission
     # must be added here on purpose (and proven by tests/e2e/test_rbac_e2e.py).
     docs = helm.template()
-    got = {
-        (g, res): sorted(r["verbs"])
-        for _, _, r in rules(docs)
-        for g in r["apiGroups"]
-        for res in r["resources"]
-    }
+    got: dict[tuple[str, str], list[str]] = {}
+    for _, _, r in rules(docs):
+        for g in r["apiGroups"]:
+            for res in r["resources"]:
+                got[(g, res)] = sorted({*got.get((g, res), []), *r["verbs"]})
     assert got == {
         ("", "pods"): ["get", "list", "watch"],
         ("", "pods/log"): ["get"],
@@ -156,14 +166,18 @@ def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
         ("selfheal.dev", "remediations"): ["create", "delete", "get", "list", "watch"],
         ("selfheal.dev", "remediations/status"): ["patch"],
         ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
+        ("coordination.k8s.io", "leases"): ["create", "get", "update"],
     }
     # Never: deleting anything but its own expired Remediations, reading Secrets
-    # cluster-wide, touching nodes or RBAC.
+    # cluster-wide, touching nodes or RBAC. The one update is the Lease's (a PUT with
+    # resourceVersion is the election's lock).
     for _, _, r in rules(docs):
-        verbs = set(r["verbs"])
+        forbidden = {"delete", "deletecollection", "escalate", "bind"}
         if r["resources"] == ["remediations"]:
-            verbs -= {"delete"}
-        assert not {"delete", "deletecollection", "update", "escalate", "bind"} & verbs
+            forbidden.discard("delete")
+        if r["resources"] != ["leases"]:
+            forbidden.add("update")
+        assert not forbidden & set(r["verbs"]), r
 
 
 # --- RBAC follows the features -------------------------------------------------------------------
@@ -183,16 +197,16 @@ def test_switching_actions_off_drops_their_permissions(helm: Helm) -> None:
     written = {res for _, _, r in rules(docs) if writes & set(r["verbs"]) for res in r["resources"]}
     # Detect-and-escalate only: it writes its own records and Events, nothing else.
     assert written == {"events", "healingpolicies", "healingpolicies/status", "remediations",
-                       "remediations/status"}  # fmt: skip
+                       "remediations/status", "leases"}  # fmt: skip
 
 
 def test_namespaced_mode_grants_one_role_per_watched_namespace_and_watches_only_them(
     helm: Helm,
 ) -> None:
     docs = helm.template({"rbac": {"namespaced": True}, "watchNamespaces": ["shop", "payments"]})
-    roles = of_kind(docs, "Role")
+    roles = named(docs, "Role", "selfheal")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["payments", "shop"]
-    bindings = of_kind(docs, "RoleBinding")
+    bindings = named(docs, "RoleBinding", "selfheal")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["payments", "shop"]
     # Cluster-wide, only kopf's reads of CRDs and Namespaces: no workload, no Secret.
     (cluster_role,) = of_kind(docs, "ClusterRole")
@@ -228,7 +242,7 @@ def test_jira_with_an_existing_secret_reads_that_secret_only(helm: Helm) -> None
     args = container(docs)["args"]
     assert "--jira-url=https://jira.example.com" in args
     assert "--jira-secret=ops/team-jira" in args
-    (role,) = of_kind(docs, "Role")
+    (role,) = named(docs, "Role", "-jira-secret")
     assert role["metadata"]["namespace"] == "ops"
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["team-jira"],
@@ -244,7 +258,7 @@ def test_jira_credentials_from_values_become_the_secret_the_operator_reads(helm:
     assert secret["stringData"] == {"username": "bot", "token": "t0k"}
     name = secret["metadata"]["name"]
     assert f"--jira-secret=selfheal-system/{name}" in container(docs)["args"]
-    (role,) = of_kind(docs, "Role")
+    (role,) = named(docs, "Role", "-jira-secret")
     assert role["rules"][0]["resourceNames"] == [name]
     # The token is in the Secret only: not in the Deployment (args, env, annotations).
     assert "t0k" not in json.dumps(of_kind(docs, "Deployment"))
@@ -272,6 +286,80 @@ def test_the_operator_accepts_every_flag_the_chart_passes(helm: Helm) -> None:
     assert args.jira_secret == "selfheal-system/selfheal-jira"
     assert args.prometheus_url == "http://prometheus-operated.monitoring:9090"
     assert args.metrics_port == 8080
+    assert args.leader_election is True
+    assert args.leader_election_name == "selfheal"
+    assert (args.lease_duration, args.renew_deadline, args.retry_period) == (15.0, 10.0, 2.0)
+    args = parse_args(container(helm.template(values_files=[ci / "ha-values.yaml"]))["args"])
+    assert (args.leader_election_name, args.lease_duration, args.retry_period) == (
+        "selfheal-leader",
+        30.0,
+        4.0,
+    )
+    args = parse_args(container(helm.template({"replicaCount": 1, "leaderElection":
+                                               {"enabled": False}}))["args"])  # fmt: skip
+    assert args.leader_election is False
+
+
+# --- leader election -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_every_scenario_may_campaign_for_its_lease_in_the_release_namespace_only(
+    helm: Helm, values: Path
+) -> None:
+    docs = helm.template(values_files=[values], namespace="ops")
+    args = container(docs)["args"]
+    lease_rules = [(w, ns, r) for w, ns, r in rules(docs) if "leases" in r["resources"]]
+    if "--no-leader-election" in args:
+        assert lease_rules == []
+        return
+    (name,) = [a.split("=", 1)[1] for a in args if a.startswith("--leader-election-name=")]
+    # A namespaced Role in the release namespace, in cluster-wide and namespaced mode alike.
+    assert {(w, ns) for w, ns, _ in lease_rules} == {("Role/selfheal-leader-election", "ops")}
+    by_verbs = {tuple(r["verbs"]): r for _, _, r in lease_rules}
+    assert set(by_verbs) == {("create",), ("get", "update")}
+    assert by_verbs[("create",)]["apiGroups"] == ["coordination.k8s.io"]
+    assert by_verbs[("get", "update")]["resourceNames"] == [name]  # this Lease only
+    (binding,) = named(docs, "RoleBinding", "-leader-election")
+    (sa,) = of_kind(docs, "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}
+    ]
+    # The Lease lives in the pod's namespace; its identity starts with the pod's name.
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+           for e in container(docs)["env"]}  # fmt: skip
+    assert env["POD_NAMESPACE"] == "metadata.namespace"
+    assert env["POD_NAME"] == "metadata.name"
+
+
+def test_leader_election_can_be_off_with_one_replica_only(helm: Helm) -> None:
+    docs = helm.template({"replicaCount": 1, "leaderElection": {"enabled": False}})
+    assert "--no-leader-election" in container(docs)["args"]
+    assert grants(docs, "coordination.k8s.io", "leases") == set()
+    assert of_kind(docs, "PodDisruptionBudget") == []  # one replica: a PDB would block drains
+    with pytest.raises(HelmError, match="would act side by side"):
+        helm.template({"replicaCount": 2, "leaderElection": {"enabled": False}})
+
+
+def test_each_release_has_its_own_lease(helm: Helm) -> None:
+    docs = helm.template(release="shop-ops")
+    assert "--leader-election-name=shop-ops-selfheal" in container(docs)["args"]
+    docs = helm.template({"leaderElection": {"leaseName": "mine"}})
+    assert "--leader-election-name=mine" in container(docs)["args"]
+
+
+@pytest.mark.parametrize(
+    ("timings", "says"),
+    [
+        ({"leaseDuration": 10, "renewDeadline": 10}, "greater than leaderElection.renewDeadline"),
+        ({"renewDeadline": 2, "retryPeriod": 2}, "1.2 x leaderElection.retryPeriod"),
+    ],
+)
+def test_timings_the_operator_would_refuse_fail_the_render(
+    helm: Helm, timings: dict[str, float], says: str
+) -> None:
+    with pytest.raises(HelmError, match=re.escape(says)):
+        helm.template({"leaderElection": timings})
 
 
 # --- availability, monitoring -------------------------------------------------------------------
@@ -284,6 +372,7 @@ def test_a_pdb_only_with_more_than_one_replica(helm: Helm) -> None:
     (dep,) = of_kind(docs, "Deployment")
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
     assert of_kind(helm.template({"replicaCount": 1}), "PodDisruptionBudget") == []
+    assert of_kind(helm.template(), "PodDisruptionBudget")  # the default: two replicas
     # A minimum as large as the replica count would block every node drain.
     with pytest.raises(HelmError, match="would block every node drain"):
         helm.template({"replicaCount": 2, "podDisruptionBudget": {"minAvailable": 2}})
@@ -373,8 +462,19 @@ def test_the_schema_is_strict_at_every_level_it_defines() -> None:
         ({"replicaCount": 0}, "replicaCount"),
         ({"watchNamespaces": ["Shop"]}, "watchNamespaces"),
         ({"image": {"digest": "latest"}}, "digest"),
+        ({"leaderElection": {"enable": False}}, "'enable' not allowed"),
+        ({"leaderElection": {"leaseDuration": "15s"}}, "leaseDuration"),
     ],
-    ids=["typo", "url-without-scheme", "log-level", "zero-replicas", "namespace-case", "digest"],
+    ids=[
+        "typo",
+        "url-without-scheme",
+        "log-level",
+        "zero-replicas",
+        "namespace-case",
+        "digest",
+        "leader-election-typo",
+        "lease-duration-unit",
+    ],
 )
 def test_the_schema_refuses_mistakes(helm: Helm, values: dict[str, Any], says: str) -> None:
     with pytest.raises(HelmError, match=re.escape(says)):

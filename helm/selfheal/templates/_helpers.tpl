@@ -120,3 +120,22 @@ inserted into its metadata. Its spec is untouched.
 {{- $text = regexReplaceAll "(?m)^metadata:\\n" $text $meta }}
 {{- regexReplaceAll "(?m)^  labels:\\n" $text $labels }}
 {{- end }}
+
+{{/*
+selfheal.leaseName: the leader election Lease, one per release (two releases in one
+namespace must not elect one leader between them); checked once with its timings, as
+the operator would refuse them at start (client-go's rules).
+*/}}
+{{- define "selfheal.leaseName" -}}
+{{- $le := .Values.leaderElection }}
+{{- if and (gt (int .Values.replicaCount) 1) (not $le.enabled) }}
+{{- fail (printf "replicaCount=%d with leaderElection.enabled=false: the replicas would act side by side; enable leader election or run one replica" (int .Values.replicaCount)) }}
+{{- end }}
+{{- if le (float64 $le.leaseDuration) (float64 $le.renewDeadline) }}
+{{- fail "leaderElection.leaseDuration must be greater than leaderElection.renewDeadline" }}
+{{- end }}
+{{- if le (float64 $le.renewDeadline) (mulf 1.2 $le.retryPeriod) }}
+{{- fail "leaderElection.renewDeadline must be greater than 1.2 x leaderElection.retryPeriod" }}
+{{- end }}
+{{- default (include "selfheal.fullname" .) $le.leaseName | trunc 63 | trimSuffix "-" }}
+{{- end }}

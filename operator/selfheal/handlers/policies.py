@@ -156,7 +156,7 @@ async def tick(
         remediations=remediations, deployments=deployments, rs_by_deployment=rs_by_deployment
     )
     policy = rt.policies.get((namespace, name))
-    if policy is None or not rt.leading():
+    if policy is None or not rt.is_leader:
         return  # a standby evaluates nothing and writes nothing: the leader does
     now = time.time()
     workloads = [

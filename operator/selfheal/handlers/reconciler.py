@@ -51,7 +51,7 @@ async def run(rt: Runtime, kube: k.Kube) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rt.wake.wait(), timeout=PERIOD)
         rt.wake.clear()
-        if not rt.leading() or "remediations" not in rt.indexes:
+        if not rt.is_leader or "remediations" not in rt.indexes:
             continue
         await watch.isolated(reconcile_orphans(rt, kube, exists), what="the orphan pass")
 

@@ -8,6 +8,7 @@ own bookkeeping in ``selfheal.dev`` annotations on the objects selfheal owns
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,8 +17,10 @@ from typing import Any
 
 import kopf
 
+from selfheal import metrics
 from selfheal.clients import kube as k
 from selfheal.clients.jira import Jira, JiraCredentials, credentials_from_secret
+from selfheal.clients.lease import LeaderElector, Timings, new_identity
 from selfheal.clients.prometheus import Prometheus
 from selfheal.detect.prometheus import PrometheusEvaluator
 from selfheal.handlers import reconciler, web
@@ -110,6 +113,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         driver=driver,
         prometheus=PrometheusEvaluator(client=prom),
         health=health,
+        elector=memo.get("elector"),
     )
     memo["runtime"] = rt
     memo["kube"] = kube
@@ -119,11 +123,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ]
     if cfg.metrics_port:
         memo["web"] = await web.serve(port=cfg.metrics_port, health=health)
+    elector = memo.get("elector")
     logger.info(
-        "selfheal started: %s, prometheus=%s, jira=%s",
+        "selfheal started: %s, prometheus=%s, jira=%s, leader election=%s",
         "namespaces " + ",".join(cfg.namespaces) if cfg.namespaces else "cluster-wide",
         cfg.prometheus_url or "off",
         cfg.jira_url or "off",
+        f"Lease {elector.namespace}/{elector.name} as {elector.identity}" if elector else "off",
     )
 
 
@@ -152,24 +158,72 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 GROUP_PREFIX = "selfheal.dev"
 
 
+def _elector(cfg: Settings, kube: k.Kube, timings: Timings, identity: str) -> LeaderElector:
+    gauge = metrics.LEADER.labels(identity)
+    return LeaderElector(
+        kube=kube,
+        namespace=cfg.leader_election_namespace or cfg.namespace,
+        name=cfg.leader_election_name,
+        identity=identity,
+        timings=timings,
+        on_started_leading=lambda: gauge.set(1),
+        on_stopped_leading=lambda: gauge.set(0),
+    )
+
+
+async def _operate(cfg: Settings, memo: kopf.Memo, timings: Timings) -> None:
+    """kopf's operator inside the elector's lifetime: the campaign starts before kopf
+    fills its caches and the Lease is released only after kopf stopped every handler
+    (and ran the cleanup), so nothing acts once a standby may take over."""
+    identity = new_identity(cfg.pod_name)
+    election: asyncio.Task[None] | None = None
+    kube: k.Kube | None = None
+    if cfg.leader_election:
+        # A connection of its own: renewals never queue behind log or evidence downloads.
+        kube = await k.Kube.connect(kubeconfig=memo.get("kubeconfig"))
+        memo["elector"] = _elector(cfg, kube, timings, identity)
+        metrics.LEADER.labels(identity).set(0)
+        # Created before kopf starts: kopf cancels only the tasks born after it.
+        election = asyncio.create_task(memo["elector"].run(), name="leader election")
+    else:
+        metrics.LEADER.labels(identity).set(1)  # no election: this process always acts
+    try:
+        await kopf.operator(
+            clusterwide=not cfg.namespaces,
+            namespaces=list(cfg.namespaces),
+            # kopf's own peering pauses every replica of equal priority (and the whole
+            # operator when its CRDs are absent): the Lease above replaces it.
+            standalone=True,
+            memo=memo,
+        )
+    finally:
+        if election is not None:
+            election.cancel()  # stops leading, then releases the Lease
+            with contextlib.suppress(asyncio.CancelledError):
+                await election
+        if kube is not None:
+            await kube.close()
+
+
 def run(cfg: Settings, *, kubeconfig: str | None) -> int:
     configure_logging(cfg)
+    try:
+        timings = Timings(
+            lease_duration=cfg.lease_duration,
+            renew_deadline=cfg.renew_deadline,
+            retry_period=cfg.retry_period,
+        )
+    except ValueError as e:
+        logger.error("leader election: %s", e)
+        return 2
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     # Importing registers the handlers with kopf's default registry.
     from selfheal.handlers import policies, watch  # noqa: F401
 
-    memo = kopf.Memo(settings=cfg, kubeconfig=kubeconfig)
+    memo = kopf.Memo(settings=cfg, kubeconfig=kubeconfig, elector=None)
     try:
-        asyncio.run(
-            kopf.operator(
-                clusterwide=not cfg.namespaces,
-                namespaces=list(cfg.namespaces),
-                standalone=cfg.peering is None,
-                peering_name=cfg.peering,
-                memo=memo,
-            )
-        )
+        asyncio.run(_operate(cfg, memo, timings))
     except KeyboardInterrupt:
         return 130
     return 0

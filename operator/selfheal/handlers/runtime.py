@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from selfheal.clients.lease import LeaderElector
 from selfheal.detect import crashloop
 from selfheal.detect.prometheus import PrometheusEvaluator
 from selfheal.handlers.web import Health
@@ -36,9 +37,6 @@ class Runtime:
     unhealthy: dict[str, dict[tuple[str, str], float]] = dataclasses.field(default_factory=dict)
     """Namespace -> (workload, trigger) -> unix time that trigger found it unhealthy
     (storm brake input): one trigger's "healthy" never erases another's "unhealthy"."""
-    leading: Callable[[], bool] = lambda: True
-    """Whether this replica is the leader that evaluates and acts (leader election);
-    a standby keeps its caches warm and serves metrics."""
     indexes: dict[str, Any] = dataclasses.field(default_factory=dict)
     """kopf's live index objects by name, kept by the handlers for the reconciler."""
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -55,6 +53,14 @@ class Runtime:
     """Namespace -> when its next retention sweep is due."""
     next_eval: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
     """(namespace, policy, trigger) -> when its Prometheus query is due."""
+    elector: LeaderElector | None = None
+    """The Lease campaign (``--leader-election``); ``None``: election off, always leads."""
+
+    @property
+    def is_leader(self) -> bool:
+        """True when this process may act: it holds the Lease, or election is off.
+        Standbys stay Ready (/readyz) and keep their caches warm; they only do not act."""
+        return self.elector is None or self.elector.is_leader
 
     def policies_in(self, namespace: str) -> Iterator[HealingPolicy]:
         for (ns, _), policy in self.policies.items():

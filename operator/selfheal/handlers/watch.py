@@ -351,7 +351,7 @@ async def feed(
             and not _has_open(remediations, ns, fp)
         ):
             continue
-        if not rt.leading():
+        if not rt.is_leader:
             continue  # a standby decides nothing: the leader does
         await isolated(
             rt.driver.handle(
