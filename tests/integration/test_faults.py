@@ -5,6 +5,7 @@ deleted mid-incident. Each ends with exactly the tickets and records a user expe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -278,3 +279,50 @@ async def test_a_remediation_deleted_by_hand_is_forgotten_and_the_policy_keeps_s
 
 async def _async(value: Any) -> Any:
     return value or None
+
+
+async def test_two_replicas_one_acts_and_the_standby_finishes_after_the_leader_is_killed(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    # Restart does not heal a bad image: after it, the incident escalates to one ticket.
+    secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="10s", timeout="20s"))
+    kw = {"namespaces": [ns], "jira_url": jira_server.url, "jira_secret": secret}
+    a, b = operator(**kw), operator(**kw)
+
+    def leads(op: OperatorProcess) -> bool:
+        try:
+            return op.metric("selfheal_leader") == 1
+        except OSError:
+            return False  # killed
+
+    async def leader() -> OperatorProcess | None:
+        leading = [op for op in (a, b) if leads(op)]
+        return leading[0] if len(leading) == 1 else None
+
+    first = await eventually(leader, timeout=60, what="exactly one leader")
+    standby = b if first is a else a
+    await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
+        timeout=120,
+        what="Verifying",
+    )
+    assert standby.metric("selfheal_remediations_total") == 0  # the standby never acted
+    killed_at = time.monotonic()
+    first.kill()
+    await eventually(leader, timeout=30, what="the standby leading")
+    failover = time.monotonic() - killed_at
+    print(f"failover after SIGKILL of the leader: {failover:.1f}s")
+    assert failover <= 20
+    rec = await eventually(
+        lambda: _one(kube, ns, _ticket_state("Filed")), timeout=120, what="the ticket filed"
+    )
+    assert [s["action"] for s in rec["status"]["steps"]] == ["restart"]  # acted once
+    assert standby.metric("selfheal_remediations_total") == 0  # nothing acted twice
+    assert len(jira_server.issues()) == 1
+    assert _creates(jira_server) == 1
+    assert len(await remediations(kube, ns)) == 1
