@@ -32,6 +32,11 @@ CHANGE_CAUSE = "kubernetes.io/change-cause"
 
 DEFAULT_TAIL_LINES = 500
 DEFAULT_LOG_MAX_BYTES = 256 * 1024
+FETCH_MIN_BYTES = 1024 * 1024
+"""The least ``limitBytes`` asked of the API server (see ``_logs``)."""
+MIN_TAIL_LINES = 20
+REDACT_MARGIN_BYTES = 64 * 1024
+"""Kept beyond the log bound while redacting, so the final cut never halves a secret."""
 DEFAULT_MAX_TOTAL_BYTES = 1024 * 1024
 """Bound on all attachments together; Jira's default attachment limit is 10 MiB."""
 SNAPSHOT_MAX_BYTES = 128 * 1024
@@ -59,6 +64,16 @@ class Termination:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Waiting:
+    """Why the container is not running now (``state.waiting``): the kubelet's reason
+    (``ImagePullBackOff``, ``CreateContainerConfigError``...) and message, redacted."""
+
+    container: str
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Revision:
     """One entry of ``kubectl rollout history``: a ReplicaSet owned by the Deployment."""
 
@@ -68,6 +83,8 @@ class Revision:
     change_cause: str
     created: str
     replicas: int
+    limits: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    """Container -> its resource limits in this revision's template."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -109,6 +126,13 @@ class Bundle:
     images: tuple[str, ...] = ()
     """Images of the crashed pod's containers (or the Deployment's template)."""
     termination: Termination | None = None
+    waiting: Waiting | None = None
+    """The blamed container's current waiting state, when it is waiting."""
+    pull_secrets: tuple[str, ...] = ()
+    """Names of the pod's ``imagePullSecrets`` (never their content)."""
+    probes: dict[str, str] = dataclasses.field(default_factory=dict)
+    """``liveness`` / ``readiness`` / ``startup`` -> the blamed container's probe, described
+    (``HTTP GET :8080/healthz every 10s, fails after 3``)."""
     logs: str = ""
     logs_source: str = "unavailable"
     """``previous`` (the crashed container), ``current`` (fallback) or ``unavailable``."""
@@ -289,9 +313,14 @@ async def collect(
     if pod_obj is not None:
         bundle.container = container or _crashed_container(pod_obj)
         bundle.termination = _termination(pod_obj, bundle.container, r)
+        bundle.waiting = _waiting(pod_obj, bundle.container, r)
         bundle.images = tuple(_images(pod_obj.get("spec") or {}))
+        bundle.pull_secrets = _pull_secrets(pod_obj.get("spec") or {})
+        bundle.probes = _probes(pod_obj.get("spec") or {}, bundle.container, r)
     elif dep is not None:
         bundle.images = tuple(_images(_template_spec(dep)))
+        bundle.pull_secrets = _pull_secrets(_template_spec(dep))
+        bundle.probes = _probes(_template_spec(dep), container, r)
     if dep is not None:
         bundle.revision = str(_annotations(dep).get(REVISION, ""))
 
@@ -351,10 +380,13 @@ def _digest(
 ) -> None:
     """Logs -> redacted tail and stack; objects -> redacted YAML snapshots (in a thread)."""
     if text is not None:
-        bounded, cut = _bound_log(text, log_max_bytes)
-        if cut:
+        # Cut (keeping the end) with a margin, redact, then cut to the bound: a secret
+        # halved by the first cut lies in the margin, which the second cut drops.
+        rough, cut = _bound_log(text, log_max_bytes + REDACT_MARGIN_BYTES)
+        bounded, cut_again = _bound_log(r.redact_text(rough), log_max_bytes)
+        if cut or cut_again:
             bundle.truncated.append("logs")
-        bundle.logs = r.redact_text(bounded)
+        bundle.logs = bounded
         bundle.stack = stacks.extract_stack(bundle.logs)
     if bundle.stack is None and bundle.termination and bundle.termination.message:
         # terminationMessagePolicy FallbackToLogsOnError puts the log tail there.
@@ -446,14 +478,25 @@ async def _logs(
     if not pod:
         return None, "unavailable"
     path = k8s.core(c.namespace, "pods", pod) + "/log"
-    q: dict[str, object] = {"container": container, "tailLines": tail, "limitBytes": max_bytes}
-    # A container that never terminated has no previous logs: asking only yields a 400.
-    data = await c.raw("previous logs", path, previous=True, **q) if crashed else None
-    if data is not None:
-        return data.decode("utf-8", "replace"), "previous"
-    data = await c.raw("current logs", path, **q)
-    if data is not None:
-        return data.decode("utf-8", "replace"), "current"
+    # limitBytes keeps the *first* bytes of the tail: a log of long lines would lose its
+    # end, where the final stack trace is. Ask for a generous limit and, when the answer
+    # fills it, for fewer lines, so the end always arrives; _bound_log cuts the head.
+    limit = max(4 * max_bytes, FETCH_MIN_BYTES)
+    lines = tail
+    for what, previous in (("previous logs", True), ("current logs", False)):
+        # A container that never terminated has no previous logs: asking only yields a 400.
+        if previous and not crashed:
+            continue
+        while True:
+            q: dict[str, object] = {"container": container, "tailLines": lines, "limitBytes": limit}
+            if previous:
+                q["previous"] = True
+            data = await c.raw(what, path, **q)
+            if data is None or len(data) < limit or lines <= MIN_TAIL_LINES:
+                break
+            lines = max(MIN_TAIL_LINES, lines // 4)
+        if data is not None:
+            return data.decode("utf-8", "replace"), "previous" if previous else "current"
     return None, "unavailable"
 
 
@@ -481,6 +524,7 @@ async def _history(c: _Collector, dep: Mapping[str, Any]) -> list[Revision]:
                 change_cause=str(ann.get(CHANGE_CAUSE, "")),
                 created=str((rs.get("metadata") or {}).get("creationTimestamp", "")),
                 replicas=int((rs.get("status") or {}).get("replicas") or 0),
+                limits=_limits(_template_spec(rs)),
             )
         )
     out.sort(key=lambda r: r.revision)
@@ -591,13 +635,83 @@ def _termination(pod: Mapping[str, Any], container: str | None, r: Redactor) -> 
             container=str(container),
             exit_code=t.get("exitCode"),
             reason=str(t.get("reason") or ""),
-            message=r.redact_text(str(t.get("message") or ""))[:4096],
+            # The kubelet's FallbackToLogsOnError message is the log's end: keep the end.
+            message=r.redact_text(str(t.get("message") or ""))[-4096:],
             signal=t.get("signal"),
             started_at=str(t.get("startedAt") or ""),
             finished_at=str(t.get("finishedAt") or ""),
             restart_count=int(s.get("restartCount") or 0),
         )
     return None
+
+
+def _waiting(pod: Mapping[str, Any], container: str | None, r: Redactor) -> Waiting | None:
+    for s in _statuses(pod):
+        if s.get("name") != container:
+            continue
+        w = (s.get("state") or {}).get("waiting")
+        if not w:
+            return None
+        return Waiting(
+            container=str(container),
+            reason=str(w.get("reason") or ""),
+            message=r.redact_text(str(w.get("message") or ""))[-2048:],
+        )
+    return None
+
+
+def _pull_secrets(pod_spec: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        str(s.get("name")) for s in pod_spec.get("imagePullSecrets") or [] if s.get("name")
+    )
+
+
+def _limits(pod_spec: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    return {
+        str(c.get("name", "")): {
+            k: str(v) for k, v in ((c.get("resources") or {}).get("limits") or {}).items()
+        }
+        for c in pod_spec.get("containers") or []
+    }
+
+
+def _probes(pod_spec: Mapping[str, Any], container: str | None, r: Redactor) -> dict[str, str]:
+    containers = pod_spec.get("containers") or []
+    c = next((c for c in containers if c.get("name") == container), None)
+    if c is None and containers and container is None:
+        c = containers[0]
+    if c is None:
+        return {}
+    out = {}
+    for kind in ("liveness", "readiness", "startup"):
+        probe = c.get(f"{kind}Probe")
+        if isinstance(probe, dict):
+            out[kind] = r.redact_text(describe_probe(probe))
+    return out
+
+
+def describe_probe(probe: Mapping[str, Any]) -> str:
+    """``HTTP GET :8080/healthz every 10s, timeout 1s, fails after 3`` (defaults as the
+    kubelet applies them)."""
+    if isinstance(probe.get("httpGet"), dict):
+        h = probe["httpGet"]
+        what = f"HTTP GET :{h.get('port', '?')}{h.get('path', '/')}"
+    elif isinstance(probe.get("tcpSocket"), dict):
+        what = f"TCP :{probe['tcpSocket'].get('port', '?')}"
+    elif isinstance(probe.get("grpc"), dict):
+        what = f"gRPC :{probe['grpc'].get('port', '?')}"
+    elif isinstance(probe.get("exec"), dict):
+        # The command may carry a credential: _probes redacts the description.
+        what = "exec " + " ".join(str(a) for a in probe["exec"].get("command") or [])
+    else:
+        what = "probe"
+    period = probe.get("periodSeconds", 10)
+    timeout = probe.get("timeoutSeconds", 1)
+    failures = probe.get("failureThreshold", 3)
+    text = f"{what} every {period}s, timeout {timeout}s, fails after {failures}"
+    if probe.get("initialDelaySeconds"):
+        text += f", first after {probe['initialDelaySeconds']}s"
+    return text
 
 
 def _resources(
