@@ -143,6 +143,8 @@ class Bundle:
     events: list[EventRecord] = dataclasses.field(default_factory=list)
     resources: list[ContainerResources] = dataclasses.field(default_factory=list)
     usage_source: str = "unavailable: Prometheus not configured"
+    usage_note: str = ""
+    """How usage was measured (the window, failed queries), for the ticket."""
     trigger_evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
     steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -217,6 +219,7 @@ class Bundle:
                 for r in self.resources
             ],
             "usageSource": self.usage_source,
+            "usageNote": self.usage_note,
             "triggerEvidence": self.trigger_evidence,
             "steps": self.steps,
             "unavailable": self.unavailable,
@@ -274,6 +277,7 @@ async def collect(
     log_tail_lines: int = DEFAULT_TAIL_LINES,
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
     prometheus_usage: Mapping[str, Mapping[str, object]] | None = None,
+    usage_note: str = "",
     trigger_evidence: Mapping[str, object],
     steps: Sequence[Mapping[str, object]],
     now: float | None = None,
@@ -284,8 +288,10 @@ async def collect(
 
     ``pod=None``: the Deployment's pod with the most restarts is chosen.
     ``container=None``: the pod's container that terminated last (most restarts).
-    ``prometheus_usage``: container name -> ``{"cpu": cores, "memory": bytes}`` (numbers
-    are formatted, strings kept) as measured by Prometheus; ``None`` when not configured.
+    ``prometheus_usage``: container name -> ``{"cpu": cores, "memory": bytes}`` and their
+    ``cpu_peak`` / ``memory_peak`` (numbers are formatted, strings kept) as measured by
+    Prometheus (``selfheal.evidence.usage.collect_usage(...).by_container``); ``None``
+    when not configured. ``usage_note``: ``Usage.note``, shown beside the table.
     ``redactor``: the policy's; a derived one also removes the pod's literal env values.
     """
     c = _Collector(kube=kube, namespace=namespace, timeout=request_timeout)
@@ -358,6 +364,7 @@ async def collect(
 
     spec = (pod_obj or {}).get("spec") or (_template_spec(dep) if dep is not None else {})
     bundle.resources, bundle.usage_source = _resources(spec, prometheus_usage)
+    bundle.usage_note = usage_note
 
     bundle.trigger_evidence = _bounded_json(r.redact_object(dict(trigger_evidence)), bundle)
     bundle.steps = [r.redact_object(dict(s)) for s in steps]
@@ -737,9 +744,10 @@ def _resources(
 def _quantity(resource: str, value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    if resource == "memory" or resource.endswith("bytes"):
+    # "memory", "memory_peak"; "cpu", "cpu_peak" (see selfheal.evidence.usage).
+    if resource.startswith("memory") or resource.endswith("bytes"):
         return f"{value / 2**20:.0f}Mi"
-    if resource == "cpu":
+    if resource.startswith("cpu"):
         return f"{value * 1000:.0f}m"
     return f"{value:g}"
 

@@ -183,16 +183,18 @@ def render_description(
                 r.container,
                 r.requests.get("cpu", "-"),
                 r.limits.get("cpu", "-"),
-                r.usage.get("cpu", "n/a"),
+                _used(r.usage, "cpu"),
                 r.requests.get("memory", "-"),
                 r.limits.get("memory", "-"),
-                r.usage.get("memory", "n/a"),
+                _used(r.usage, "memory"),
             ]
             out.append("|" + "|".join(cell(v) for v in row) + "|")
     else:
         out.append("No container resources known.")
     if bundle.usage_source != "prometheus":
         out.append(f"Usage: {esc(bundle.usage_source)}.")
+    elif bundle.usage_note:
+        out.append(f"Usage: now, and {esc(bundle.usage_note)}.")
     out.append("")
 
     out.append("h3. Steps tried")
@@ -422,6 +424,14 @@ def _field(step: Mapping[str, object], *keys: str, now: float | None = None) -> 
             return hz.when(v, now=now)
         return str(v)
     return "-"
+
+
+def _used(usage: Mapping[str, str], resource: str) -> str:
+    """``250Mi (peak 256Mi)``; ``n/a`` when Prometheus had nothing."""
+    now, peak = usage.get(resource), usage.get(f"{resource}_peak")
+    if now and peak and peak != now:
+        return f"{now} (peak {peak})"
+    return now or (f"peak {peak}" if peak else "n/a")
 
 
 def _span(started: str, finished: str, now: float) -> str:
