@@ -1,0 +1,162 @@
+"""Collection feeding the checklist, against the real API server and the kubelet stand-in:
+a log of long lines keeps its end (the final stack trace), a pod stuck pulling its image
+or missing a Secret yields the checks that name the image, the pull secrets, the Secret.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from selfheal.clients import kube as k
+from selfheal.detect.signal import WorkloadRef
+from selfheal.evidence import Redactor, collect, render_description
+from selfheal.evidence.checklist import checklist
+from selfheal.policy.model import HealingPolicy
+from tests.integration.test_evidence import crashed_pod, eventually
+from tests.support.kubelet import Behaviour, Kubelet
+
+pytestmark = pytest.mark.integration
+
+FINAL = 'RuntimeError: the very last line, after megabytes of "noise"'
+
+
+def deployment(name: str, image: str, **pod_spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": image,
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": 8080},
+                                "periodSeconds": 5,
+                            },
+                        }
+                    ],
+                    **pod_spec,
+                },
+            },
+        },
+    }
+
+
+async def waiting_pod(kube: k.Kube, namespace: str, app: str) -> str:
+    found: list[str] = []
+
+    async def waiting() -> bool:
+        pods = await kube.get(k.core(namespace, "pods"), labelSelector=f"app={app}")
+        for p in pods.get("items", []):
+            for s in (p.get("status") or {}).get("containerStatuses") or []:
+                if (s.get("state") or {}).get("waiting"):
+                    found.append(p["metadata"]["name"])
+                    return True
+        return False
+
+    await eventually("a pod of the Deployment is waiting", waiting)
+    return found[0]
+
+
+async def gather(kube: k.Kube, namespace: str, name: str, **kw: Any) -> Any:
+    return await collect(
+        kube=kube,
+        namespace=namespace,
+        deployment=name,
+        pod=None,
+        container=None,
+        redactor=Redactor(),
+        trigger_evidence={},
+        steps=[],
+        **kw,
+    )
+
+
+async def test_a_log_of_long_lines_keeps_its_end(
+    kube: k.Kube, namespace: str, kubelet: Kubelet
+) -> None:
+    # 600 lines of 4 KiB: the last 500 lines are 2 MiB, beyond the 1 MiB asked at first;
+    # limitBytes would keep their head and drop the final stack trace.
+    noise = "".join(f"{i:05d} {'x' * 4090}\n" for i in range(600))
+    crash = (
+        "Traceback (most recent call last):\n"
+        '  File "/app/main.py", line 7, in <module>\n'
+        "    main()\n"
+        f"{FINAL}\n"
+    )
+    image = f"registry.local/shop/noisy:{uuid.uuid4().hex[:6]}"
+    kubelet.behave(
+        image,
+        Behaviour(kind="crashloop", restart_every=0.2, max_restarts=3, previous_logs=noise + crash),
+    )
+    await kube.create(k.apps(namespace, "deployments"), deployment("noisy", image))
+    await crashed_pod(kube, namespace, "noisy")
+
+    bundle = await gather(kube, namespace, "noisy", log_max_bytes=64 * 1024)
+    assert bundle.logs_source == "previous"
+    assert bundle.logs.endswith(FINAL + "\n")
+    assert len(bundle.logs.encode()) <= 64 * 1024 + 100
+    assert "logs" in bundle.truncated
+    assert bundle.stack is not None
+    assert bundle.stack.message.startswith("the very last line")
+
+
+async def test_an_image_pull_failure_names_the_image_the_history_and_the_pull_secrets(
+    kube: k.Kube, namespace: str, kubelet: Kubelet
+) -> None:
+    image = f"registry.local/shop/pull:{uuid.uuid4().hex[:6]}"
+    kubelet.behave(image, Behaviour(kind="imagepull"))
+    body = deployment("pull", image, imagePullSecrets=[{"name": "regcred"}])
+    await kube.create(k.apps(namespace, "deployments"), body)
+    await waiting_pod(kube, namespace, "pull")
+
+    bundle = await gather(kube, namespace, "pull")
+    assert bundle.waiting is not None
+    assert bundle.waiting.reason == "ImagePullBackOff"
+    assert bundle.pull_secrets == ("regcred",)
+    assert bundle.probes["liveness"] == (
+        "HTTP GET :8080/healthz every 5s, timeout 1s, fails after 3"
+    )
+    checks = {c.title: c.detail for c in checklist(bundle, cause="ImagePullBackOff")}
+    assert checks["The image reference"].startswith(image)
+    assert checks["Did this tag run before?"].startswith("no earlier revision ran it")
+    assert checks["Pull secrets"].startswith("the pod uses regcred")
+
+    text = render_description(
+        bundle,
+        policy=HealingPolicy(namespace=namespace, name="pull", generation=1),
+        workload=WorkloadRef(namespace=namespace, name="pull"),
+        trigger="crashloop",
+        cause="ImagePullBackOff",
+    )
+    assert "h3. What to check first" in text
+    assert f'||Waiting|ImagePullBackOff: Back-off pulling image "{image}"|' in text
+
+
+async def test_a_missing_secret_is_named(kube: k.Kube, namespace: str, kubelet: Kubelet) -> None:
+    image = f"registry.local/shop/cfg:{uuid.uuid4().hex[:6]}"
+    kubelet.behave(
+        image,
+        Behaviour(
+            kind="configerror",
+            message="couldn't find key FEATURES in ConfigMap " + namespace + "/checkout-config",
+        ),
+    )
+    await kube.create(k.apps(namespace, "deployments"), deployment("cfg", image))
+    await waiting_pod(kube, namespace, "cfg")
+
+    bundle = await gather(kube, namespace, "cfg")
+    [first, *_] = checklist(bundle, cause="CreateContainerConfigError")
+    assert first.title == "Missing key FEATURES in ConfigMap checkout-config"
+    assert first.detail.startswith(
+        f"key FEATURES is missing from ConfigMap checkout-config in {namespace}"
+    )
