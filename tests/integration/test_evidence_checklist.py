@@ -160,3 +160,52 @@ async def test_a_missing_secret_is_named(kube: k.Kube, namespace: str, kubelet: 
     assert first.detail.startswith(
         f"key FEATURES is missing from ConfigMap checkout-config in {namespace}"
     )
+
+
+async def test_what_changed_since_the_previous_revision(
+    kube: k.Kube, namespace: str, kubelet: Kubelet
+) -> None:
+    good = f"registry.local/shop/diff:good-{uuid.uuid4().hex[:6]}"
+    bad = f"registry.local/shop/diff:bad-{uuid.uuid4().hex[:6]}"
+    kubelet.behave(good, Behaviour(kind="running"))
+    kubelet.behave(bad, Behaviour(kind="crashloop", restart_every=0.2, max_restarts=3))
+    body = deployment("diff", good)
+    app = body["spec"]["template"]["spec"]["containers"][0]
+    app["env"] = [
+        {"name": "LOG_LEVEL", "value": "info"},
+        {"name": "DB_PASSWORD", "value": "first-s3cret-value"},
+    ]
+    app["resources"] = {"limits": {"memory": "512Mi"}}
+    await kube.create(k.apps(namespace, "deployments"), body)
+
+    async def revision(n: int) -> bool:
+        rss = await kube.get(k.apps(namespace, "replicasets"), labelSelector="app=diff")
+        revs = {
+            (r["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision")
+            for r in rss.get("items", [])
+        }
+        return str(n) in revs
+
+    await eventually("revision 1", lambda: revision(1))
+    app["image"] = bad
+    app["env"] = [
+        {"name": "LOG_LEVEL", "value": "debug"},
+        {"name": "DB_PASSWORD", "value": "second-s3cret-value"},
+    ]
+    app["resources"] = {"limits": {"memory": "256Mi"}}
+    await kube.replace(k.apps(namespace, "deployments", "diff"), body)
+    await eventually("revision 2", lambda: revision(2))
+    await crashed_pod(kube, namespace, "diff")
+
+    bundle = await gather(kube, namespace, "diff")
+    assert bundle.revision == "2"
+    assert bundle.changes_since == 1
+    got = {c.field: (c.before, c.after) for c in bundle.changes}
+    assert got["image"] == (good, bad)
+    assert got["env LOG_LEVEL"] == ('"info"', '"debug"')
+    assert got["resources.limits.memory"] == ("512Mi", "256Mi")
+    assert "env DB_PASSWORD" in got
+    everything = b"".join(bundle.attachments().values()).decode()
+    assert "first-s3cret-value" not in everything
+    assert "second-s3cret-value" not in everything
+    assert '"field": "image"' in bundle.attachments()["evidence.json"].decode()

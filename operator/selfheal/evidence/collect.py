@@ -23,6 +23,8 @@ import yaml
 
 from selfheal.clients import kube as k8s
 from selfheal.evidence import stacks
+from selfheal.evidence.changes import Change, template_changes
+from selfheal.evidence.changes import to_json as changes_json
 from selfheal.evidence.redact import Redactor, env_values
 
 T = TypeVar("T")
@@ -153,6 +155,10 @@ class Bundle:
     """Redactions made while collecting, by rule."""
     truncated: list[str] = dataclasses.field(default_factory=list)
     """Items cut to fit the size bounds."""
+    changes: list[Change] = dataclasses.field(default_factory=list)
+    """The current revision's pod template against ``changes_since``'s (redacted)."""
+    changes_since: int | None = None
+    """The revision the changes are counted from (the last healthy one), if any."""
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
     redactor: Redactor | None = dataclasses.field(default=None, repr=False, compare=False)
     """The incident's redactor (the policy's plus the pod's env values), for text added
@@ -225,6 +231,7 @@ class Bundle:
             "unavailable": self.unavailable,
             "redactions": self.redactions,
             "truncated": self.truncated,
+            "whatChanged": {"since": self.changes_since, "changes": changes_json(self.changes)},
         }
 
     def attachments(self) -> dict[str, bytes]:
@@ -283,6 +290,7 @@ async def collect(
     now: float | None = None,
     request_timeout: float = 10.0,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    last_healthy: int | None = None,
 ) -> Bundle:
     """The redacted evidence of one incident; never raises for an API failure.
 
@@ -293,6 +301,8 @@ async def collect(
     Prometheus (``selfheal.evidence.usage.collect_usage(...).by_container``); ``None``
     when not configured. ``usage_note``: ``Usage.note``, shown beside the table.
     ``redactor``: the policy's; a derived one also removes the pod's literal env values.
+    ``last_healthy``: the last healthy revision when the caller knows it (the rollback's
+    choice), for ``changes``; ``None``: the newest revision older than the current one.
     """
     c = _Collector(kube=kube, namespace=namespace, timeout=request_timeout)
     bundle = Bundle(
@@ -348,8 +358,12 @@ async def collect(
         names.append(("Pod", bundle.pod))
     events_task = _events(c, names)
 
-    logs, rs, history, events = await asyncio.gather(
+    logs, rs, found, events = await asyncio.gather(
         logs_task, _maybe(rs_task), _maybe(history_task), events_task
+    )
+    history, templates = found if found is not None else ([], {})
+    bundle.changes_since, bundle.changes = _changes(
+        bundle.revision, templates, last_healthy, redactor
     )
 
     text, source = logs
@@ -507,13 +521,17 @@ async def _logs(
     return None, "unavailable"
 
 
-async def _history(c: _Collector, dep: Mapping[str, Any]) -> list[Revision]:
+async def _history(
+    c: _Collector, dep: Mapping[str, Any]
+) -> tuple[list[Revision], dict[int, dict[str, Any]]]:
+    """The revisions, and each one's ReplicaSet (for the template diff; never stored)."""
     selector = _selector(dep)
     uid = (dep.get("metadata") or {}).get("uid")
     listing = await c.get(
         "rollout history", k8s.apps(c.namespace, "replicasets"), labelSelector=selector
     )
     out: list[Revision] = []
+    templates: dict[int, dict[str, Any]] = {}
     for rs in (listing or {}).get("items", []):
         owners = (rs.get("metadata") or {}).get("ownerReferences") or []
         if uid and not any(o.get("uid") == uid for o in owners):
@@ -534,8 +552,32 @@ async def _history(c: _Collector, dep: Mapping[str, Any]) -> list[Revision]:
                 limits=_limits(_template_spec(rs)),
             )
         )
+        templates[rev] = rs
     out.sort(key=lambda r: r.revision)
-    return out[-MAX_REVISIONS:]
+    return out[-MAX_REVISIONS:], templates
+
+
+def _changes(
+    current: str,
+    templates: Mapping[int, Mapping[str, Any]],
+    last_healthy: int | None,
+    redactor: Redactor,
+) -> tuple[int | None, list[Change]]:
+    # The policy's redactor, not the incident's: that one removes every literal env value,
+    # and a changed LOG_LEVEL is exactly what the diff is for. Secret-looking names and
+    # Secret references are hidden by template_changes itself.
+    try:
+        now = int(current)
+    except ValueError:
+        return None, []
+    if last_healthy is None:
+        older = [n for n in templates if n < now]
+        last_healthy = max(older) if older else None
+    if last_healthy is None or now not in templates or last_healthy not in templates:
+        return None, []
+    return last_healthy, template_changes(
+        bad=templates[now], healthy=templates[last_healthy], redactor=redactor
+    )
 
 
 async def _events(c: _Collector, objects: Sequence[tuple[str, str]]) -> list[EventRecord]:

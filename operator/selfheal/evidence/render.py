@@ -26,6 +26,7 @@ STACK_CHARS = 8_000
 LOG_LINES = 60
 LOG_CHARS = 6_000
 EVENT_ROWS = 15
+CHANGE_ROWS = 25
 
 _LANGUAGE = {"python": "python", "java": "java", "go": "go", "node": "javascript", "dotnet": "c#"}
 
@@ -212,6 +213,22 @@ def render_description(
     else:
         out.append("None: no step was allowed or configured (see the Remediation).")
     out.append("")
+
+    if bundle.changes:
+        since = bundle.changes_since
+        out.append(f"h3. What changed since revision {since} (the last healthy)")
+        out.append(f"||Container||Field||Revision {since}||Revision {esc(bundle.revision)}||")
+        for ch in bundle.changes[:CHANGE_ROWS]:
+            out.append(
+                "|"
+                + "|".join(
+                    cell(v) for v in (ch.container or "(pod)", ch.field, ch.before, ch.after)
+                )
+                + "|"
+            )
+        if len(bundle.changes) > CHANGE_ROWS:
+            out.append(f"… and {len(bundle.changes) - CHANGE_ROWS} more (evidence.json).")
+        out.append("")
 
     if bundle.rollout_history:
         out.append("h3. Rollout history")
