@@ -209,3 +209,68 @@ async def test_what_changed_since_the_previous_revision(
     assert "first-s3cret-value" not in everything
     assert "second-s3cret-value" not in everything
     assert '"field": "image"' in bundle.attachments()["evidence.json"].decode()
+
+
+def endpoint_slice(service: str, ready: list[bool]) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-manual",
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "tests.selfheal.dev",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": [f"10.244.0.{i + 10}"], "conditions": {"ready": r}}
+            for i, r in enumerate(ready)
+        ],
+    }
+
+
+async def test_dependencies_named_in_logs_and_env_with_their_ready_endpoints(
+    kube: k.Kube, namespace: str, kubelet: Kubelet
+) -> None:
+    for name in ("payments", "db"):
+        # No selector: the endpoint slice controller leaves their slices to us.
+        svc = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"ports": [{"name": "http", "port": 8080}]},
+        }
+        await kube.create(k.core(namespace, "services"), svc)
+    slices = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+    await kube.create(slices, endpoint_slice("payments", [False, False, False]))
+    await kube.create(slices, endpoint_slice("db", [True, True]))
+
+    image = f"registry.local/shop/deps:{uuid.uuid4().hex[:6]}"
+    log = (
+        "starting\nPOST http://payments:8080/charge: connection refused\n"
+        "Traceback (most recent call last):\n"
+        '  File "/app/pay.py", line 3, in charge\n'
+        "ConnectionRefusedError: [Errno 111] Connection refused\n"
+    )
+    kubelet.behave(
+        image, Behaviour(kind="crashloop", restart_every=0.2, max_restarts=3, previous_logs=log)
+    )
+    body = deployment("deps", image)
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "DB_HOST", "value": f"db.{namespace}.svc.cluster.local"}
+    ]
+    await kube.create(k.apps(namespace, "deployments"), body)
+    await crashed_pod(kube, namespace, "deps")
+
+    bundle = await gather(kube, namespace, "deps")
+    lines = sorted(d.line() for d in bundle.dependencies)
+    assert lines == [
+        f"db.{namespace}: 2 of 2 endpoints ready",
+        f"payments.{namespace}: 0 of 3 endpoints ready",
+    ]
+    [first, *_] = checklist(bundle, cause="CrashLoopBackOff")
+    assert first.title == f"Dependency payments.{namespace} is down"
+    # The env value was searched, not stored: the pod snapshot has it redacted.
+    assert f"db.{namespace}.svc.cluster.local" not in bundle.snapshots["pod"]

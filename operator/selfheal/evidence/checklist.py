@@ -72,6 +72,15 @@ def checklist(
     healthy = _last_healthy(bundle, last_healthy)
     out: list[Check] = []
 
+    # A dependency without ready endpoints explains a crash that no rollback will heal.
+    for d in bundle.dependencies:
+        if not d.healthy:
+            out.append(
+                Check(
+                    title=f"Dependency {d.service}.{d.namespace} is down",
+                    detail=f"{d.line()} (named as {d.seen_as}): fix it first",
+                )
+            )
     if "OOMKilled" in reasons:
         out.extend(_oom(bundle, healthy))
     if reasons & {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}:

@@ -25,6 +25,7 @@ from selfheal.clients import kube as k8s
 from selfheal.evidence import stacks
 from selfheal.evidence.changes import Change, template_changes
 from selfheal.evidence.changes import to_json as changes_json
+from selfheal.evidence.dependencies import Dependency, dependency_health
 from selfheal.evidence.redact import Redactor, env_values
 
 T = TypeVar("T")
@@ -159,6 +160,8 @@ class Bundle:
     """The current revision's pod template against ``changes_since``'s (redacted)."""
     changes_since: int | None = None
     """The revision the changes are counted from (the last healthy one), if any."""
+    dependencies: list[Dependency] = dataclasses.field(default_factory=list)
+    """Services named in the logs, stack and env, with their ready endpoints."""
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
     redactor: Redactor | None = dataclasses.field(default=None, repr=False, compare=False)
     """The incident's redactor (the policy's plus the pod's env values), for text added
@@ -232,6 +235,7 @@ class Bundle:
             "redactions": self.redactions,
             "truncated": self.truncated,
             "whatChanged": {"since": self.changes_since, "changes": changes_json(self.changes)},
+            "dependencies": [d.to_json() for d in self.dependencies],
         }
 
     def attachments(self) -> dict[str, bytes]:
@@ -291,6 +295,7 @@ async def collect(
     request_timeout: float = 10.0,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     last_healthy: int | None = None,
+    dependencies: bool = True,
 ) -> Bundle:
     """The redacted evidence of one incident; never raises for an API failure.
 
@@ -303,6 +308,8 @@ async def collect(
     ``redactor``: the policy's; a derived one also removes the pod's literal env values.
     ``last_healthy``: the last healthy revision when the caller knows it (the rollback's
     choice), for ``changes``; ``None``: the newest revision older than the current one.
+    ``dependencies``: check the Services named in the logs, stack and env (two list
+    calls: Services, then EndpointSlices per Service found).
     """
     c = _Collector(kube=kube, namespace=namespace, timeout=request_timeout)
     bundle = Bundle(
@@ -375,6 +382,19 @@ async def collect(
         dataclasses.replace(h, change_cause=r.redact_text(h.change_cause)) for h in history or []
     ]
     bundle.events = [dataclasses.replace(e, message=r.redact_text(e.message)) for e in events]
+
+    if dependencies:
+        # Raw env values are searched for host names only; nothing of them is stored.
+        texts = [
+            *env_values(pod_obj or dep or {}),
+            bundle.logs,
+            bundle.termination.message if bundle.termination else "",
+        ]
+        report = await dependency_health(
+            kube=kube, namespace=namespace, texts=texts, timeout=request_timeout
+        )
+        bundle.dependencies = report.dependencies
+        c.unavailable.update(report.unavailable)
 
     spec = (pod_obj or {}).get("spec") or (_template_spec(dep) if dep is not None else {})
     bundle.resources, bundle.usage_source = _resources(spec, prometheus_usage)

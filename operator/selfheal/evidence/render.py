@@ -214,6 +214,14 @@ def render_description(
         out.append("None: no step was allowed or configured (see the Remediation).")
     out.append("")
 
+    if bundle.dependencies:
+        out.append("h3. Dependencies")
+        out.extend(
+            f"* {'(/)' if d.healthy else '(x)'} {esc(d.line())} (named as {esc(d.seen_as)})"
+            for d in bundle.dependencies
+        )
+        out.append("")
+
     if bundle.changes:
         since = bundle.changes_since
         out.append(f"h3. What changed since revision {since} (the last healthy)")
