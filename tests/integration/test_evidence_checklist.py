@@ -5,6 +5,7 @@ or missing a Secret yields the checks that name the image, the pull secrets, the
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -14,8 +15,10 @@ from selfheal.clients import kube as k
 from selfheal.detect.signal import WorkloadRef
 from selfheal.evidence import Redactor, collect, render_description
 from selfheal.evidence.checklist import checklist
+from selfheal.evidence.dependencies import dependency_health
 from selfheal.policy.model import HealingPolicy
 from tests.integration.test_evidence import crashed_pod, eventually
+from tests.support.cluster import Cluster
 from tests.support.kubelet import Behaviour, Kubelet
 
 pytestmark = pytest.mark.integration
@@ -264,7 +267,7 @@ async def test_dependencies_named_in_logs_and_env_with_their_ready_endpoints(
     await kube.create(k.apps(namespace, "deployments"), body)
     await crashed_pod(kube, namespace, "deps")
 
-    bundle = await gather(kube, namespace, "deps")
+    bundle = await gather(kube, namespace, "deps", dependencies=True)
     lines = sorted(d.line() for d in bundle.dependencies)
     assert lines == [
         f"db.{namespace}: 2 of 2 endpoints ready",
@@ -274,3 +277,23 @@ async def test_dependencies_named_in_logs_and_env_with_their_ready_endpoints(
     assert first.title == f"Dependency payments.{namespace} is down"
     # The env value was searched, not stored: the pod snapshot has it redacted.
     assert f"db.{namespace}.svc.cluster.local" not in bundle.snapshots["pod"]
+
+
+async def test_dependency_health_without_permission_says_so_and_never_raises(
+    cluster: Cluster, kube: k.Kube, namespace: str
+) -> None:
+    await kube.create(
+        k.core(namespace, "serviceaccounts"),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "blind"}},
+    )
+    token = await asyncio.to_thread(cluster.token_for, namespace, "blind")
+    blind = k.Kube.from_token(host=cluster.server, token=token, ca_file=str(cluster.ca_file))
+    try:
+        report = await dependency_health(
+            kube=blind, namespace=namespace, texts=["GET http://payments:8080/ refused"]
+        )
+    finally:
+        await blind.close()
+    assert report.dependencies == []
+    assert report.unavailable["services"].startswith("403 Forbidden")
+    assert "(cluster-wide: 403 Forbidden)" in report.unavailable["services"]

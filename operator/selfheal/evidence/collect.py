@@ -295,7 +295,7 @@ async def collect(
     request_timeout: float = 10.0,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     last_healthy: int | None = None,
-    dependencies: bool = True,
+    dependencies: bool = False,
 ) -> Bundle:
     """The redacted evidence of one incident; never raises for an API failure.
 
@@ -308,8 +308,10 @@ async def collect(
     ``redactor``: the policy's; a derived one also removes the pod's literal env values.
     ``last_healthy``: the last healthy revision when the caller knows it (the rollback's
     choice), for ``changes``; ``None``: the newest revision older than the current one.
-    ``dependencies``: check the Services named in the logs, stack and env (two list
-    calls: Services, then EndpointSlices per Service found).
+    ``dependencies``: check the Services named in the logs, stack and env (``list`` on
+    Services, then on EndpointSlices per Service found). Off by default: it needs RBAC
+    the chart grants only with it (``services`` and ``discovery.k8s.io/endpointslices``:
+    list).
     """
     c = _Collector(kube=kube, namespace=namespace, timeout=request_timeout)
     bundle = Bundle(

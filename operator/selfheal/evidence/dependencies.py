@@ -198,9 +198,11 @@ async def dependency_health(
 
     listing = await get("services", "/api/v1/services")
     if listing is None:
-        listing = await get(f"services in {namespace}", k8s.core(namespace, "services"))
-        if listing is not None:
-            report.unavailable.pop("services", None)
+        # Cluster-wide list forbidden (a namespaced install): the pod's namespace then.
+        cluster_wide = report.unavailable.pop("services", "")
+        listing = await get("services", k8s.core(namespace, "services"))
+        if listing is None:
+            report.unavailable["services"] += f" (cluster-wide: {cluster_wide})"
     services = [s for s in (listing or {}).get("items", []) if isinstance(s, dict)]
     if listing is not None and (listing.get("kind") == "ServiceList" or services):
         for s in services:
