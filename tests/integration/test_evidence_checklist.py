@@ -297,3 +297,57 @@ async def test_dependency_health_without_permission_says_so_and_never_raises(
     assert report.dependencies == []
     assert report.unavailable["services"].startswith("403 Forbidden")
     assert "(cluster-wide: 403 Forbidden)" in report.unavailable["services"]
+
+
+async def test_a_configmap_edited_after_the_healthy_revision_is_named(
+    kube: k.Kube, namespace: str, kubelet: Kubelet
+) -> None:
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "flags"},
+        "data": {"FEATURES": "checkout-v1", "LIMIT": "3"},
+    }
+    await kube.create(k.core(namespace, "configmaps"), cm)
+    good = f"registry.local/shop/cfgdiff:good-{uuid.uuid4().hex[:6]}"
+    bad = f"registry.local/shop/cfgdiff:bad-{uuid.uuid4().hex[:6]}"
+    kubelet.behave(good, Behaviour(kind="running"))
+    kubelet.behave(bad, Behaviour(kind="crashloop", restart_every=0.2, max_restarts=3))
+    body = deployment("cfgdiff", good)
+    app = body["spec"]["template"]["spec"]["containers"][0]
+    app["env"] = [
+        {"name": "F", "valueFrom": {"configMapKeyRef": {"name": "flags", "key": "FEATURES"}}},
+        {"name": "T", "valueFrom": {"secretKeyRef": {"name": "api", "key": "tok"}}},
+    ]
+    await kube.create(k.apps(namespace, "deployments"), body)
+
+    async def revisions() -> set[str]:
+        rss = await kube.get(k.apps(namespace, "replicasets"), labelSelector="app=cfgdiff")
+        return {
+            (r["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "")
+            for r in rss.get("items", [])
+        }
+
+    async def has(n: str) -> bool:
+        return n in await revisions()
+
+    await eventually("revision 1", lambda: has("1"))
+    # Timestamps have whole seconds: the edit must land in a later second.
+    await asyncio.sleep(1.1)
+    cm["data"]["FEATURES"] = "checkout-v2-broken"
+    await kube.replace(k.core(namespace, "configmaps", "flags"), cm)
+    app["image"] = bad
+    await kube.replace(k.apps(namespace, "deployments", "cfgdiff"), body)
+    await eventually("revision 2", lambda: has("2"))
+    await crashed_pod(kube, namespace, "cfgdiff")
+
+    bundle = await gather(kube, namespace, "cfgdiff", config_changes=True)
+    lines = {c.name: c for c in bundle.config_changes}
+    assert lines["flags"].changed is True
+    assert lines["flags"].keys == ("FEATURES",)
+    assert lines["api"].changed is None  # a Secret: never read
+    assert "configmap flags" not in bundle.unavailable
+    [first, *_] = checklist(bundle)
+    assert first.title == "ConfigMap flags changed"
+    everything = b"".join(bundle.attachments().values()).decode()
+    assert "checkout-v2-broken" not in everything

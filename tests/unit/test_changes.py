@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
-from selfheal.evidence.changes import HIDDEN, references, template_changes, to_json
+from selfheal.evidence.changes import (
+    HIDDEN,
+    ConfigChange,
+    config_change,
+    referenced_keys,
+    references,
+    template_changes,
+    to_json,
+)
+from selfheal.evidence.checklist import checklist
 from selfheal.evidence.collect import Bundle
 from selfheal.evidence.redact import REDACTED
 from tests.unit.test_render import bundle, describe
@@ -139,3 +149,65 @@ def test_the_ticket_shows_what_changed_since_the_last_healthy_revision() -> None
     assert evidence["whatChanged"]["since"] == 3
     assert {"container": "app", "field": "image", "before": "shop/checkout:1.4.1",
             "after": "shop/checkout:1.4.2"} in evidence["whatChanged"]["changes"]  # fmt: skip
+
+
+def test_referenced_configmaps_and_secrets_by_name_and_key() -> None:
+    rs = replicaset(
+        env=[
+            {"name": "F", "valueFrom": {"configMapKeyRef": {"name": "flags", "key": "f"}}},
+            {"name": "T", "valueFrom": {"secretKeyRef": {"name": "api", "key": "tok"}}},
+        ],
+        envFrom=[{"secretRef": {"name": "db"}}],
+    )
+    assert referenced_keys(rs) == {
+        ("ConfigMap", "flags"): {"f"},
+        ("ConfigMap", "checkout-v1"): set(),
+        ("Secret", "api"): {"tok"},
+        ("Secret", "db"): set(),
+    }
+
+
+def test_a_configmap_written_after_the_healthy_revision_is_changed() -> None:
+    cm = {
+        "metadata": {
+            "creationTimestamp": "2025-11-27T09:00:00Z",
+            "managedFields": [
+                {"manager": "kubectl", "time": "2025-11-27T09:00:00Z"},
+                {"manager": "kubectl-edit", "time": "2025-11-28T07:55:00Z"},
+            ],
+        },
+        "data": {"FEATURES": "a,b", "LIMIT": "3"},
+    }
+    since = "2025-11-27T10:00:00Z"
+    whole = config_change("ConfigMap", "checkout-v1", set(), cm, since=since)
+    assert whole == ConfigChange(
+        kind="ConfigMap", name="checkout-v1", keys=("FEATURES", "LIMIT"), changed=True,
+        modified="2025-11-28T07:55:00Z",
+    )  # fmt: skip
+    assert (
+        whole.line()
+        == "ConfigMap checkout-v1 (keys FEATURES, LIMIT): changed at 2025-11-28T07:55:00Z"
+    )
+    older = config_change("ConfigMap", "x", {"LIMIT"}, cm, since="2025-11-29T00:00:00Z")
+    assert older.changed is False
+    assert older.line() == "ConfigMap x (keys LIMIT): unchanged"
+    secret = config_change("Secret", "api", {"tok"}, None, since=since)
+    assert secret.line() == "Secret api (keys tok): not read"
+    # Values are never part of it.
+    assert "a,b" not in json.dumps(dataclasses.asdict(whole))
+
+
+def test_a_changed_configmap_is_in_the_checklist_and_the_ticket() -> None:
+    b = bundle()
+    b.changes_since = 3
+    b.config_changes = [
+        ConfigChange(kind="ConfigMap", name="flags", keys=("f",), changed=True,
+                     modified="2025-11-28T07:55:00Z"),
+        ConfigChange(kind="Secret", name="api", keys=("tok",), changed=None),
+    ]  # fmt: skip
+    checks = checklist(b)
+    assert checks[0].title == "ConfigMap flags changed"
+    assert "after revision 3" in checks[0].detail
+    text = describe(b)
+    assert "h3. Referenced ConfigMaps and Secrets (since revision 3)" in text
+    assert "* Secret api (keys tok): not read" in text

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from selfheal.evidence.redact import REDACTED, Redactor, is_secret_key
@@ -281,4 +281,107 @@ def to_json(changes: Sequence[Change]) -> list[dict[str, str]]:
     return [dataclasses.asdict(c) for c in changes]
 
 
-__all__ = ["HIDDEN", "REDACTED", "Change", "references", "template_changes", "to_json"]
+# --- referenced ConfigMaps and Secrets -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConfigChange:
+    """A ConfigMap or Secret the pod references, by name and key only (never values)."""
+
+    kind: str
+    """``ConfigMap`` or ``Secret``."""
+    name: str
+    keys: tuple[str, ...]
+    """Keys the pod uses (``configMapKeyRef``, volume ``items``), or all of a ConfigMap's
+    keys when the pod mounts or imports it whole."""
+    changed: bool | None
+    """Modified after the last healthy revision was created; ``None``: not known (a
+    Secret: selfheal never reads Secrets; a ConfigMap it could not read)."""
+    modified: str = ""
+    """RFC 3339 time of the last write (``metadata.managedFields``), when read."""
+
+    def line(self) -> str:
+        keys = f" (keys {', '.join(self.keys)})" if self.keys else ""
+        if self.changed is None:
+            state = "not read" if self.kind == "Secret" else "unknown"
+        else:
+            state = f"changed at {self.modified}" if self.changed else "unchanged"
+        return f"{self.kind} {self.name}{keys}: {state}"
+
+
+def referenced_keys(spec: Mapping[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """``(kind, name) -> keys`` the pod spec names; an empty set: the whole object."""
+    spec = _pod_spec(spec) or spec
+    out: dict[tuple[str, str], set[str]] = {}
+
+    def add(kind: str, name: object, keys: Iterable[object] = ()) -> None:
+        if name:
+            out.setdefault((kind, str(name)), set()).update(str(k) for k in keys if k)
+
+    for v in spec.get("volumes") or []:
+        if not isinstance(v, Mapping):
+            continue
+        if isinstance(v.get("configMap"), Mapping):
+            cm = v["configMap"]
+            add("ConfigMap", cm.get("name"), (i.get("key") for i in cm.get("items") or []))
+        if isinstance(v.get("secret"), Mapping):
+            sec = v["secret"]
+            add("Secret", sec.get("secretName"), (i.get("key") for i in sec.get("items") or []))
+    for c in _containers(spec):
+        for e in c.get("env") or []:
+            vf = e.get("valueFrom") or {}
+            if isinstance(vf.get("configMapKeyRef"), Mapping):
+                add(
+                    "ConfigMap",
+                    vf["configMapKeyRef"].get("name"),
+                    [vf["configMapKeyRef"].get("key")],
+                )
+            if isinstance(vf.get("secretKeyRef"), Mapping):
+                add("Secret", vf["secretKeyRef"].get("name"), [vf["secretKeyRef"].get("key")])
+        for ef in c.get("envFrom") or []:
+            if isinstance(ef.get("configMapRef"), Mapping):
+                add("ConfigMap", ef["configMapRef"].get("name"))
+            if isinstance(ef.get("secretRef"), Mapping):
+                add("Secret", ef["secretRef"].get("name"))
+    return out
+
+
+def last_write(obj: Mapping[str, Any]) -> str:
+    """The newest ``managedFields[].time`` (the last write), else ``creationTimestamp``."""
+    meta = obj.get("metadata") or {}
+    times = [str(f.get("time")) for f in meta.get("managedFields") or [] if f.get("time")]
+    return max(times) if times else str(meta.get("creationTimestamp") or "")
+
+
+def config_change(
+    kind: str,
+    name: str,
+    keys: Iterable[str],
+    obj: Mapping[str, Any] | None,
+    *,
+    since: str,
+) -> ConfigChange:
+    """Pure: one referenced object, read (``obj``) or not, against the healthy revision's
+    creation time ``since`` (RFC 3339; both are UTC ``Z`` strings, so they compare)."""
+    used = tuple(sorted(keys))
+    if obj is None:
+        return ConfigChange(kind=kind, name=name, keys=used, changed=None)
+    if not used:  # mounted or imported whole: the keys it has, by name
+        used = tuple(sorted({*(obj.get("data") or {}), *(obj.get("binaryData") or {})}))
+    modified = last_write(obj)
+    changed = bool(modified and since and modified > since)
+    return ConfigChange(kind=kind, name=name, keys=used, changed=changed, modified=modified)
+
+
+__all__ = [
+    "HIDDEN",
+    "REDACTED",
+    "Change",
+    "ConfigChange",
+    "config_change",
+    "last_write",
+    "referenced_keys",
+    "references",
+    "template_changes",
+    "to_json",
+]

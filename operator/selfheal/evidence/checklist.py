@@ -81,6 +81,15 @@ def checklist(
                     detail=f"{d.line()} (named as {d.seen_as}): fix it first",
                 )
             )
+    for cc in bundle.config_changes:
+        if cc.changed:
+            out.append(
+                Check(
+                    title=f"{cc.kind} {cc.name} changed",
+                    detail=f"written at {cc.modified}, after revision {bundle.changes_since} "
+                    "(the last healthy) was created: a rollback does not undo it",
+                )
+            )
     if "OOMKilled" in reasons:
         out.extend(_oom(bundle, healthy))
     if reasons & {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}:

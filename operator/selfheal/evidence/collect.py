@@ -23,7 +23,13 @@ import yaml
 
 from selfheal.clients import kube as k8s
 from selfheal.evidence import stacks
-from selfheal.evidence.changes import Change, template_changes
+from selfheal.evidence.changes import (
+    Change,
+    ConfigChange,
+    config_change,
+    referenced_keys,
+    template_changes,
+)
 from selfheal.evidence.changes import to_json as changes_json
 from selfheal.evidence.dependencies import Dependency, dependency_health
 from selfheal.evidence.redact import Redactor, env_values
@@ -160,6 +166,9 @@ class Bundle:
     """The current revision's pod template against ``changes_since``'s (redacted)."""
     changes_since: int | None = None
     """The revision the changes are counted from (the last healthy one), if any."""
+    config_changes: list[ConfigChange] = dataclasses.field(default_factory=list)
+    """ConfigMaps and Secrets the pod references, and whether they changed since the
+    last healthy revision was created (names and keys only)."""
     dependencies: list[Dependency] = dataclasses.field(default_factory=list)
     """Services named in the logs, stack and env, with their ready endpoints."""
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
@@ -235,6 +244,7 @@ class Bundle:
             "redactions": self.redactions,
             "truncated": self.truncated,
             "whatChanged": {"since": self.changes_since, "changes": changes_json(self.changes)},
+            "configChanges": [dataclasses.asdict(c) for c in self.config_changes],
             "dependencies": [d.to_json() for d in self.dependencies],
         }
 
@@ -296,6 +306,7 @@ async def collect(
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     last_healthy: int | None = None,
     dependencies: bool = False,
+    config_changes: bool = False,
 ) -> Bundle:
     """The redacted evidence of one incident; never raises for an API failure.
 
@@ -311,7 +322,9 @@ async def collect(
     ``dependencies``: check the Services named in the logs, stack and env (``list`` on
     Services, then on EndpointSlices per Service found). Off by default: it needs RBAC
     the chart grants only with it (``services`` and ``discovery.k8s.io/endpointslices``:
-    list).
+    list). ``config_changes``: read the ConfigMaps the pod references (``get`` on
+    configmaps; off by default for the same reason) to tell which changed since the last
+    healthy revision; Secrets are never read, only named.
     """
     c = _Collector(kube=kube, namespace=namespace, timeout=request_timeout)
     bundle = Bundle(
@@ -384,6 +397,11 @@ async def collect(
         dataclasses.replace(h, change_cause=r.redact_text(h.change_cause)) for h in history or []
     ]
     bundle.events = [dataclasses.replace(e, message=r.redact_text(e.message)) for e in events]
+
+    if config_changes and bundle.changes_since is not None:
+        since = next((h.created for h in history if h.revision == bundle.changes_since), "")
+        spec_now = (pod_obj or {}).get("spec") or (_template_spec(dep) if dep else {})
+        bundle.config_changes = await _config_changes(c, spec_now, since)
 
     if dependencies:
         # Raw env values are searched for host names only; nothing of them is stored.
@@ -577,6 +595,20 @@ async def _history(
         templates[rev] = rs
     out.sort(key=lambda r: r.revision)
     return out[-MAX_REVISIONS:], templates
+
+
+async def _config_changes(
+    c: _Collector, pod_spec: Mapping[str, Any], since: str
+) -> list[ConfigChange]:
+    refs = sorted(referenced_keys(pod_spec).items())
+
+    async def one(kind: str, name: str, keys: set[str]) -> ConfigChange:
+        obj = None
+        if kind == "ConfigMap":  # Secrets are never read, not even their metadata
+            obj = await c.get(f"configmap {name}", k8s.core(c.namespace, "configmaps", name))
+        return config_change(kind, name, keys, obj, since=since)
+
+    return list(await asyncio.gather(*(one(kind, name, keys) for (kind, name), keys in refs)))
 
 
 def _changes(

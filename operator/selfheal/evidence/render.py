@@ -237,6 +237,10 @@ def render_description(
         if len(bundle.changes) > CHANGE_ROWS:
             out.append(f"… and {len(bundle.changes) - CHANGE_ROWS} more (evidence.json).")
         out.append("")
+    if bundle.config_changes:
+        out.append(f"h3. Referenced ConfigMaps and Secrets (since revision {bundle.changes_since})")
+        out.extend(f"* {esc(cc.line())}" for cc in bundle.config_changes)
+        out.append("")
 
     if bundle.rollout_history:
         out.append("h3. Rollout history")
