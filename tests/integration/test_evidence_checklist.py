@@ -302,12 +302,8 @@ async def test_dependency_health_without_permission_says_so_and_never_raises(
 async def test_a_configmap_edited_after_the_healthy_revision_is_named(
     kube: k.Kube, namespace: str, kubelet: Kubelet
 ) -> None:
-    cm = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "flags"},
-        "data": {"FEATURES": "checkout-v1", "LIMIT": "3"},
-    }
+    data = {"FEATURES": "checkout-v1", "LIMIT": "3"}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "flags"}, "data": data}
     await kube.create(k.core(namespace, "configmaps"), cm)
     good = f"registry.local/shop/cfgdiff:good-{uuid.uuid4().hex[:6]}"
     bad = f"registry.local/shop/cfgdiff:bad-{uuid.uuid4().hex[:6]}"
@@ -334,7 +330,7 @@ async def test_a_configmap_edited_after_the_healthy_revision_is_named(
     await eventually("revision 1", lambda: has("1"))
     # Timestamps have whole seconds: the edit must land in a later second.
     await asyncio.sleep(1.1)
-    cm["data"]["FEATURES"] = "checkout-v2-broken"
+    data["FEATURES"] = "checkout-v2-broken"
     await kube.replace(k.core(namespace, "configmaps", "flags"), cm)
     app["image"] = bad
     await kube.replace(k.apps(namespace, "deployments", "cfgdiff"), body)
