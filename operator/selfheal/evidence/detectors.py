@@ -65,8 +65,20 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "ArtifactoryDetector": ("AKC", "AP"),
     "AzureStorageKeyDetector": ("AccountKey=",),
     "BasicAuthDetector": ("://",),
-    "GitHubTokenDetector": ("gh",),
-    "GitLabTokenDetector": ("gl", "GR1348941"),
+    "GitHubTokenDetector": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    "GitLabTokenDetector": (
+        "glpat-",
+        "gldt-",
+        "glft-",
+        "glsoat-",
+        "glrt-",
+        "GR1348941",
+        "glcbt-",
+        "glimt-",
+        "glptt-",
+        "glagent-",
+        "gloas-",
+    ),
     "JwtTokenDetector": ("eyJ",),
     "MailchimpDetector": ("-us",),
     "NpmDetector": ("_authToken",),
@@ -85,8 +97,20 @@ _LOWER_HINTS: dict[str, tuple[str, ...]] = {
 _KEYWORD_LINE_PLUGINS = frozenset(
     {"CloudantDetector", "IbmCloudIamDetector", "IbmCosHmacDetector", "SoftlayerDetector"}
 )
-_KEYWORD_LINE = re.compile(r"^.*(?:key|pw|pass|token|secret|cloudant\.com|softlayer\.com).*$",
-                           re.M | re.I)  # fmt: skip
+_LINE_KEYWORD = re.compile(r"key|pw|pass|token|secret|cloudant\.com|softlayer\.com")
+
+
+def _keyword_lines(text: str, low: str) -> str:
+    """The lines of ``text`` holding a key word (searched in the lower-cased ``low``)."""
+    lines: list[str] = []
+    pos = 0
+    while (m := _LINE_KEYWORD.search(low, pos)) is not None:
+        start = text.rfind("\n", 0, m.start()) + 1
+        end = text.find("\n", m.end())
+        end = len(text) if end == -1 else end
+        lines.append(text[start:end])
+        pos = end + 1
+    return "\n".join(lines)
 
 
 def vendor_secrets(text: str) -> Iterator[tuple[str, str]]:
@@ -109,7 +133,7 @@ def vendor_secrets(text: str) -> Iterator[tuple[str, str]]:
         scanned = text
         if name in _KEYWORD_LINE_PLUGINS:
             if keyword_lines is None:
-                keyword_lines = "\n".join(m.group(0) for m in _KEYWORD_LINE.finditer(text))
+                keyword_lines = _keyword_lines(text, low)
             scanned = keyword_lines
         for pattern in d.denylist:
             for m in pattern.finditer(scanned):
