@@ -151,6 +151,34 @@ def render_description(
         out.extend(f"||{esc(k)}|{cell(v)}|" for k, v in signal)
         out.append("")
 
+    if bundle.dependencies:
+        out.append("h3. Dependencies")
+        out.extend(
+            f"* {'(/)' if d.healthy else '(x)'} {esc(d.line())} (named as {esc(d.seen_as)})"
+            for d in bundle.dependencies
+        )
+        out.append("")
+
+    if bundle.changes:
+        since = bundle.changes_since
+        out.append(f"h3. What changed since revision {since} (the last healthy)")
+        out.append(f"||Container||Field||Revision {since}||Revision {esc(bundle.revision)}||")
+        for ch in bundle.changes[:CHANGE_ROWS]:
+            out.append(
+                "|"
+                + "|".join(
+                    cell(v) for v in (ch.container or "(pod)", ch.field, ch.before, ch.after)
+                )
+                + "|"
+            )
+        if len(bundle.changes) > CHANGE_ROWS:
+            out.append(f"… and {len(bundle.changes) - CHANGE_ROWS} more (evidence.json).")
+        out.append("")
+    if bundle.config_changes:
+        out.append(f"h3. Referenced ConfigMaps and Secrets (since revision {bundle.changes_since})")
+        out.extend(f"* {esc(cc.line())}" for cc in bundle.config_changes)
+        out.append("")
+
     out.append("h3. Stack trace")
     if bundle.stack is not None:
         st = bundle.stack
@@ -213,34 +241,6 @@ def render_description(
     else:
         out.append("None: no step was allowed or configured (see the Remediation).")
     out.append("")
-
-    if bundle.dependencies:
-        out.append("h3. Dependencies")
-        out.extend(
-            f"* {'(/)' if d.healthy else '(x)'} {esc(d.line())} (named as {esc(d.seen_as)})"
-            for d in bundle.dependencies
-        )
-        out.append("")
-
-    if bundle.changes:
-        since = bundle.changes_since
-        out.append(f"h3. What changed since revision {since} (the last healthy)")
-        out.append(f"||Container||Field||Revision {since}||Revision {esc(bundle.revision)}||")
-        for ch in bundle.changes[:CHANGE_ROWS]:
-            out.append(
-                "|"
-                + "|".join(
-                    cell(v) for v in (ch.container or "(pod)", ch.field, ch.before, ch.after)
-                )
-                + "|"
-            )
-        if len(bundle.changes) > CHANGE_ROWS:
-            out.append(f"… and {len(bundle.changes) - CHANGE_ROWS} more (evidence.json).")
-        out.append("")
-    if bundle.config_changes:
-        out.append(f"h3. Referenced ConfigMaps and Secrets (since revision {bundle.changes_since})")
-        out.extend(f"* {esc(cc.line())}" for cc in bundle.config_changes)
-        out.append("")
 
     if bundle.rollout_history:
         out.append("h3. Rollout history")
