@@ -186,7 +186,7 @@ def test_a_configmap_written_after_the_healthy_revision_is_changed() -> None:
     )  # fmt: skip
     assert (
         whole.line()
-        == "ConfigMap checkout-v1 (keys FEATURES, LIMIT): changed at 2025-11-28T07:55:00Z"
+        == "ConfigMap checkout-v1 (keys FEATURES, LIMIT): changed at 2025-11-28 07:55:00 UTC"
     )
     older = config_change("ConfigMap", "x", {"LIMIT"}, cm, since="2025-11-29T00:00:00Z")
     assert older.changed is False

@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from selfheal.evidence import humanize as hz
 from selfheal.evidence.redact import REDACTED, Redactor, is_secret_key
 
 HIDDEN = "(hidden)"
@@ -305,7 +306,7 @@ class ConfigChange:
         if self.changed is None:
             state = "not read" if self.kind == "Secret" else "unknown"
         else:
-            state = f"changed at {self.modified}" if self.changed else "unchanged"
+            state = f"changed at {hz.when(self.modified)}" if self.changed else "unchanged"
         return f"{self.kind} {self.name}{keys}: {state}"
 
 

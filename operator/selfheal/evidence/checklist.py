@@ -14,6 +14,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
+from selfheal.evidence import humanize as hz
 from selfheal.evidence.collect import Bundle, EventRecord, Revision
 
 EXIT_CODES: dict[int, str] = {
@@ -86,8 +87,9 @@ def checklist(
             out.append(
                 Check(
                     title=f"{cc.kind} {cc.name} changed",
-                    detail=f"written at {cc.modified}, after revision {bundle.changes_since} "
-                    "(the last healthy) was created: a rollback does not undo it",
+                    detail=f"written at {hz.when(cc.modified)}, after revision "
+                    f"{bundle.changes_since} (the last healthy) was created: a rollback "
+                    "does not undo it",
                 )
             )
     if "OOMKilled" in reasons:
