@@ -80,6 +80,9 @@ class _Rule:
     """Builds the replacement; ``None``: the whole match becomes ``[REDACTED]``."""
     hints: tuple[str, ...] = ()
     """Substrings (lower case) one of which every match contains: a cheap skip."""
+    lines: bool = True
+    """Every match lies within one line: the rule runs only on the lines holding a hint
+    (a few in a large log) instead of scanning all of it. Key blocks span lines."""
 
 
 def _keep_groups(*keep: str) -> _Sub:
@@ -296,6 +299,7 @@ _BUILTIN: tuple[_Rule, ...] = (
         ),
         lambda m: f"-----BEGIN {m.group('kind')}-----{REDACTED}-----END {m.group('kind')}-----",
         hints=("private key",),
+        lines=False,
     ),
     _Rule(
         # RFC 4716 (SSH2) blocks: four dashes and spaces.
@@ -306,6 +310,7 @@ _BUILTIN: tuple[_Rule, ...] = (
         ),
         lambda m: f"---- BEGIN {m.group('kind')} ----{REDACTED}---- END {m.group('kind')} ----",
         hints=("private key",),
+        lines=False,
     ),
     _Rule(
         # The end of a block whose BEGIN line was cut off (a log truncated from the front).
@@ -317,12 +322,14 @@ _BUILTIN: tuple[_Rule, ...] = (
         ),
         lambda m: REDACTED + "\n",
         hints=("private key",),
+        lines=False,
     ),
     _Rule(
         "private-key",
         re.compile(r"(?P<pre>Private-Lines: *\d+\r?\n)(?P<secret>(?:[A-Za-z0-9+/=]+\r?\n?)+)"),
         lambda m: m.group("pre") + REDACTED + "\n",
         hints=("private-lines",),
+        lines=False,
     ),
     _Rule(
         "authorization-header",
@@ -488,6 +495,56 @@ _BUILTIN: tuple[_Rule, ...] = (
 )
 
 
+_LINE_MODE_MIN = 16 * 1024
+"""Texts shorter than this are scanned whole: finding their hint lines costs more."""
+
+
+def _lower(text: str) -> str:
+    low = text.lower()
+    # A few non-ASCII letters lower-case to two characters: keep the offsets aligned.
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
+
+
+def _on_lines(text: str, low: str, hints: tuple[str, ...], sub: Callable[[str], str]) -> str:
+    """``sub`` applied to the lines of ``text`` that hold one of ``hints`` (in ``low``),
+    each with the line after it: a value may follow its key on the next line
+    (``Authorization:\\n  Bearer ...``), as ``\\s*`` in the patterns allows."""
+    spans: list[tuple[int, int]] = []
+    for h in hints:
+        pos = 0
+        while (i := low.find(h, pos)) != -1:
+            start = text.rfind("\n", 0, i) + 1
+            line_end = text.find("\n", i + len(h))
+            end = -1 if line_end == -1 else text.find("\n", line_end + 1)
+            spans.append((start, len(text) if end == -1 else end))
+            if line_end == -1:
+                break
+            pos = line_end + 1
+    if not spans:
+        return text
+    spans.sort()
+    merged = [spans[0]]
+    for s, e in spans[1:]:
+        if s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    out: list[str] = []
+    done = 0
+    changed = False
+    for s, e in merged:
+        chunk = text[s:e]
+        new = sub(chunk)
+        changed = changed or new != chunk
+        out.append(text[done:s])
+        out.append(new)
+        done = e
+    if not changed:
+        return text
+    out.append(text[done:])
+    return "".join(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Compiled:
     rules: tuple[_Rule, ...]
@@ -553,14 +610,17 @@ class Redactor:
             return text
         if self._literals is not None:
             text = self._count_sub("env-value", self._literals, None, text)
-        low = text.lower()
+        low = _lower(text)
         for rule in self._compiled.rules:
             if rule.hints and not any(h in low for h in rule.hints):
                 continue
-            if rule.name == "xml-secret":
-                text = rule.pattern.sub(self._xml_sub, text)
-                continue
-            text = self._count_sub(rule.name, rule.pattern, rule.sub, text)
+            before = text
+            if rule.lines and rule.hints and len(text) > _LINE_MODE_MIN:
+                text = _on_lines(text, low, rule.hints, functools.partial(self._apply, rule))
+            else:
+                text = self._apply(rule, text)
+            if text is not before:
+                low = _lower(text)
         if "=" in text or ":" in text:
             text = _redact_pairs(text, self.counts)
         text = self._vendor(text)
@@ -568,6 +628,11 @@ class Redactor:
         for i, pattern in enumerate(self._compiled.extra):
             text = self._policy(i, pattern, text)
         return text
+
+    def _apply(self, rule: _Rule, text: str) -> str:
+        if rule.name == "xml-secret":
+            return rule.pattern.sub(self._xml_sub, text)
+        return self._count_sub(rule.name, rule.pattern, rule.sub, text)
 
     def _count_sub(self, name: str, pattern: re.Pattern[str], sub: _Sub | None, text: str) -> str:
         def repl(m: re.Match[str]) -> str:
