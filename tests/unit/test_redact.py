@@ -181,7 +181,7 @@ def test_policy_patterns_extend_the_rules() -> None:
 def test_an_invalid_policy_pattern_names_the_field() -> None:
     with pytest.raises(PolicyError) as e:
         Redactor(extra_patterns=["ok", "(unclosed"])
-    assert e.value.field == "spec.redactPatterns[1]"
+    assert e.value.field == "spec.redaction.patterns[1]"
 
 
 def _deployment() -> dict[str, object]:

@@ -224,7 +224,7 @@ def test_resources_table_beside_usage_and_unavailable_usage_is_said() -> None:
 
 def test_steps_and_commands_for_the_on_call() -> None:
     text = describe(bundle(), remediation="checkout-crashloop-6f2a")
-    assert "|1|rollback|NotHealed|2025-11-28T07:52:00Z|-|" in text
+    assert "|1|rollback|NotHealed|2025-11-28 07:52:00 UTC|-|" in text
     cmds = [c for tag, c in blocks(text) if tag == "{noformat}"][-1]
     assert "kubectl -n shop get remediation checkout-crashloop-6f2a -o yaml" in cmds
     assert "kubectl -n shop rollout history deployment/checkout" in cmds
@@ -274,9 +274,9 @@ def test_summary_line() -> None:
     assert "\n" not in long
 
 
-def test_unix_times_in_steps_read_as_rfc3339() -> None:
+def test_unix_times_in_steps_read_in_utc() -> None:
     text = describe(bundle(), steps=[{"action": "scale", "result": "Healed", "startedAt": NOW}])
-    assert "|1|scale|Healed|2025-11-28T08:00:00Z|-|" in text
+    assert "|1|scale|Healed|2025-11-28 08:00:00 UTC|-|" in text
 
 
 def test_bundle_attachments_are_bounded_and_logs_keep_their_end() -> None:
@@ -334,3 +334,68 @@ def test_a_metric_incident_shows_what_the_trigger_saw() -> None:
     assert rows["Threshold"] == "0.05"
     assert rows["Recent samples"] == "0.01, 0.117"
     assert _signal_facts({"pod": "p", "restartCount": 3}) == []
+
+
+# --- readable for the on-call: times, no None, a headline ---------------------------------
+
+
+def metric_bundle() -> Bundle:
+    b = bundle()
+    b.termination = None
+    b.stack = None
+    b.trigger_evidence = {
+        "query": "sum(rate(errors[1m]))",
+        "samples": [[NOW - 60, 0.02], [NOW - 30, 0.117]],
+        "above": 0.05,
+        "below": None,
+        "for": 120.0,
+        "value": 0.117,
+        "since": NOW - 150.8246496,
+    }
+    return b
+
+
+def test_a_metric_ticket_has_readable_times_and_no_none() -> None:
+    text = describe(metric_bundle(), trigger="error-ratio", cause="ThresholdExceeded")
+    rows = dict(re.findall(r"^\|\|([^|]+)\|(.*)\|$", text, re.M))
+    assert rows["Since"] == "2025-11-28 07:57:29 UTC (2m 31s before collection)"
+    assert rows["For"] == "2m"
+    assert rows["Above"] == "0.05"
+    assert "Below" not in rows
+    assert rows["Recent samples"] == "0.02 at 07:59:00, 0.117 at 07:59:30"
+    assert "None" not in text
+    # No raw Unix time anywhere.
+    assert re.search(r"\b1[0-9]{9}(?:\.[0-9]+)?\b", text) is None
+
+
+def test_the_first_line_says_what_broke_how_where_and_what_was_tried() -> None:
+    first = describe(bundle()).split("\n")[1]
+    assert first == (
+        "*CrashLoopBackOff: OOMKilled, exit 137 after 5 restarts · python ConnectionError: "
+        "connection refused: db:5432 · revision 4 (shop/checkout:1.4.2) · "
+        "tried rollback: NotHealed*"
+    )
+    metric = describe(metric_bundle(), trigger="error-ratio", cause="ThresholdExceeded")
+    assert metric.split("\n")[1].startswith("*ThresholdExceeded: 0.117 (above 0.05) · revision 4")
+
+
+def test_termination_times_read_as_a_span_with_the_run_time() -> None:
+    text = describe(bundle())
+    assert (
+        "||Last termination|2025-11-28 07:59:40 UTC → 07:59:58 "
+        "(ran 18s; ended 2s before collection)|"
+    ) in text
+    assert "||Collected|2025-11-28 08:00:00 UTC|" in text
+
+
+def test_a_termination_message_shows_its_end() -> None:
+    b = bundle()
+    b.stack = None
+    b.termination = Termination(
+        container="app", exit_code=1, reason="Error",
+        message="boot\n" + "noise " * 200 + "\nFATAL: the last words",
+    )  # fmt: skip
+    text = describe(b)
+    row = next(line for line in text.split("\n") if line.startswith("||Termination message|"))
+    assert row.endswith("FATAL: the last words|")
+    assert "||Exit code means|application error" in text

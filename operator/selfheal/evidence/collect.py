@@ -23,6 +23,15 @@ import yaml
 
 from selfheal.clients import kube as k8s
 from selfheal.evidence import stacks
+from selfheal.evidence.changes import (
+    Change,
+    ConfigChange,
+    config_change,
+    referenced_keys,
+    template_changes,
+)
+from selfheal.evidence.changes import to_json as changes_json
+from selfheal.evidence.dependencies import Dependency, dependency_health
 from selfheal.evidence.redact import Redactor, env_values
 
 T = TypeVar("T")
@@ -32,6 +41,11 @@ CHANGE_CAUSE = "kubernetes.io/change-cause"
 
 DEFAULT_TAIL_LINES = 500
 DEFAULT_LOG_MAX_BYTES = 256 * 1024
+FETCH_MIN_BYTES = 1024 * 1024
+"""The least ``limitBytes`` asked of the API server (see ``_logs``)."""
+MIN_TAIL_LINES = 20
+REDACT_MARGIN_BYTES = 64 * 1024
+"""Kept beyond the log bound while redacting, so the final cut never halves a secret."""
 DEFAULT_MAX_TOTAL_BYTES = 1024 * 1024
 """Bound on all attachments together; Jira's default attachment limit is 10 MiB."""
 SNAPSHOT_MAX_BYTES = 128 * 1024
@@ -59,6 +73,16 @@ class Termination:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Waiting:
+    """Why the container is not running now (``state.waiting``): the kubelet's reason
+    (``ImagePullBackOff``, ``CreateContainerConfigError``...) and message, redacted."""
+
+    container: str
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Revision:
     """One entry of ``kubectl rollout history``: a ReplicaSet owned by the Deployment."""
 
@@ -68,6 +92,8 @@ class Revision:
     change_cause: str
     created: str
     replicas: int
+    limits: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    """Container -> its resource limits in this revision's template."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -109,6 +135,13 @@ class Bundle:
     images: tuple[str, ...] = ()
     """Images of the crashed pod's containers (or the Deployment's template)."""
     termination: Termination | None = None
+    waiting: Waiting | None = None
+    """The blamed container's current waiting state, when it is waiting."""
+    pull_secrets: tuple[str, ...] = ()
+    """Names of the pod's ``imagePullSecrets`` (never their content)."""
+    probes: dict[str, str] = dataclasses.field(default_factory=dict)
+    """``liveness`` / ``readiness`` / ``startup`` -> the blamed container's probe, described
+    (``HTTP GET :8080/healthz every 10s, fails after 3``)."""
     logs: str = ""
     logs_source: str = "unavailable"
     """``previous`` (the crashed container), ``current`` (fallback) or ``unavailable``."""
@@ -119,6 +152,8 @@ class Bundle:
     events: list[EventRecord] = dataclasses.field(default_factory=list)
     resources: list[ContainerResources] = dataclasses.field(default_factory=list)
     usage_source: str = "unavailable: Prometheus not configured"
+    usage_note: str = ""
+    """How usage was measured (the window, failed queries), for the ticket."""
     trigger_evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
     steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -127,6 +162,15 @@ class Bundle:
     """Redactions made while collecting, by rule."""
     truncated: list[str] = dataclasses.field(default_factory=list)
     """Items cut to fit the size bounds."""
+    changes: list[Change] = dataclasses.field(default_factory=list)
+    """The current revision's pod template against ``changes_since``'s (redacted)."""
+    changes_since: int | None = None
+    """The revision the changes are counted from (the last healthy one), if any."""
+    config_changes: list[ConfigChange] = dataclasses.field(default_factory=list)
+    """ConfigMaps and Secrets the pod references, and whether they changed since the
+    last healthy revision was created (names and keys only)."""
+    dependencies: list[Dependency] = dataclasses.field(default_factory=list)
+    """Services named in the logs, stack and env, with their ready endpoints."""
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
     redactor: Redactor | None = dataclasses.field(default=None, repr=False, compare=False)
     """The incident's redactor (the policy's plus the pod's env values), for text added
@@ -193,11 +237,15 @@ class Bundle:
                 for r in self.resources
             ],
             "usageSource": self.usage_source,
+            "usageNote": self.usage_note,
             "triggerEvidence": self.trigger_evidence,
             "steps": self.steps,
             "unavailable": self.unavailable,
             "redactions": self.redactions,
             "truncated": self.truncated,
+            "whatChanged": {"since": self.changes_since, "changes": changes_json(self.changes)},
+            "configChanges": [dataclasses.asdict(c) for c in self.config_changes],
+            "dependencies": [d.to_json() for d in self.dependencies],
         }
 
     def attachments(self) -> dict[str, bytes]:
@@ -250,19 +298,33 @@ async def collect(
     log_tail_lines: int = DEFAULT_TAIL_LINES,
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
     prometheus_usage: Mapping[str, Mapping[str, object]] | None = None,
+    usage_note: str = "",
     trigger_evidence: Mapping[str, object],
     steps: Sequence[Mapping[str, object]],
     now: float | None = None,
     request_timeout: float = 10.0,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    last_healthy: int | None = None,
+    dependencies: bool = False,
+    config_changes: bool = False,
 ) -> Bundle:
     """The redacted evidence of one incident; never raises for an API failure.
 
     ``pod=None``: the Deployment's pod with the most restarts is chosen.
     ``container=None``: the pod's container that terminated last (most restarts).
-    ``prometheus_usage``: container name -> ``{"cpu": cores, "memory": bytes}`` (numbers
-    are formatted, strings kept) as measured by Prometheus; ``None`` when not configured.
+    ``prometheus_usage``: container name -> ``{"cpu": cores, "memory": bytes}`` and their
+    ``cpu_peak`` / ``memory_peak`` (numbers are formatted, strings kept) as measured by
+    Prometheus (``selfheal.evidence.usage.collect_usage(...).by_container``); ``None``
+    when not configured. ``usage_note``: ``Usage.note``, shown beside the table.
     ``redactor``: the policy's; a derived one also removes the pod's literal env values.
+    ``last_healthy``: the last healthy revision when the caller knows it (the rollback's
+    choice), for ``changes``; ``None``: the newest revision older than the current one.
+    ``dependencies``: check the Services named in the logs, stack and env (``list`` on
+    Services, then on EndpointSlices per Service found). Off by default: it needs RBAC
+    the chart grants only with it (``services`` and ``discovery.k8s.io/endpointslices``:
+    list). ``config_changes``: read the ConfigMaps the pod references (``get`` on
+    configmaps; off by default for the same reason) to tell which changed since the last
+    healthy revision; Secrets are never read, only named.
     """
     c = _Collector(kube=kube, namespace=namespace, timeout=request_timeout)
     bundle = Bundle(
@@ -289,9 +351,14 @@ async def collect(
     if pod_obj is not None:
         bundle.container = container or _crashed_container(pod_obj)
         bundle.termination = _termination(pod_obj, bundle.container, r)
+        bundle.waiting = _waiting(pod_obj, bundle.container, r)
         bundle.images = tuple(_images(pod_obj.get("spec") or {}))
+        bundle.pull_secrets = _pull_secrets(pod_obj.get("spec") or {})
+        bundle.probes = _probes(pod_obj.get("spec") or {}, bundle.container, r)
     elif dep is not None:
         bundle.images = tuple(_images(_template_spec(dep)))
+        bundle.pull_secrets = _pull_secrets(_template_spec(dep))
+        bundle.probes = _probes(_template_spec(dep), container, r)
     if dep is not None:
         bundle.revision = str(_annotations(dep).get(REVISION, ""))
 
@@ -313,8 +380,12 @@ async def collect(
         names.append(("Pod", bundle.pod))
     events_task = _events(c, names)
 
-    logs, rs, history, events = await asyncio.gather(
+    logs, rs, found, events = await asyncio.gather(
         logs_task, _maybe(rs_task), _maybe(history_task), events_task
+    )
+    history, templates = found if found is not None else ([], {})
+    bundle.changes_since, bundle.changes = _changes(
+        bundle.revision, templates, last_healthy, redactor
     )
 
     text, source = logs
@@ -327,8 +398,27 @@ async def collect(
     ]
     bundle.events = [dataclasses.replace(e, message=r.redact_text(e.message)) for e in events]
 
+    if config_changes and bundle.changes_since is not None:
+        since = next((h.created for h in history if h.revision == bundle.changes_since), "")
+        spec_now = (pod_obj or {}).get("spec") or (_template_spec(dep) if dep else {})
+        bundle.config_changes = await _config_changes(c, spec_now, since)
+
+    if dependencies:
+        # Raw env values are searched for host names only; nothing of them is stored.
+        texts = [
+            *env_values(pod_obj or dep or {}),
+            bundle.logs,
+            bundle.termination.message if bundle.termination else "",
+        ]
+        report = await dependency_health(
+            kube=kube, namespace=namespace, texts=texts, timeout=request_timeout
+        )
+        bundle.dependencies = report.dependencies
+        c.unavailable.update(report.unavailable)
+
     spec = (pod_obj or {}).get("spec") or (_template_spec(dep) if dep is not None else {})
     bundle.resources, bundle.usage_source = _resources(spec, prometheus_usage)
+    bundle.usage_note = usage_note
 
     bundle.trigger_evidence = _bounded_json(r.redact_object(dict(trigger_evidence)), bundle)
     bundle.steps = [r.redact_object(dict(s)) for s in steps]
@@ -351,10 +441,13 @@ def _digest(
 ) -> None:
     """Logs -> redacted tail and stack; objects -> redacted YAML snapshots (in a thread)."""
     if text is not None:
-        bounded, cut = _bound_log(text, log_max_bytes)
-        if cut:
+        # Cut (keeping the end) with a margin, redact, then cut to the bound: a secret
+        # halved by the first cut lies in the margin, which the second cut drops.
+        rough, cut = _bound_log(text, log_max_bytes + REDACT_MARGIN_BYTES)
+        bounded, cut_again = _bound_log(r.redact_text(rough), log_max_bytes)
+        if cut or cut_again:
             bundle.truncated.append("logs")
-        bundle.logs = r.redact_text(bounded)
+        bundle.logs = bounded
         bundle.stack = stacks.extract_stack(bundle.logs)
     if bundle.stack is None and bundle.termination and bundle.termination.message:
         # terminationMessagePolicy FallbackToLogsOnError puts the log tail there.
@@ -446,24 +539,39 @@ async def _logs(
     if not pod:
         return None, "unavailable"
     path = k8s.core(c.namespace, "pods", pod) + "/log"
-    q: dict[str, object] = {"container": container, "tailLines": tail, "limitBytes": max_bytes}
-    # A container that never terminated has no previous logs: asking only yields a 400.
-    data = await c.raw("previous logs", path, previous=True, **q) if crashed else None
-    if data is not None:
-        return data.decode("utf-8", "replace"), "previous"
-    data = await c.raw("current logs", path, **q)
-    if data is not None:
-        return data.decode("utf-8", "replace"), "current"
+    # limitBytes keeps the *first* bytes of the tail: a log of long lines would lose its
+    # end, where the final stack trace is. Ask for a generous limit and, when the answer
+    # fills it, for fewer lines, so the end always arrives; _bound_log cuts the head.
+    limit = max(4 * max_bytes, FETCH_MIN_BYTES)
+    lines = tail
+    for what, previous in (("previous logs", True), ("current logs", False)):
+        # A container that never terminated has no previous logs: asking only yields a 400.
+        if previous and not crashed:
+            continue
+        while True:
+            q: dict[str, object] = {"container": container, "tailLines": lines, "limitBytes": limit}
+            if previous:
+                q["previous"] = True
+            data = await c.raw(what, path, **q)
+            if data is None or len(data) < limit or lines <= MIN_TAIL_LINES:
+                break
+            lines = max(MIN_TAIL_LINES, lines // 4)
+        if data is not None:
+            return data.decode("utf-8", "replace"), "previous" if previous else "current"
     return None, "unavailable"
 
 
-async def _history(c: _Collector, dep: Mapping[str, Any]) -> list[Revision]:
+async def _history(
+    c: _Collector, dep: Mapping[str, Any]
+) -> tuple[list[Revision], dict[int, dict[str, Any]]]:
+    """The revisions, and each one's ReplicaSet (for the template diff; never stored)."""
     selector = _selector(dep)
     uid = (dep.get("metadata") or {}).get("uid")
     listing = await c.get(
         "rollout history", k8s.apps(c.namespace, "replicasets"), labelSelector=selector
     )
     out: list[Revision] = []
+    templates: dict[int, dict[str, Any]] = {}
     for rs in (listing or {}).get("items", []):
         owners = (rs.get("metadata") or {}).get("ownerReferences") or []
         if uid and not any(o.get("uid") == uid for o in owners):
@@ -481,10 +589,49 @@ async def _history(c: _Collector, dep: Mapping[str, Any]) -> list[Revision]:
                 change_cause=str(ann.get(CHANGE_CAUSE, "")),
                 created=str((rs.get("metadata") or {}).get("creationTimestamp", "")),
                 replicas=int((rs.get("status") or {}).get("replicas") or 0),
+                limits=_limits(_template_spec(rs)),
             )
         )
+        templates[rev] = rs
     out.sort(key=lambda r: r.revision)
-    return out[-MAX_REVISIONS:]
+    return out[-MAX_REVISIONS:], templates
+
+
+async def _config_changes(
+    c: _Collector, pod_spec: Mapping[str, Any], since: str
+) -> list[ConfigChange]:
+    refs = sorted(referenced_keys(pod_spec).items())
+
+    async def one(kind: str, name: str, keys: set[str]) -> ConfigChange:
+        obj = None
+        if kind == "ConfigMap":  # Secrets are never read, not even their metadata
+            obj = await c.get(f"configmap {name}", k8s.core(c.namespace, "configmaps", name))
+        return config_change(kind, name, keys, obj, since=since)
+
+    return list(await asyncio.gather(*(one(kind, name, keys) for (kind, name), keys in refs)))
+
+
+def _changes(
+    current: str,
+    templates: Mapping[int, Mapping[str, Any]],
+    last_healthy: int | None,
+    redactor: Redactor,
+) -> tuple[int | None, list[Change]]:
+    # The policy's redactor, not the incident's: that one removes every literal env value,
+    # and a changed LOG_LEVEL is exactly what the diff is for. Secret-looking names and
+    # Secret references are hidden by template_changes itself.
+    try:
+        now = int(current)
+    except ValueError:
+        return None, []
+    if last_healthy is None:
+        older = [n for n in templates if n < now]
+        last_healthy = max(older) if older else None
+    if last_healthy is None or now not in templates or last_healthy not in templates:
+        return None, []
+    return last_healthy, template_changes(
+        bad=templates[now], healthy=templates[last_healthy], redactor=redactor
+    )
 
 
 async def _events(c: _Collector, objects: Sequence[tuple[str, str]]) -> list[EventRecord]:
@@ -591,13 +738,83 @@ def _termination(pod: Mapping[str, Any], container: str | None, r: Redactor) -> 
             container=str(container),
             exit_code=t.get("exitCode"),
             reason=str(t.get("reason") or ""),
-            message=r.redact_text(str(t.get("message") or ""))[:4096],
+            # The kubelet's FallbackToLogsOnError message is the log's end: keep the end.
+            message=r.redact_text(str(t.get("message") or ""))[-4096:],
             signal=t.get("signal"),
             started_at=str(t.get("startedAt") or ""),
             finished_at=str(t.get("finishedAt") or ""),
             restart_count=int(s.get("restartCount") or 0),
         )
     return None
+
+
+def _waiting(pod: Mapping[str, Any], container: str | None, r: Redactor) -> Waiting | None:
+    for s in _statuses(pod):
+        if s.get("name") != container:
+            continue
+        w = (s.get("state") or {}).get("waiting")
+        if not w:
+            return None
+        return Waiting(
+            container=str(container),
+            reason=str(w.get("reason") or ""),
+            message=r.redact_text(str(w.get("message") or ""))[-2048:],
+        )
+    return None
+
+
+def _pull_secrets(pod_spec: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        str(s.get("name")) for s in pod_spec.get("imagePullSecrets") or [] if s.get("name")
+    )
+
+
+def _limits(pod_spec: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    return {
+        str(c.get("name", "")): {
+            k: str(v) for k, v in ((c.get("resources") or {}).get("limits") or {}).items()
+        }
+        for c in pod_spec.get("containers") or []
+    }
+
+
+def _probes(pod_spec: Mapping[str, Any], container: str | None, r: Redactor) -> dict[str, str]:
+    containers = pod_spec.get("containers") or []
+    c = next((c for c in containers if c.get("name") == container), None)
+    if c is None and containers and container is None:
+        c = containers[0]
+    if c is None:
+        return {}
+    out = {}
+    for kind in ("liveness", "readiness", "startup"):
+        probe = c.get(f"{kind}Probe")
+        if isinstance(probe, dict):
+            out[kind] = r.redact_text(describe_probe(probe))
+    return out
+
+
+def describe_probe(probe: Mapping[str, Any]) -> str:
+    """``HTTP GET :8080/healthz every 10s, timeout 1s, fails after 3`` (defaults as the
+    kubelet applies them)."""
+    if isinstance(probe.get("httpGet"), dict):
+        h = probe["httpGet"]
+        what = f"HTTP GET :{h.get('port', '?')}{h.get('path', '/')}"
+    elif isinstance(probe.get("tcpSocket"), dict):
+        what = f"TCP :{probe['tcpSocket'].get('port', '?')}"
+    elif isinstance(probe.get("grpc"), dict):
+        what = f"gRPC :{probe['grpc'].get('port', '?')}"
+    elif isinstance(probe.get("exec"), dict):
+        # The command may carry a credential: _probes redacts the description.
+        what = "exec " + " ".join(str(a) for a in probe["exec"].get("command") or [])
+    else:
+        what = "probe"
+    period = probe.get("periodSeconds", 10)
+    timeout = probe.get("timeoutSeconds", 1)
+    failures = probe.get("failureThreshold", 3)
+    text = f"{what} every {period}s, timeout {timeout}s, fails after {failures}"
+    if probe.get("initialDelaySeconds"):
+        text += f", first after {probe['initialDelaySeconds']}s"
+    return text
 
 
 def _resources(
@@ -623,9 +840,10 @@ def _resources(
 def _quantity(resource: str, value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    if resource == "memory" or resource.endswith("bytes"):
+    # "memory", "memory_peak"; "cpu", "cpu_peak" (see selfheal.evidence.usage).
+    if resource.startswith("memory") or resource.endswith("bytes"):
         return f"{value / 2**20:.0f}Mi"
-    if resource == "cpu":
+    if resource.startswith("cpu"):
         return f"{value * 1000:.0f}m"
     return f"{value:g}"
 

@@ -4,23 +4,37 @@ A ``Redactor`` is compiled once (built-in rules plus a policy's ``redactPatterns
 and then applied to every log, message and snapshot. ``with_literals`` derives a
 redactor that also removes known values (a pod's env values), with its own count.
 
+Four layers, in this order: known values (env), the rules below (shapes whose
+surroundings matter: headers, URLs, command lines, key/value pairs), detect-secrets'
+vendor detectors (``selfheal.evidence.detectors``), then an entropy rule for random
+key material the others did not name. A policy's own patterns run last, with the
+``regex`` engine and a time limit: a pattern that backtracks catastrophically costs
+its text (which is removed, fail closed) and never the operator's event loop.
+
 What the built-in rules remove, and what they keep:
 
-- PEM private-key blocks (also JSON-escaped ones, as in a GCP service-account key);
+- private-key blocks: PEM, OpenSSH, PGP, PuTTY (also JSON-escaped ones, as in a GCP
+  service-account key), and the body of a block whose BEGIN line was cut off;
 - ``Authorization`` / ``Proxy-Authorization`` credentials (the scheme stays), ``Cookie``
   and ``Set-Cookie`` values, ``X-Api-Key``-like headers, bare ``Bearer`` tokens;
-- the password in ``scheme://user:password@host`` (the user stays);
-- AWS access key ids (``AKIA``/``ASIA``...), GitHub (``ghp_``, ``github_pat_``...),
-  Slack (``xox?-``, webhook URLs), Stripe (``sk_live_``...), Google API keys, JWTs;
-- the value of ``key=value``, ``key: value``, ``"key": "value"`` and ``<key>value</key>``
-  when the key looks secret (password, passwd, secret, token, api_key, access_key,
-  private_key, client_secret, credentials, auth...). Keys that are exception names
-  (``TokenExpiredError: ...``) or references (``secretName``, ``secretKeyRef``) are kept,
-  and values that are code (``token = header.split()[1]``) are left alone, so stack
-  traces stay intact.
-
-There is no generic high-entropy rule: hashes, ids and addresses in stack traces
-would drown in false positives.
+- the password in ``scheme://user:password@host``, also when it holds ``/`` or ``@``
+  (the user and the host stay); Azure SAS signatures (``sig=``);
+- command-line secrets: ``--password x``, ``-u user:pw``, ``mysql -pX``,
+  ``sshpass -p X``, ``redis-cli -a X``, ``docker login -p X``;
+- AWS access key ids, GitHub, GitLab (``glpat-``...), OpenAI (``sk-proj-``...),
+  Anthropic, Vault (``hvs.``), Slack, Stripe, Google API and OAuth keys, npm, PyPI,
+  Docker Hub, Hugging Face tokens, JWTs, and detect-secrets' other vendor formats;
+- the value of ``key=value``, ``key: value``, ``"key": "value"``, ``<key>value</key>``
+  and Go's ``%+v`` ``{User:x Password:y}`` when the key looks secret (password, secret,
+  token, api_key, private_key, client_secret, credentials, auth... and detect-secrets'
+  key words). Quoted values are removed whole, spaces included; ``key: value`` (a
+  YAML or header line) to the end of the line. Keys that are exception names
+  (``TokenExpiredError: ...``) or references (``secretName``, ``secretKeyRef``) are
+  kept, and values that are code (``token = header.split()[1]``) are left alone, so
+  stack traces stay intact;
+- tokens of 20+ base64 characters that mix cases and digits the way random bytes do
+  (``detectors.looks_random``). Hex (git SHAs, checksums, trace ids), UUIDs,
+  identifiers, paths, timestamps and Kubernetes names are kept: they are evidence.
 """
 
 from __future__ import annotations
@@ -30,10 +44,14 @@ import dataclasses
 import functools
 import itertools
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+import regex
+
+from selfheal.evidence import detectors
 from selfheal.policy.model import PolicyError
 
 REDACTED = "[REDACTED]"
@@ -41,6 +59,13 @@ MIN_LITERAL = 6
 """Known values shorter than this are not redacted by value: they would hit ordinary words."""
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+POLICY_PATTERN_TIMEOUT = 0.2
+"""Seconds one policy pattern may spend on one text before the line-by-line fallback."""
+POLICY_FALLBACK_BUDGET = 0.5
+"""Seconds the line-by-line fallback may spend on one text; lines past it are removed."""
+POLICY_LINE_TIMEOUT = 0.02
+"""Seconds the fallback gives one line; a line that takes longer is removed."""
 
 T = TypeVar("T")
 
@@ -55,6 +80,9 @@ class _Rule:
     """Builds the replacement; ``None``: the whole match becomes ``[REDACTED]``."""
     hints: tuple[str, ...] = ()
     """Substrings (lower case) one of which every match contains: a cheap skip."""
+    lines: bool = True
+    """Every match lies within one line: the rule runs only on the lines holding a hint
+    (a few in a large log) instead of scanning all of it. Key blocks span lines."""
 
 
 def _keep_groups(*keep: str) -> _Sub:
@@ -123,6 +151,8 @@ _NOT_SECRET_PARTS = frozenset(
     }
 )
 _SPLIT_KEY = re.compile(r"[_.\-/\s]+|(?<=[a-z0-9])(?=[A-Z])")
+# detect-secrets' key words (``db_?pass``, ``contraseña``...) over the key as snake_case.
+_DS_KEYWORDS = re.compile("|".join(f"(?:{k})" for k in detectors.KEYWORDS))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -144,7 +174,9 @@ def is_secret_key(key: str) -> bool:
     if any(p.endswith("token") for p in parts):  # "accesstoken", "githubtoken"
         return True
     low = k.lower()
-    return any(s in low for s in _SECRET_SUBSTRINGS)
+    if any(s in low for s in _SECRET_SUBSTRINGS):
+        return True
+    return _DS_KEYWORDS.search("_".join(parts)) is not None
 
 
 _NOT_VALUES = frozenset({"", REDACTED, "null", "none", "nil", "true", "false", "***", "<redacted>"})
@@ -154,7 +186,7 @@ _SCHEMES = frozenset(
 
 _KV = re.compile(
     r"(?P<key>(?<![\w.\-/])(?P<q>[\"']?)-{0,2}(?:[A-Za-z_][\w.\-]{0,80})?"
-    r"(?i:pass|pwd|pw|secret|token|key|auth|credential|creds|cookie|signature|dsn)"
+    r"(?i:pass|pwd|pw|secret|token|key|auth|credential|creds|cookie|signature|dsn|contrase)"
     r"[\w.\-]{0,80}\\?(?P=q))"
     r"(?P<sep>\s*(?:=>|=|:)\s*)"
     r"(?P<value>\\\"(?:(?!\\\").){0,4096}\\\"|\"(?:[^\"\\\n]|\\.){0,4096}\"|'(?:[^'\\\n]|\\.){0,4096}'"
@@ -169,12 +201,12 @@ _ANNOTATION = re.compile(r"(?:\[[^\]]*\])?(?:\s*\|\s*\w+)*\s*=[^=]")
 
 
 # Searched in the lower-cased text: an IGNORECASE alternation is ten times slower.
-_KV_KEYWORD = re.compile(r"pass|pw|secret|token|key|auth|cred|cookie|signature|dsn")
+_KV_KEYWORD = re.compile(r"pass|pw|secret|token|key|auth|cred|cookie|signature|dsn|contrase")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
-def _redact_pairs(text: str, sub: _Sub) -> str:
+def _redact_pairs(text: str, counter: Counter[str]) -> str:
     # Anchored at each key word, walking back to the start of the key: trying the pair
     # pattern at every position of a large log costs ten times more.
     out: list[str] = []
@@ -193,45 +225,111 @@ def _redact_pairs(text: str, sub: _Sub) -> str:
         m = _KV.match(text, s)
         if m is None:
             continue
+        replaced = _kv_replacement(m)
+        if replaced is None:
+            continue
+        counter["key-value"] += 1
         out.append(text[done : m.start()])
-        out.append(sub(m))
+        out.append(replaced)
         done = m.end()
+        if _to_line_end(m):
+            eol = text.find("\n", done)
+            done = len(text) if eol == -1 else eol
     if not out:
         return text
     out.append(text[done:])
     return "".join(out)
 
 
-def _kv_sub(counter: Counter[str]) -> _Sub:
-    def sub(m: re.Match[str]) -> str:
-        key, sep, value = m.group("key"), m.group("sep"), m.group("value")
-        if not is_secret_key(key):
-            return m.group(0)
-        # "key:value" with neither quotes nor a space is a file:line, a host:port, a label.
-        if sep == ":" and not m.group("q"):
-            return m.group(0)
-        # "token: str = Depends(...)": a type annotation in a traceback's code line.
-        if ":" in sep and _ANNOTATION.match(m.string, m.end()):
-            return m.group(0)
-        quote = '\\"' if value.startswith('\\"') else value[0] if value[:1] in ("'", '"') else ""
-        inner = value[len(quote) : len(value) - len(quote)]
-        if inner.lower() in _NOT_VALUES or inner.lower() in _SCHEMES or REDACTED in inner:
-            return m.group(0)
-        counter["key-value"] += 1
-        return f"{key}{sep}{quote}{REDACTED}{quote}"
+# What may precede a Go ``%+v`` field (``{User:shop Password:x}``, ``map[token:x]``).
+_FIELD_BEFORE = frozenset("{[, \t\n")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-    return sub
 
+def _kv_replacement(m: re.Match[str]) -> str | None:
+    """The redacted pair, or ``None`` when the pair is not a secret (code, a label...)."""
+    key, sep, value = m.group("key"), m.group("sep"), m.group("value")
+    if not is_secret_key(key):
+        return None
+    # "key:value" with neither quotes nor a space is mostly a file:line, a host:port or a
+    # label; but a bare identifier after "{", "[" or a space is a Go struct or map field.
+    if sep == ":" and not m.group("q"):
+        before = m.string[m.start() - 1] if m.start() > 0 else "\n"
+        if before not in _FIELD_BEFORE or not _IDENT.fullmatch(key):
+            return None
+    # "token: str = Depends(...)": a type annotation in a traceback's code line.
+    if ":" in sep and _ANNOTATION.match(m.string, m.end()):
+        return None
+    quote = '\\"' if value.startswith('\\"') else value[0] if value[:1] in ("'", '"') else ""
+    inner = value[len(quote) : len(value) - len(quote)]
+    if inner.lower() in _NOT_VALUES or inner.lower() in _SCHEMES or REDACTED in inner:
+        return None
+    return f"{key}{sep}{quote}{REDACTED}{quote}"
+
+
+def _to_line_end(m: re.Match[str]) -> bool:
+    """``password: correct horse battery``: an unquoted value after ": " (YAML, a header,
+    a message) runs to the end of the line, unless another pair follows on it."""
+    sep, value = m.group("sep"), m.group("value")
+    if sep.strip() != ":" or sep == ":" or value[:1] in ("'", '"', "\\"):
+        return False
+    eol = m.string.find("\n", m.end())
+    rest = m.string[m.end() : len(m.string) if eol == -1 else eol]
+    return bool(rest.strip()) and "=" not in rest and ": " not in rest and '"' not in rest
+
+
+def _url_password(m: re.Match[str]) -> str:
+    secret = m.group("secret")
+    # "http://host:8080/a/@b": a port and a path before an "@" in the path, not a password.
+    if _PORT_PATH.fullmatch(secret) or secret == REDACTED:
+        return m.group(0)
+    return m.group("pre") + REDACTED + m.group("at")
+
+
+_PORT_PATH = re.compile(r"\d{1,5}(?:/.*)?", re.DOTALL)
+_QUOTED_OR_WORD = r"(?P<secret>\"[^\"\n]*\"|'[^'\n]*'|[^\s'\"]+)"
+_PEM_KIND = r"(?P<kind>(?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)"
 
 _BUILTIN: tuple[_Rule, ...] = (
     _Rule(
         "private-key",
         re.compile(
-            r"-----BEGIN (?P<kind>(?:[A-Z0-9]+ )*PRIVATE KEY)-----"
-            r"(?:[\s\S]{0,20000}?-----END (?P=kind)-----|(?:\s|\\[nr]|[A-Za-z0-9+/=:,\-])*)"
+            rf"-----BEGIN {_PEM_KIND}-----"
+            r"(?:[\s\S]{0,50000}?-----END (?P=kind)-----|(?:\s|\\[nr]|[A-Za-z0-9+/=:,\-])*)"
         ),
         lambda m: f"-----BEGIN {m.group('kind')}-----{REDACTED}-----END {m.group('kind')}-----",
-        hints=("private key-----",),
+        hints=("private key",),
+        lines=False,
+    ),
+    _Rule(
+        # RFC 4716 (SSH2) blocks: four dashes and spaces.
+        "private-key",
+        re.compile(
+            r"---- BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY) ----"
+            r"(?:[\s\S]{0,50000}?---- END (?P=kind) ----|(?:\s|\\[nr]|[A-Za-z0-9+/=:,\-\"])*)"
+        ),
+        lambda m: f"---- BEGIN {m.group('kind')} ----{REDACTED}---- END {m.group('kind')} ----",
+        hints=("private key",),
+        lines=False,
+    ),
+    _Rule(
+        # The end of a block whose BEGIN line was cut off (a log truncated from the front).
+        "private-key",
+        re.compile(
+            r"(?:^[A-Za-z0-9+/=]{16,}\r?\n)+"
+            r"(?=-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)",
+            re.M,
+        ),
+        lambda m: REDACTED + "\n",
+        hints=("private key",),
+        lines=False,
+    ),
+    _Rule(
+        "private-key",
+        re.compile(r"(?P<pre>Private-Lines: *\d+\r?\n)(?P<secret>(?:[A-Za-z0-9+/=]+\r?\n?)+)"),
+        lambda m: m.group("pre") + REDACTED + "\n",
+        hints=("private-lines",),
+        lines=False,
     ),
     _Rule(
         "authorization-header",
@@ -256,7 +354,8 @@ _BUILTIN: tuple[_Rule, ...] = (
     _Rule(
         "api-key-header",
         re.compile(
-            r"(?P<pre>\bx-(?:api-key|auth-token|amz-security-token|vault-token|access-token)"
+            r"(?P<pre>\bx-(?:api-key|auth-token|amz-security-token|vault-token|access-token"
+            r"|goog-api-key|functions-key|shopify-access-token)"
             r"[\"']?\s*:\s*[\"']?)(?P<secret>[^\s\"',;@]+)",
             re.IGNORECASE,
         ),
@@ -279,29 +378,91 @@ _BUILTIN: tuple[_Rule, ...] = (
         "cli-secret-flag",
         re.compile(
             r"(?P<pre>(?:^|(?<=\s))--?[\w-]*(?:password|passwd|token|secret|api-key|apikey)"
-            r"[\w-]*\s+)(?P<secret>[^\s\-\[]\S*)",
+            r"[\w-]*\s+)(?P<secret>\"[^\"\n]*\"|'[^'\n]*'|[^\s\-\[\"']\S*)",
             re.M | re.IGNORECASE,
         ),
         _keep_groups("pre"),
         hints=("pass", "token", "secret", "api-key", "apikey"),
     ),
     _Rule(
+        # mysql's password flag is attached ("-pX"; "-p X" prompts and X is a database).
+        "cli-secret-flag",
+        re.compile(
+            r"(?P<pre>\b(?:mysql\w*|mariadb[\w-]*)\b[^\n|;&]*?\s-p)" + _QUOTED_OR_WORD,
+        ),
+        _keep_groups("pre"),
+        hints=("mysql", "mariadb"),
+    ),
+    _Rule(
+        "cli-secret-flag",
+        re.compile(r"(?P<pre>\bsshpass\s+(?:-[a-oq-zA-Z]\S*\s+)*-p\s*)" + _QUOTED_OR_WORD),
+        _keep_groups("pre"),
+        hints=("sshpass",),
+    ),
+    _Rule(
+        "cli-secret-flag",
+        re.compile(
+            r"(?P<pre>\b(?:redis-cli\b[^\n|;&]*?\s-a|docker\s+login\b[^\n|;&]*?\s-p)\s+)"
+            + _QUOTED_OR_WORD
+        ),
+        _keep_groups("pre"),
+        hints=("redis-cli", "docker"),
+    ),
+    _Rule(
+        # Greedy to the last "@" of the run: passwords may hold "/" and "@" ("p@ss/w").
         "url-password",
         re.compile(
-            r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@\"']*:)(?P<secret>[^/\s@\"']+)(?P<at>@)"
+            r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@\"'<>]*:)"
+            r"(?P<secret>[^\s\"'<>]{1,256})(?P<at>@)(?=[\w\-.\[\]%]+)"
         ),
+        _url_password,
+        hints=("://",),
+    ),
+    _Rule(
+        # Sentry-style DSNs carry the key as the user: https://<32 hex>@o1.ingest.sentry.io
+        "url-password",
+        re.compile(r"(?P<pre>\bhttps?://)(?P<secret>[0-9a-f]{32})(?P<at>@)"),
         _keep_groups("pre", "at"),
         hints=("://",),
     ),
     _Rule(
+        "azure-sas-signature",
+        re.compile(r"(?P<pre>[?&;\s]sig=)(?P<secret>[^&\s\"'<>#]+)", re.IGNORECASE),
+        _keep_groups("pre"),
+        hints=("sig=",),
+    ),
+    _Rule(
         "aws-access-key-id",
-        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|AIPA)[A-Z0-9]{16}\b"),
-        hints=("akia", "asia", "agpa", "aida", "aroa", "anpa", "aipa"),
+        re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"),
+        hints=("akia", "asia", "agpa", "aida", "aroa", "anpa", "aipa", "abia", "acca"),
     ),
     _Rule(
         "github-token",
         re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"),
         hints=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
+    _Rule(
+        "openai-key",
+        re.compile(
+            r"\bsk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_\-]{20,}"
+            r"|\bsk-ant-(?:api|admin|oat)\d{2}-[A-Za-z0-9_\-]{20,}"
+            r"|\bsk-[A-Za-z0-9]{32,}\b"
+        ),
+        hints=("sk-",),
+    ),
+    _Rule(
+        # HashiCorp Vault service, batch and recovery tokens.
+        "vault-token",
+        re.compile(r"\bhv[sbr]\.[A-Za-z0-9_\-]{20,}"),
+        hints=("hvs.", "hvb.", "hvr."),
+    ),
+    _Rule(
+        "package-registry-token",
+        re.compile(
+            r"\bnpm_[A-Za-z0-9]{36}\b|\bpypi-[A-Za-z0-9_\-]{50,}|\bdckr_pat_[A-Za-z0-9_\-]{20,}"
+            r"|\bhf_[A-Za-z0-9]{30,}\b"
+        ),
+        hints=("npm_", "pypi-", "dckr_pat_", "hf_"),
     ),
     _Rule("slack-token", re.compile(r"\bxox[baprse]-[A-Za-z0-9\-]{10,}"), hints=("xox",)),
     _Rule(
@@ -315,7 +476,11 @@ _BUILTIN: tuple[_Rule, ...] = (
         re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}\b|\bwhsec_[A-Za-z0-9]{16,}\b"),
         hints=("k_live_", "k_test_", "whsec_"),
     ),
-    _Rule("google-api-key", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"), hints=("aiza",)),
+    _Rule(
+        "google-api-key",
+        re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b|\bya29\.[0-9A-Za-z_\-]{20,}"),
+        hints=("aiza", "ya29."),
+    ),
     _Rule(
         "jwt",
         re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}"),
@@ -330,10 +495,60 @@ _BUILTIN: tuple[_Rule, ...] = (
 )
 
 
+_LINE_MODE_MIN = 16 * 1024
+"""Texts shorter than this are scanned whole: finding their hint lines costs more."""
+
+
+def _lower(text: str) -> str:
+    low = text.lower()
+    # A few non-ASCII letters lower-case to two characters: keep the offsets aligned.
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
+
+
+def _on_lines(text: str, low: str, hints: tuple[str, ...], sub: Callable[[str], str]) -> str:
+    """``sub`` applied to the lines of ``text`` that hold one of ``hints`` (in ``low``),
+    each with the line after it: a value may follow its key on the next line
+    (``Authorization:\\n  Bearer ...``), as ``\\s*`` in the patterns allows."""
+    spans: list[tuple[int, int]] = []
+    for h in hints:
+        pos = 0
+        while (i := low.find(h, pos)) != -1:
+            start = text.rfind("\n", 0, i) + 1
+            line_end = text.find("\n", i + len(h))
+            end = -1 if line_end == -1 else text.find("\n", line_end + 1)
+            spans.append((start, len(text) if end == -1 else end))
+            if line_end == -1:
+                break
+            pos = line_end + 1
+    if not spans:
+        return text
+    spans.sort()
+    merged = [spans[0]]
+    for s, e in spans[1:]:
+        if s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    out: list[str] = []
+    done = 0
+    changed = False
+    for s, e in merged:
+        chunk = text[s:e]
+        new = sub(chunk)
+        changed = changed or new != chunk
+        out.append(text[done:s])
+        out.append(new)
+        done = e
+    if not changed:
+        return text
+    out.append(text[done:])
+    return "".join(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Compiled:
     rules: tuple[_Rule, ...]
-    extra: tuple[re.Pattern[str], ...]
+    extra: tuple[regex.Pattern[str], ...]
 
 
 class Redactor:
@@ -344,13 +559,14 @@ class Redactor:
     """
 
     def __init__(
-        self, *, extra_patterns: Iterable[str] = (), field: str = "redactPatterns"
+        self, *, extra_patterns: Iterable[str] = (), field: str = "redaction.patterns"
     ) -> None:
-        extra: list[re.Pattern[str]] = []
+        extra: list[regex.Pattern[str]] = []
         for i, p in enumerate(extra_patterns):
             try:
-                extra.append(re.compile(p))
-            except re.error as e:
+                # The regex engine, not re: its matching honours a timeout (see _policy).
+                extra.append(regex.compile(p))
+            except (regex.error, re.error) as e:
                 raise PolicyError(
                     f"spec.{field}[{i}]", f"not a valid regular expression ({e}); fix or remove it"
                 ) from None
@@ -358,7 +574,8 @@ class Redactor:
         self._literals: re.Pattern[str] | None = None
         self._literal_set: frozenset[str] = frozenset()
         self.counts: Counter[str] = Counter()
-        """Redactions made by this redactor, by rule name."""
+        """Redactions made by this redactor, by rule name. ``policy[i]-timeout`` counts
+        texts on which policy pattern ``i`` ran out of time (those lines were removed)."""
 
     @classmethod
     def for_policy(cls, patterns: Iterable[str]) -> Redactor:
@@ -391,29 +608,99 @@ class Redactor:
         """``text`` with every secret the rules recognise replaced by ``[REDACTED]``."""
         if not text:
             return text
-        counts = self.counts
         if self._literals is not None:
             text = self._count_sub("env-value", self._literals, None, text)
-        low = text.lower()
+        low = _lower(text)
         for rule in self._compiled.rules:
             if rule.hints and not any(h in low for h in rule.hints):
                 continue
-            if rule.name == "xml-secret":
-                text = rule.pattern.sub(self._xml_sub, text)
-                continue
-            text = self._count_sub(rule.name, rule.pattern, rule.sub, text)
+            before = text
+            if rule.lines and rule.hints and len(text) > _LINE_MODE_MIN:
+                text = _on_lines(text, low, rule.hints, functools.partial(self._apply, rule))
+            else:
+                text = self._apply(rule, text)
+            if text is not before:
+                low = _lower(text)
         if "=" in text or ":" in text:
-            text = _redact_pairs(text, _kv_sub(counts))
+            text = _redact_pairs(text, self.counts)
+        text = self._vendor(text)
+        text = self._entropy(text)
         for i, pattern in enumerate(self._compiled.extra):
-            text = self._count_sub(f"policy[{i}]", pattern, _policy_sub, text)
+            text = self._policy(i, pattern, text)
         return text
+
+    def _apply(self, rule: _Rule, text: str) -> str:
+        if rule.name == "xml-secret":
+            return rule.pattern.sub(self._xml_sub, text)
+        return self._count_sub(rule.name, rule.pattern, rule.sub, text)
 
     def _count_sub(self, name: str, pattern: re.Pattern[str], sub: _Sub | None, text: str) -> str:
         def repl(m: re.Match[str]) -> str:
-            self.counts[name] += 1
-            return sub(m) if sub is not None else REDACTED
+            out = sub(m) if sub is not None else REDACTED
+            if out != m.group(0):  # a sub may decide the match is no secret after all
+                self.counts[name] += 1
+            return out
 
         return pattern.sub(repl, text)
+
+    def _vendor(self, text: str) -> str:
+        found: dict[str, str] = {}
+        for name, secret in detectors.vendor_secrets(text):
+            if REDACTED not in secret:
+                found.setdefault(secret, name)
+        if not found:
+            return text
+        by_length = sorted(found, key=len, reverse=True)
+        alternation = re.compile("|".join(re.escape(v) for v in by_length))
+
+        def repl(m: re.Match[str]) -> str:
+            self.counts[f"detect-secrets:{found[m.group(0)]}"] += 1
+            return REDACTED
+
+        return alternation.sub(repl, text)
+
+    def _entropy(self, text: str) -> str:
+        spans = list(detectors.high_entropy_tokens(text))
+        if not spans:
+            return text
+        self.counts["high-entropy"] += len(spans)
+        out: list[str] = []
+        done = 0
+        for s, e in spans:
+            out.append(text[done:s])
+            out.append(REDACTED)
+            done = e
+        out.append(text[done:])
+        return "".join(out)
+
+    def _policy(self, i: int, pattern: regex.Pattern[str], text: str) -> str:
+        name = f"policy[{i}]"
+
+        def repl(m: regex.Match[str]) -> str:
+            self.counts[name] += 1
+            return _policy_sub(m)
+
+        try:
+            # concurrent: the engine releases the GIL, so the event loop (collection runs
+            # in a worker thread) keeps serving while a slow pattern runs.
+            return pattern.sub(repl, text, timeout=POLICY_PATTERN_TIMEOUT, concurrent=True)
+        except TimeoutError:
+            pass
+        # A pattern that backtracks catastrophically on some line: retry line by line, and
+        # remove the lines it cannot decide in time. Failing closed: the pattern was meant
+        # to remove something, so a line it could not check does not leave.
+        self.counts[f"{name}-timeout"] += 1
+        deadline = time.monotonic() + POLICY_FALLBACK_BUDGET
+        lines = text.split("\n")
+        for j, line in enumerate(lines):
+            if time.monotonic() > deadline:
+                lines[j] = f"[REDACTED: policy pattern {i} timed out]"
+                continue
+            try:
+                lines[j] = pattern.sub(repl, line, timeout=POLICY_LINE_TIMEOUT, concurrent=True)
+            except TimeoutError:
+                lines[j] = f"[REDACTED: policy pattern {i} timed out]"
+        return "\n".join(lines)
 
     def _xml_sub(self, m: re.Match[str]) -> str:
         if not is_secret_key(m.group("tag")) or m.group("secret") == REDACTED:
@@ -486,7 +773,7 @@ def _redact_flag_values(argv: list[Any], counts: Counter[str]) -> None:
             counts["key-value"] += 1
 
 
-def _policy_sub(m: re.Match[str]) -> str:
+def _policy_sub(m: regex.Match[str]) -> str:
     # A pattern with a group named "value" redacts only that group.
     if "value" in m.re.groupindex and m.group("value") is not None:
         s, e = m.span("value")
