@@ -156,6 +156,9 @@ def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
     assert got == {
         ("", "pods"): ["get", "list", "watch"],
         ("", "pods/log"): ["get"],
+        ("", "services"): ["list"],
+        ("discovery.k8s.io", "endpointslices"): ["list"],
+        ("", "configmaps"): ["get"],
         ("", "events"): ["create", "list"],
         ("apps", "deployments"): ["get", "list", "patch", "watch"],
         ("apps", "deployments/scale"): ["get", "patch"],

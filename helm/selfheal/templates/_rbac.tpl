@@ -18,6 +18,23 @@ runs a whole remediation with exactly these rules and fails on any 403.
   resources: [pods/log]
   verbs: [get]
 {{- end }}
+{{- if .Values.rbac.evidence.dependencies }}
+# Services and their EndpointSlices: the ticket names the failing dependency found in
+# the stack, logs and env, with its ready endpoints (evidence/dependencies.py).
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list]
+{{- end }}
+{{- if .Values.rbac.evidence.configChanges }}
+# ConfigMaps the pod references: which changed since the last healthy revision, by
+# name and key only (evidence/collect.py). Secrets are named, never read.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
+{{- end }}
 # Events: create for the driver's Events on the workload and the Remediation
 # (remediation/driver.py) and kopf.warn on an invalid policy (handlers/policies.py);
 # list for the evidence's events of the Deployment and Pod (evidence/collect.py `_events`).

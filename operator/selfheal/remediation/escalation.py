@@ -7,28 +7,20 @@ is collected once and reused for retries of the same ticket.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from selfheal.clients import kube as k
-from selfheal.clients.prometheus import Prometheus, PrometheusError
+from selfheal.clients.prometheus import Prometheus
 from selfheal.detect.signal import WorkloadRef
 from selfheal.evidence import render
 from selfheal.evidence.collect import collect as collect_bundle
 from selfheal.evidence.redact import Redactor
+from selfheal.evidence.usage import collect_usage
 from selfheal.policy.model import HealingPolicy
 from selfheal.remediation.state import RemediationState
 
 logger = logging.getLogger(__name__)
-
-# ``max by (container)``: one pod's usage when a pod is named, else the busiest pod's.
-USAGE_QUERIES = {
-    "cpu": 'max by (container) (rate(container_cpu_usage_seconds_total{{namespace="{ns}",'
-    'pod=~"{pod}",container!=""}}[5m]))',
-    "memory": 'max by (container) (container_memory_working_set_bytes{{namespace="{ns}",'
-    'pod=~"{pod}",container!=""}})',
-}
 
 
 class Evidence:
@@ -42,26 +34,6 @@ class Evidence:
         if key not in self._redactors:
             self._redactors[key] = Redactor.for_policy(policy.redact_patterns)
         return self._redactors[key]
-
-    async def usage(
-        self, namespace: str, deployment: str, pod: str | None
-    ) -> dict[str, dict[str, object]] | None:
-        """Container -> {cpu, memory} from cAdvisor metrics; ``None``: not configured."""
-        if self.prometheus is None:
-            return None
-        # No pod blamed (a metric incident): the Deployment's pods, by name pattern.
-        pod = re.escape(pod) if pod else f"{re.escape(deployment)}-[a-z0-9]+-[a-z0-9]+"
-        out: dict[str, dict[str, object]] = {}
-        for resource, template in USAGE_QUERIES.items():
-            try:
-                series = await self.prometheus.instant(template.format(ns=namespace, pod=pod))
-            except PrometheusError as e:
-                logger.info("usage query for %s/%s failed: %s", namespace, pod, e)
-                continue
-            for s in series:
-                if s.samples:
-                    out.setdefault(s.labels.get("container", "?"), {})[resource] = s.samples[-1][1]
-        return out
 
     async def gather(
         self,
@@ -83,7 +55,18 @@ class Evidence:
             }
             for s in state.steps
         ]
-        usage = await self.usage(workload.namespace, workload.name, facts.pod)
+        usage = (
+            await collect_usage(
+                self.prometheus,
+                namespace=workload.namespace,
+                deployment=workload.name,
+                pod=facts.pod,
+                start=state.detected_at,
+            )
+            if self.prometheus is not None
+            else None
+        )
+        last_healthy = _last_healthy(state)
         bundle = await collect_bundle(
             kube=self.kube,
             namespace=workload.namespace,
@@ -91,9 +74,13 @@ class Evidence:
             pod=facts.pod,
             container=facts.container,
             redactor=self.redactor(policy),
-            prometheus_usage=usage,
+            prometheus_usage=usage.by_container if usage else None,
+            usage_note=usage.note if usage else "",
             trigger_evidence=dict(state.evidence),
             steps=steps,
+            last_healthy=last_healthy,
+            dependencies=True,
+            config_changes=True,
         )
         outcome = reason
         if related:
@@ -112,6 +99,7 @@ class Evidence:
             trigger=trigger,
             cause=state.cause,
             steps=steps,
+            last_healthy=last_healthy,
         )
         if related:
             description = (
@@ -120,6 +108,16 @@ class Evidence:
                 f"{', '.join(related)}\n\n" + description
             )
         return summary, description, bundle.attachments(), bundle.summary()
+
+
+def _last_healthy(state: RemediationState) -> int | None:
+    """The revision a successful rollback went to (the diff is against it); ``None``:
+    the collector's own choice, the newest revision before the current one."""
+    for step in reversed(state.steps):
+        to = step.change.get("toRevision")
+        if step.action == "rollback" and str(step.result) == "Succeeded" and str(to).isdigit():
+            return int(str(to))
+    return None
 
 
 def _outcome(state: RemediationState, related: Sequence[str]) -> str:
