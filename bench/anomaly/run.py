@@ -26,13 +26,11 @@ from typing import Any
 import numpy as np
 
 from bench.anomaly import baselines, nab, published
-from selfheal.detect.anomaly import AnomalyDetector, Config, threshold_for
+from selfheal.detect.anomaly import DEFAULTS, AnomalyDetector, Config, threshold_for
 from selfheal.policy.model import Sensitivity
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
-SEASONALITY = 86400.0
-"""One configuration for every file: a daily seasonal predictor (chosen only where it helps)."""
 
 DETECTOR = "selfheal"
 ROLLING = "rolling z-score"
@@ -161,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profiles = nab.load_profiles(root / "profiles.json")
     n_windows = sum(len(f.windows) for f in files)
 
-    config = Config(seasonality=SEASONALITY)
+    config = DEFAULTS  # the operator's and the CLI's configuration, nothing bench-specific
     makers: dict[str, Callable[[], Callable[[float, float], float]]] = {
         DETECTOR: lambda: AnomalyDetector(config).update,
         ROLLING: lambda: baselines.RollingZScore(window=288).update,
