@@ -79,8 +79,8 @@ class Fold:
     """Index into the grid of the configuration chosen on the other categories."""
     threshold: float
     """Threshold chosen on the other categories."""
-    train_normalised: float
-    """The choice's normalised score on the training categories."""
+    train_normalised: float | None
+    """The choice's normalised score on the training categories (``None`` without windows)."""
     held_out_raw: float
     """Raw NAB score of the held-out files at the chosen threshold."""
     held_out_normalised: float | None
@@ -155,9 +155,7 @@ def cross_validate(
                     held_out=held,
                     config_index=index,
                     threshold=threshold,
-                    train_normalised=100.0
-                    * (train_raw - train_null)
-                    / (profile.tp * train_windows - train_null),
+                    train_normalised=_normalised(train_raw, train_null, profile, train_windows),
                     held_out_raw=held_raw,
                     held_out_normalised=_normalised(held_raw, test_null, profile, windows),
                     detected=sum(fs.detected for fs in held_files),

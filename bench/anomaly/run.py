@@ -536,7 +536,7 @@ def _headline(
             )
             out.append(
                 f"| {p.profile} | {f.held_out} | {chosen} | {f.threshold:.4f} |"
-                f" {f.train_normalised:.2f} | {held} |"
+                f" {f.train_normalised or 0.0:.2f} | {held} |"
                 f" {f.detected} / {f.missed} / {f.false_positives} |"
             )
     out.append("")
