@@ -149,9 +149,6 @@ class Config:
     """Per-sample decay of the refractory peak surprise."""
     gamma: float = 1.0
     """Weight of the refractory peak subtracted from the surprise (0 disables it)."""
-    floor: float = 0.0
-    """Surprise (decades) a sample must exceed to score at all, however quiet the recent past:
-    the decaying peak alone lets a mere 1-in-100 sample fire after a few hundred quiet ones."""
     boost: float = 0.0
     """Added to a new refractory peak (decades of surprise)."""
     likelihood: bool = True
@@ -535,10 +532,7 @@ class AnomalyDetector:
         decayed = peak * cfg.decay
         # A new peak is raised by ``boost`` so a surprise still rising does not fire again.
         self.peak = surprise + cfg.boost if surprise > decayed else decayed
-        reference = cfg.gamma * peak
-        if reference < cfg.floor:
-            reference = cfg.floor
-        excess = surprise - reference
+        excess = surprise - cfg.gamma * peak
         score = 0.0 if excess <= 0.0 else 1.0 - 10.0**-excess
         self.last_score = score
         return score
