@@ -3,7 +3,11 @@
 Runs the learned-baseline detector and two baselines (rolling z-score, static p99 threshold)
 over every file of the NAB subset in one pass, scores them with NAB's method (``nab.py``) under
 the three cost profiles, measures single-core throughput of each, prints a table and writes
-``REPORT.md`` and ``results.json``.
+``REPORT.md`` and ``results.json``. The detector runs with ``anomaly.DEFAULTS``, the operator's
+and the CLI's configuration. Beside the in-sample score (threshold optimised on these files)
+the report gives a leave-one-category-out cross-validation (``cv.py``: configuration and
+threshold chosen on the other categories), the NAB scores at the operator's fixed sensitivity
+thresholds, false alarms on unlabelled noise (``noise.py``), and memory per series.
 
 The data directory is, in order: ``--data``, ``$SELFHEAL_NAB_DIR``, ``../shared/datasets/nab``
 relative to the repository root.

@@ -27,10 +27,10 @@ Semantics:
   (fire, then hold the signal for ``for``), not as a level that must stay high.
 - ``threshold_for(sensitivity)`` maps the policy's low/medium/high to score thresholds: 0.99,
   0.9 and 0.65. High (0.65) is close to the threshold NAB's optimiser picks for this detector
-  under its standard profile; NAB's costs favour recall, so on pure Gaussian noise (after a
-  10,000-sample warm-up, as ``warm`` gives it) it fires on about 1 sample in 300. Medium fires on
-  about 1 in 5,000 and low on about 1 in 20,000. ``bench/anomaly/REPORT.md`` gives the NAB
-  score at each threshold.
+  under its standard profile. NAB's costs favour recall, and its windows are wide, so that
+  threshold fires on quiet data about once in 500-600 samples; medium and low about once in
+  3,000 (the false-alarm table of ``bench/anomaly/REPORT.md`` measures it on Gaussian noise
+  and on bursty counts, beside the NAB score at each threshold).
 
 How it scores (the ideas of NAB's best detectors, kept small enough for a few µs per sample):
 
@@ -56,8 +56,11 @@ How it scores (the ideas of NAB's best detectors, kept small enough for a few µ
 
 All state is a fixed number of floats plus fixed-size lists (histograms, seasonal slots), so
 memory does not grow with the stream. Pure Python floats on the hot path: no numpy needed.
-The defaults of ``Config`` are the one configuration benchmarked on NAB (tuned on that corpus:
-see ``bench/anomaly/REPORT.md`` for what that does and does not prove).
+``DEFAULTS`` (``Config()``) is the one configuration: the operator's (``for_spec`` changes only
+the seasonality, when a policy names one), the CLI's (``python -m selfheal.detect.score``) and
+the benchmark's. It was tuned on the 24-file NAB subset; ``bench/anomaly/REPORT.md`` says what
+that does and does not prove, with a leave-one-category-out cross-validation beside the
+in-sample score.
 """
 
 from __future__ import annotations
