@@ -9,7 +9,13 @@ import random
 
 import pytest
 
-from selfheal.detect.anomaly import STATE_VERSION, AnomalyDetector, Config, threshold_for
+from selfheal.detect.anomaly import (
+    DEFAULTS,
+    STATE_VERSION,
+    AnomalyDetector,
+    Config,
+    threshold_for,
+)
 from selfheal.policy.model import AnomalySpec, Sensitivity
 
 STEP = 300.0  # 5-minute samples
@@ -184,6 +190,15 @@ def test_sensitivity_orders_thresholds() -> None:
 def test_for_spec_uses_the_policy_seasonality() -> None:
     det = AnomalyDetector.for_spec(AnomalySpec(seasonality=3600.0))
     assert det.config.seasonality == 3600.0
+
+
+def test_one_configuration_for_operator_cli_and_bench() -> None:
+    # A policy without seasonality gets DEFAULTS exactly (what the CLI and the bench run; the
+    # CLI test compares its output with AnomalyDetector() sample by sample).
+    assert AnomalyDetector.for_spec(AnomalySpec()).config == DEFAULTS
+    assert AnomalyDetector().config == DEFAULTS
+    # Explicitly none is still possible.
+    assert AnomalyDetector(Config(seasonality=None)).config.seasonality is None
 
 
 def test_bad_state_and_config_are_rejected_with_the_field() -> None:

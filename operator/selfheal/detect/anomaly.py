@@ -27,10 +27,10 @@ Semantics:
   (fire, then hold the signal for ``for``), not as a level that must stay high.
 - ``threshold_for(sensitivity)`` maps the policy's low/medium/high to score thresholds: 0.99,
   0.9 and 0.65. High (0.65) is close to the threshold NAB's optimiser picks for this detector
-  under its standard profile; NAB's costs favour recall, so on pure Gaussian noise (after a
-  10,000-sample warm-up, as ``warm`` gives it) it fires on about 1 sample in 300. Medium fires on
-  about 1 in 5,000 and low on about 1 in 20,000. ``bench/anomaly/REPORT.md`` gives the NAB
-  score at each threshold.
+  under its standard profile. NAB's costs favour recall, and its windows are wide, so that
+  threshold fires on quiet data about once in 500-600 samples; medium and low about once in
+  3,000 (the false-alarm table of ``bench/anomaly/REPORT.md`` measures it on Gaussian noise
+  and on bursty counts, beside the NAB score at each threshold).
 
 How it scores (the ideas of NAB's best detectors, kept small enough for a few µs per sample):
 
@@ -56,8 +56,11 @@ How it scores (the ideas of NAB's best detectors, kept small enough for a few µ
 
 All state is a fixed number of floats plus fixed-size lists (histograms, seasonal slots), so
 memory does not grow with the stream. Pure Python floats on the hot path: no numpy needed.
-The defaults of ``Config`` are the one configuration benchmarked on NAB (tuned on that corpus:
-see ``bench/anomaly/REPORT.md`` for what that does and does not prove).
+``DEFAULTS`` (``Config()``) is the one configuration: the operator's (``for_spec`` changes only
+the seasonality, when a policy names one), the CLI's (``python -m selfheal.detect.score``) and
+the benchmark's. It was tuned on the 24-file NAB subset; ``bench/anomaly/REPORT.md`` says what
+that does and does not prove, with a leave-one-category-out cross-validation beside the
+in-sample score.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from typing import Any
 from selfheal.policy.model import AnomalySpec, Sensitivity
 
 __all__ = [
+    "DEFAULTS",
     "STATE_VERSION",
     "AnomalyDetector",
     "Config",
@@ -100,10 +104,14 @@ def threshold_for(sensitivity: Sensitivity) -> float:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    """Tuning of the detector. The defaults are the one configuration benchmarked on NAB."""
+    """Tuning of the detector. ``DEFAULTS`` is the one configuration: the operator's, the CLI's
+    and the benchmark's."""
 
-    seasonality: float | None = None
-    """Seasonal period in seconds (e.g. 86400 for a day); ``None``: no seasonal predictor."""
+    seasonality: float | None = 86400.0
+    """Seasonal period in seconds; ``None``: no seasonal predictor. The default is a day: the
+    seasonal predictor is chosen only where it predicts clearly better than the local one, so
+    a series without a daily pattern loses nothing (on NAB's full corpus, measured from outside,
+    a day scores higher than none)."""
     warmup: int = 48
     """Samples scored 0.0 while the models settle."""
     season_warmup: int = 600
@@ -170,6 +178,11 @@ class Config:
     """The surprise of sample n is capped at ``log10(n) + evidence_margin``."""
     band_width: float = 4.0
     """``band()`` is the expected value +- ``band_width`` robust scales."""
+
+
+DEFAULTS = Config()
+"""The one configuration the operator, ``python -m selfheal.detect.score`` and
+``bench/anomaly`` all use."""
 
 
 class _Tail:
@@ -307,8 +320,8 @@ class AnomalyDetector:
 
     def __init__(self, config: Config | None = None, *, seasonality: float | None = None) -> None:
         if config is None:
-            config = Config(seasonality=seasonality)
-        elif seasonality is not None:
+            config = DEFAULTS
+        if seasonality is not None:
             config = dataclasses.replace(config, seasonality=seasonality)
         if config.seasonality is not None and not config.seasonality > 0:
             raise ValueError(
@@ -354,8 +367,9 @@ class AnomalyDetector:
 
     @classmethod
     def for_spec(cls, spec: AnomalySpec) -> AnomalyDetector:
-        """A detector configured from a policy's ``anomaly`` block."""
-        return cls(Config(seasonality=spec.seasonality))
+        """A detector configured from a policy's ``anomaly`` block: ``DEFAULTS``, with the
+        policy's seasonality when it names one."""
+        return cls(DEFAULTS, seasonality=spec.seasonality)
 
     # -- the hot path -------------------------------------------------------------------------
 
