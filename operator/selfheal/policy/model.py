@@ -56,7 +56,8 @@ class AnomalySpec:
     baseline: float = 7 * 86400.0
     """History (seconds) the baseline learns from."""
     seasonality: float | None = None
-    """Seasonal period in seconds (e.g. a day); ``None``: no seasonality."""
+    """Seasonal period in seconds (e.g. a day); ``None``: the detector's default (a day,
+    used only where it predicts better than the recent level)."""
     step: float = 60.0
     """Resolution (seconds) of the history range query."""
 
