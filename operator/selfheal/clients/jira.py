@@ -1,7 +1,9 @@
 """A thin, typed asyncio wrapper over the synchronous ``jira`` package.
 
-Every call runs in a worker thread (``asyncio.to_thread``) under an overall deadline
-(``asyncio.wait_for``), on top of the per-request timeout given to ``requests``. The
+Every call runs in a worker thread of the client's own small executor (threads named
+``selfheal-jira``, ``workers`` of them), so a hung Jira cannot take the threads other
+backends need, under an overall deadline (``asyncio.wait_for``), on top of the
+per-request timeout given to ``requests``. The
 package's own retry loop is disabled (``max_retries=0``): it sleeps inside the thread
 for up to a minute, and the caller's backoff (``selfheal.actions.ticket``) must rule.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import dataclasses
 import email.utils
 import io
@@ -271,12 +274,19 @@ class Jira:
         timeout: float = 15.0,
         deadline: float | None = None,
         verify: bool | str = True,
+        workers: int = 2,
     ) -> None:
         """``timeout``: seconds for one HTTP request (connect and read); ``deadline``:
         seconds for one whole call (several requests), ``None``: ``4 * timeout``;
-        ``verify``: TLS verification, or a CA bundle path."""
+        ``verify``: TLS verification, or a CA bundle path; ``workers``: threads of this
+        client's own executor (calls run one at a time anyway; a call abandoned by its
+        deadline keeps its thread until ``requests`` times out)."""
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"jira_url: {url!r} must start with http:// or https://")
+        if workers < 1:
+            raise ValueError(f"workers: {workers} must be at least 1")
+        self.workers = workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.deadline = deadline if deadline is not None else 4 * timeout
@@ -293,6 +303,20 @@ class Jira:
 
     def browse_url(self, key: str) -> str:
         return f"{self.url}/browse/{key}"
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        # Made on first use (threads start lazily too), again after close().
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="selfheal-jira"
+            )
+        return self._pool
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(
+            loop.run_in_executor(self._executor(), fn), timeout=self.deadline
+        )
 
     def _connect(self) -> JIRA:
         if self._client is None:
@@ -320,7 +344,7 @@ class Jira:
         started = time.monotonic()
         status = "ok"
         try:
-            return await asyncio.wait_for(asyncio.to_thread(run), timeout=self.deadline)
+            return await self._in_thread(run)
         except TimeoutError:
             status = "timeout"
             metrics.BACKEND_ERRORS.labels(BACKEND, "timeout").inc()
@@ -338,13 +362,25 @@ class Jira:
             metrics.BACKEND_LATENCY.labels(BACKEND).observe(time.monotonic() - started)
 
     async def close(self) -> None:
+        """Close the HTTP session and the executor. Calls still queued are cancelled;
+        a call stuck in ``requests`` ends at its own timeout. A later call starts anew."""
+
         def run() -> None:
             with self._lock:
                 if self._client is not None:
                     self._client.close()  # type: ignore[no-untyped-call]
                     self._client = None
 
-        await asyncio.wait_for(asyncio.to_thread(run), timeout=self.deadline)
+        if self._pool is None:
+            return
+        try:
+            await self._in_thread(run)
+        except TimeoutError:
+            pass  # the workers are stuck on a hung Jira: let them end on their own
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     async def check(self, *, project: str) -> None:
         """The server answers, the credentials work and ``project`` exists and is visible."""
