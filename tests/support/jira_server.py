@@ -27,8 +27,9 @@ descriptions and comment bodies as Atlassian Document Format (a wiki string gets
 ``nextPageToken`` paging (``isLast``; the token is absent on the last page) and refuses
 unbounded JQL, while the old ``/rest/api/{2,3}/search`` answers 410 Gone with Cloud's
 body. Search is **eventually consistent**: for ``search_lag`` seconds after an issue is
-created or its labels change, search sees it as it was before (a new issue not at all),
-unless its id is in ``reconcileIssues``; GET by key is always current. Server mode keeps
+created or its labels change, search matches it as it was before (a new issue not at
+all), unless its id is in ``reconcileIssues``; the fields of a hit and GET by key are
+always current. Server mode keeps
 ``search_lag`` 0 unless set (``set_search_lag``).
 
 Run ``python -m tests.support.jira_server --port 8089`` for the demo; it prints its URL.

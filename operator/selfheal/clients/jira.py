@@ -14,6 +14,14 @@ Errors map to a small taxonomy:
 - ``JiraRejected``: 400 (with Jira's per-field errors), 401, 403, 404 and other 4xx;
   retrying the same request is useless.
 
+Server/Data Center and Cloud are both spoken; ``serverInfo`` (read on connecting) tells
+them apart. On Cloud the client uses REST API v3: descriptions and comments go out as
+Atlassian Document Format (converted from selfheal's wiki markup by
+``selfheal.clients.adf``) and come back as text; search is ``search/jql`` with
+``nextPageToken`` paging (the old ``search`` is gone there, 410). Cloud's search is
+eventually consistent: an issue created or relabelled in the last seconds may be
+missing from ``search_open``/``find_by_label`` for a while (GET by key is current).
+
 Messages never contain credentials: they are built from the status and Jira's error
 body, never from ``str(JIRAError)`` (which dumps request headers).
 """
@@ -36,11 +44,17 @@ import requests
 from jira import JIRA, JIRAError
 
 from selfheal import metrics
+from selfheal.clients import adf
 from selfheal.settings import Settings
 
 T = TypeVar("T")
 
 BACKEND = "jira"
+SEARCH_PAGE = 50
+"""Issues per search request."""
+SEARCH_PAGES = 4
+"""At most this many pages per search (so at most 200 issues): the loop is bounded."""
+_SEARCH_FIELDS = ["summary", "status", "labels"]
 
 
 class JiraError(Exception):
@@ -163,6 +177,8 @@ class IssueRef:
     key: str
     url: str
     """The browsable URL (``<server>/browse/<key>``)."""
+    labels: tuple[str, ...] = ()
+    """The issue's labels as Jira returned them (from ``create``: the labels sent)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -293,6 +309,7 @@ class Jira:
         self._credentials = credentials
         self._verify = verify
         self._client: JIRA | None = None
+        self._cloud: bool | None = None
         # requests.Session is not thread-safe, and a call abandoned by its deadline
         # still runs in its thread: calls go one at a time.
         self._lock = threading.Lock()
@@ -300,6 +317,12 @@ class Jira:
     def __repr__(self) -> str:
         kind = self._credentials.kind if self._credentials else "anonymous"
         return f"Jira(url={self.url!r}, auth={kind})"
+
+    @property
+    def cloud(self) -> bool | None:
+        """Jira Cloud (``True``) or Server/Data Center (``False``); ``None`` until the
+        first call has read ``serverInfo``."""
+        return self._cloud
 
     def browse_url(self, key: str) -> str:
         return f"{self.url}/browse/{key}"
@@ -325,15 +348,25 @@ class Jira:
                 auth["basic_auth"] = (self._credentials.username, self._credentials.token)
             elif self._credentials is not None:
                 auth["token_auth"] = self._credentials.token
-            self._client = JIRA(
-                self.url,
-                options={"verify": self._verify},
-                timeout=self.timeout,
-                max_retries=0,  # our backoff rules; theirs sleeps in the thread
-                get_server_info=True,  # Server/DC vs Cloud decides the search endpoint
-                logging=False,
-                **auth,
-            )
+
+            def make(api: str) -> JIRA:
+                return JIRA(
+                    self.url,
+                    options={"verify": self._verify, "rest_api_version": api},
+                    timeout=self.timeout,
+                    max_retries=0,  # our backoff rules; theirs sleeps in the thread
+                    get_server_info=True,  # Server/DC vs Cloud: the API and the search
+                    logging=False,
+                    **auth,
+                )
+
+            client = make("2")
+            if client.deploymentType == "Cloud":
+                # v3 for everything: ADF bodies; Cloud keeps v2 but selfheal speaks one.
+                client.close()  # type: ignore[no-untyped-call]
+                client = make("3")
+            self._cloud = client.deploymentType == "Cloud"
+            self._client = client
         return self._client
 
     async def _call(self, operation: str, fn: Callable[[JIRA], T]) -> T:
@@ -402,30 +435,76 @@ class Jira:
                 ) from None
             raise
 
+    def _search(self, j: JIRA, jql: str) -> list[IssueRef]:
+        """In the worker thread: up to ``SEARCH_PAGES`` pages of ``jql``."""
+        raw: list[Mapping[str, Any]] = []
+        if self._cloud:
+            token: str | None = None
+            for _ in range(SEARCH_PAGES):
+                page = j.enhanced_search_issues(
+                    jql,
+                    nextPageToken=token,
+                    maxResults=SEARCH_PAGE,
+                    fields=list(_SEARCH_FIELDS),
+                    json_result=True,
+                )
+                raw += page.get("issues") or []
+                token = page.get("nextPageToken")
+                if not token or page.get("isLast"):
+                    break
+        else:
+            for _ in range(SEARCH_PAGES):
+                page = j.search_issues(
+                    jql,
+                    startAt=len(raw),
+                    maxResults=SEARCH_PAGE,
+                    fields=list(_SEARCH_FIELDS),
+                    json_result=True,
+                )
+                issues = page.get("issues") or []
+                raw += issues
+                if not issues or len(raw) >= int(page.get("total") or 0):
+                    break
+        return [self._ref(i) for i in raw]
+
+    def _ref(self, raw: Mapping[str, Any]) -> IssueRef:
+        key = str(raw.get("key", ""))
+        labels = (raw.get("fields") or {}).get("labels") or ()
+        return IssueRef(key=key, url=self.browse_url(key), labels=tuple(str(x) for x in labels))
+
     async def search_open(self, *, project: str, label: str) -> list[IssueRef]:
         """Issues of ``project`` carrying ``label`` whose status is not in the Done
-        category, oldest first."""
+        category, oldest first (at most ``SEARCH_PAGE * SEARCH_PAGES``)."""
         jql = (
             f"project = {jql_string(project)} AND labels = {jql_string(label)} "
             "AND statusCategory != Done ORDER BY created ASC"
         )
+        return await self._call("search", lambda j: self._search(j, jql))
 
-        def run(j: JIRA) -> list[str]:
-            found = j.search_issues(jql, maxResults=20, fields="summary,status,labels")
-            return [str(i.key) for i in found]
-
-        return [IssueRef(key=k, url=self.browse_url(k)) for k in await self._call("search", run)]
+    async def find_by_label(self, *, project: str, label: str) -> list[IssueRef]:
+        """Issues of ``project`` carrying ``label`` in any status (closed ones too),
+        oldest first: to adopt a create whose answer was lost, even if someone has
+        closed the issue since. On Cloud an issue created seconds ago may be missing
+        (search is eventually consistent)."""
+        jql = (
+            f"project = {jql_string(project)} AND labels = {jql_string(label)} ORDER BY created ASC"
+        )
+        return await self._call("search", lambda j: self._search(j, jql))
 
     async def create(self, *, fields: Mapping[str, Any]) -> IssueRef:
         """Create an issue from REST ``fields`` (``project``, ``issuetype``, ``summary``...)."""
         payload = dict(fields)
+        labels = tuple(str(x) for x in payload.get("labels") or ())
 
         def run(j: JIRA) -> str:
+            sent = dict(payload)
+            if self._cloud and isinstance(sent.get("description"), str):
+                sent["description"] = adf.wiki_to_adf(sent["description"])
             # prefetch=False: no second request; the key is all we need.
-            return str(j.create_issue(fields=payload, prefetch=False).key)
+            return str(j.create_issue(fields=sent, prefetch=False).key)
 
         key = await self._call("create", run)
-        return IssueRef(key=key, url=self.browse_url(key))
+        return IssueRef(key=key, url=self.browse_url(key), labels=labels)
 
     async def issue(self, *, key: str) -> IssueDetails:
         def run(j: JIRA) -> dict[str, Any]:
@@ -441,14 +520,22 @@ class Jira:
             status=str(status.get("name", "")),
             status_category=str((status.get("statusCategory") or {}).get("key", "")),
             labels=tuple(f.get("labels") or ()),
+            # Cloud's v3 gives ADF documents: their text, so markers are found.
             comments=tuple(
-                str(c.get("body", "")) for c in (f.get("comment") or {}).get("comments", [])
+                adf.adf_to_text(c.get("body", ""))
+                for c in (f.get("comment") or {}).get("comments", [])
             ),
             attachments=tuple(str(a.get("filename", "")) for a in f.get("attachment") or []),
         )
 
     async def comment(self, *, key: str, body: str) -> None:
-        await self._call("comment", lambda j: j.add_comment(key, body))
+        """Add a comment; ``body`` is wiki markup (sent as ADF on Cloud)."""
+
+        def run(j: JIRA) -> None:
+            # jira's add_comment sends whatever JSON body it is given (an ADF dict too).
+            j.add_comment(key, adf.wiki_to_adf(body) if self._cloud else body)
+
+        await self._call("comment", run)
 
     async def attach(self, *, key: str, filename: str, data: bytes) -> None:
         if not data:
