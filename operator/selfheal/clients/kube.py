@@ -151,6 +151,8 @@ class Kube:
             raise _error(e, method, path) from None
         except TimeoutError:
             raise KubeError(0, "Timeout", "no response in time", method=method, path=path) from None
+        except OSError as e:  # refused, reset; aiohttp's ClientOSError too
+            raise KubeError(0, "ConnectionError", str(e), method=method, path=path) from None
         except aiohttp.ClientError as e:
             # ServerDisconnectedError, ClientPayloadError, ClientConnectionError, and
             # ClientResponseError: aiohttp's parser refusing a malformed answer (its
@@ -158,8 +160,6 @@ class Kube:
             raise KubeError(
                 0, type(e).__name__, str(e) or "connection lost", method=method, path=path
             ) from None
-        except OSError as e:
-            raise KubeError(0, "ConnectionError", str(e), method=method, path=path) from None
         finally:
             metrics.BACKEND_REQUESTS.labels("kubernetes", f"{method} {resource}", status).inc()
             metrics.BACKEND_LATENCY.labels("kubernetes").observe(time.monotonic() - started)
