@@ -13,8 +13,8 @@ from typing import Any
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
 from tests.support.cluster import Cluster
-from tests.support.fixtures.jira import JIRA_PASSWORD
-from tests.support.jira_server import JiraServer
+from tests.support.fixtures.jira import JIRA_PASSWORD, JIRA_USER
+from tests.support.jira_server import JiraServer, ProjectSpec
 from tests.support.kubelet import Behaviour, Kubelet
 from tests.support.operator import OperatorProcess
 from tests.support.workloads import (
@@ -357,3 +357,35 @@ async def test_the_api_server_restarted_mid_incident_resumes_it_without_acting_t
     assert len(await remediations(kube, ns)) == 1
     assert op.proc is not None
     assert op.proc.poll() is None  # the operator rode out the outage
+
+
+async def test_on_jira_cloud_a_lost_create_is_adopted_despite_the_lagging_search(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec())
+    # Jira Cloud: API v3 with ADF, and a search that shows a new issue only 20 s late.
+    with JiraServer(
+        users={JIRA_USER: JIRA_PASSWORD},
+        projects=(ProjectSpec(key="OPS"),),
+        deployment="Cloud",
+        search_lag=20.0,
+    ) as cloud:
+        cloud.delay_next(30, method="POST", path=r"/rest/api/3/issue$")
+        first = operator(namespaces=[ns], jira_url=cloud.url, jira_secret=secret)
+        await eventually(lambda: _async(cloud.issues()), timeout=120, what="the issue created")
+        first.kill()
+        operator(namespaces=[ns], jira_url=cloud.url, jira_secret=secret)
+        rec = await eventually(
+            lambda: _one(kube, ns, _ticket_state("Filed")), timeout=120, what="adopted"
+        )
+        [issue] = cloud.issues()
+        assert rec["status"]["ticket"]["key"] == issue["key"]
+        creates = [
+            r for r in cloud.requests_received() if r.method == "POST" and r.path.endswith("/issue")
+        ]
+        assert len(creates) == 1  # the search lagged; no second create was sent
+        assert {"pod.yaml", "deployment.yaml"} <= set(issue["attachments"])
