@@ -106,6 +106,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         jira=jira,
         evidence=escalation.Evidence(kube=kube, prometheus=prom).gather,
         ticket_horizon=cfg.ticket_horizon,
+        failpoint=cfg.failpoint,
     )
     health = web.Health()
     rt = Runtime(
