@@ -159,6 +159,53 @@ def heap_per_series(make: Make, *, step: float = 300.0, samples: int = 20_000) -
     return float(sum(d.size_diff for d in after.compare_to(before, "filename")))
 
 
+def _point_driven(det: AnomalyDetector) -> bool:
+    return abs(det.config.point_weight * det.last_point - det.last_surprise) < 1e-12
+
+
+def detection_surprise(files: Sequence[nab.DataFile], threshold: float) -> dict[str, object]:
+    """Why the quiet-alarm rate is hard to lower on this subset: the surprise (decades,
+    ``-log10`` of the calibrated tail) of ``DEFAULTS`` at each window's first detection at
+    ``threshold``, beside its surprise at its false alarms on ``noise.py``'s Gaussian series."""
+    in_windows: list[float] = []
+    point_driven = 0  # low-surprise detections whose surprise is the point (spike/dip) feature
+    for f in files:
+        det = AnomalyDetector(DEFAULTS)
+        score: list[float] = []
+        surprise: list[float] = []
+        is_point: list[bool] = []
+        for t, v in zip(f.timestamps.tolist(), f.values.tolist(), strict=True):
+            score.append(det.update(t, v))
+            surprise.append(det.last_surprise)
+            is_point.append(_point_driven(det))
+        first = nab.probation_length(len(score))
+        for a, b in f.windows:
+            hits = [i for i in range(max(a, first), b + 1) if score[i] >= threshold]
+            if hits:
+                in_windows.append(surprise[hits[0]])
+                point_driven += surprise[hits[0]] < 2.0 and is_point[hits[0]]
+    on_noise: list[float] = []
+    noise_point = 0
+    first = nab.probation_length(noise.SAMPLES)
+    for seed in noise.SEEDS:
+        values = noise.gaussian(np.random.default_rng(seed), noise.SAMPLES).tolist()
+        det = AnomalyDetector(DEFAULTS)
+        for i, v in enumerate(values):
+            if det.update(1.4e9 + noise.STEP * i, v) >= threshold and i >= first:
+                on_noise.append(det.last_surprise)
+                noise_point += _point_driven(det)
+    return {
+        "threshold": threshold,
+        "detections": len(in_windows),
+        "detections_below_2_decades": sum(1 for u in in_windows if u < 2.0),
+        "detections_below_2_decades_point_driven": point_driven,
+        "detection_surprise_quartiles": np.percentile(in_windows, [25, 50, 75]).tolist(),
+        "noise_alarms": len(on_noise),
+        "noise_alarms_point_driven": noise_point,
+        "noise_alarm_surprise_quartiles": np.percentile(on_noise, [25, 50, 75]).tolist(),
+    }
+
+
 def evaluate(
     files: Sequence[nab.DataFile], profiles: Sequence[nab.Profile], cand: Candidate
 ) -> dict[str, object]:
@@ -196,7 +243,12 @@ def evaluate(
     }
 
 
-def _markdown(root: pathlib.Path, rows: Sequence[dict[str, object]], when: str) -> str:
+def _markdown(
+    root: pathlib.Path,
+    rows: Sequence[dict[str, object]],
+    when: str,
+    why: dict[str, object] | None = None,
+) -> str:
     def triple(d: object) -> str:
         assert isinstance(d, dict)
         return " / ".join(
@@ -212,7 +264,10 @@ def _markdown(root: pathlib.Path, rows: Sequence[dict[str, object]], when: str) 
         ' (`cv.py`), pooled at each fold\'s threshold; "grid": the fold also chooses the'
         ' configuration among the candidate\'s grid; "1 config": threshold only. Quiet alarms:'
         " per 1,000 scored samples on `noise.py`'s Gaussian / bursty-count series (3 x 12,000"
-        " samples each, nothing to find), at the candidate's in-sample standard threshold.",
+        " samples each, nothing to find), at the candidate's in-sample standard threshold."
+        " Throughput: `update()` calls, best of two passes over the corpus on a shared"
+        " 2-core machine (it varies by about a third between runs); heap: one series after"
+        " 20,000 samples at a 300 s step (tracemalloc).",
         "",
         "| detector | in-sample | CV, grid | CV, 1 config | quiet alarms/1k (std thr) |"
         " CV files < 0 (worst raw) | samples/s | heap/series |",
@@ -240,6 +295,29 @@ def _markdown(root: pathlib.Path, rows: Sequence[dict[str, object]], when: str) 
             lines.append(
                 f"  - {profile}: " + ", ".join(f"{k} held out: {v}" for k, v in chosen.items())
             )
+    if why is not None:
+        dq = why["detection_surprise_quartiles"]
+        nq = why["noise_alarm_surprise_quartiles"]
+        assert isinstance(dq, list)
+        assert isinstance(nq, list)
+        lines += [
+            "",
+            "Why the quiet-alarm rate does not fall without losing NAB score here"
+            " (`detection_surprise`): at its in-sample standard threshold"
+            f" ({float(str(why['threshold'])):.4f}), `DEFAULTS` detects {why['detections']}"
+            f" windows; {why['detections_below_2_decades']} of those first detections have a"
+            " surprise below 2 decades (tail probability above 1%;"
+            f" {why['detections_below_2_decades_point_driven']} of them from the point feature),"
+            " quartiles"
+            f" {dq[0]:.2f} / {dq[1]:.2f} / {dq[2]:.2f}. Its {why['noise_alarms']} false alarms"
+            f" on the Gaussian quiet series ({why['noise_alarms_point_driven']} from the point"
+            " feature) have surprise quartiles"
+            f" {nq[0]:.2f} / {nq[1]:.2f} / {nq[2]:.2f}: the same absolute rarity. Those"
+            " detections (most of nyc_taxi's and rogue_agent's) are told apart from noise only"
+            " by being above the decayed refractory peak, which is also what fires on quiet"
+            " data; any post-processing that demands absolute rarity (L, F, the likelihood"
+            " share of M) drops them with the quiet alarms.",
+        ]
     lines += [
         "",
         "Caveat: each candidate's own configuration (the first of its grid) was picked while"
@@ -266,12 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         row = evaluate(files, profiles, cand)
         print(json.dumps(row), flush=True)
         rows.append(row)
+    why = None
+    if rows and rows[0]["name"] == "current (DEFAULTS)":
+        thresholds = rows[0]["in_sample_thresholds"]
+        assert isinstance(thresholds, dict)
+        why = detection_surprise(files, float(thresholds["standard"]))
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = pathlib.Path(args.out)
-    (out / "EXPLORE.md").write_text(_markdown(root, rows, when))
-    (out / "explore.json").write_text(
-        json.dumps({"generated": when, "rows": rows}, indent=2) + "\n"
-    )
+    (out / "EXPLORE.md").write_text(_markdown(root, rows, when, why))
+    payload = {"generated": when, "rows": rows, "detection_surprise": why}
+    (out / "explore.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out / 'EXPLORE.md'} and {out / 'explore.json'}")
     return 0
 
