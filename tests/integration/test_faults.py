@@ -75,6 +75,12 @@ async def _one(
     return hits[0] if hits else None
 
 
+async def _in_phase(kube: k.Kube, ns: str, phase: str) -> dict[str, Any]:
+    return await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") == phase), timeout=120, what=phase
+    )
+
+
 def _ticket_state(state: str) -> Callable[[dict[str, Any]], bool]:
     return lambda st: (st.get("ticket") or {}).get("state") == state
 
@@ -190,11 +196,7 @@ async def test_a_workload_deleted_mid_incident_closes_it_and_files_nothing(
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="60s", timeout="120s"))
     op = operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
-    await eventually(
-        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
-        timeout=120,
-        what="Verifying",
-    )
+    await _in_phase(kube, ns, "Verifying")
     await kube.delete(k.apps(ns, "deployments", "pay"))
     rec = await eventually(
         lambda: _one(kube, ns, lambda st: st.get("phase") == "Closed"), timeout=60, what="Closed"
@@ -214,11 +216,7 @@ async def test_a_policy_deleted_mid_incident_closes_it_and_frees_its_slot(
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="60s", timeout="120s"))
     operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
-    await eventually(
-        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
-        timeout=120,
-        what="Verifying",
-    )
+    await _in_phase(kube, ns, "Verifying")
     await kube.delete(k.group(API_VERSION, ns, "healingpolicies", "pay"))
     rec = await eventually(
         lambda: _one(kube, ns, lambda st: st.get("phase") == "Closed"), timeout=60, what="Closed"
@@ -246,11 +244,7 @@ async def test_a_remediation_deleted_by_hand_is_forgotten_and_the_policy_keeps_s
         policy("shop", selector={"tier": "shop"}, spec=spec),
     )
     op = operator(namespaces=[ns])
-    first = await eventually(
-        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
-        timeout=120,
-        what="Verifying",
-    )
+    first = await _in_phase(kube, ns, "Verifying")
     await kube.delete(k.group(API_VERSION, ns, "remediations", first["metadata"]["name"]))
     # Another workload of the same policy crash-loops: it is still served.
     cart = f"registry.local/{ns}/cart:v1"
@@ -311,11 +305,7 @@ async def test_two_replicas_one_acts_and_the_standby_finishes_after_the_leader_i
 
     first = await eventually(leader, timeout=60, what="exactly one leader")
     standby = b if first is a else a
-    await eventually(
-        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
-        timeout=120,
-        what="Verifying",
-    )
+    await _in_phase(kube, ns, "Verifying")
     assert standby.metric("selfheal_remediations_total") == 0  # the standby never acted
     killed_at = time.monotonic()
     first.kill()
@@ -345,11 +335,7 @@ async def test_the_api_server_restarted_mid_incident_resumes_it_without_acting_t
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="10s", timeout="20s"))
     op = operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
-    await eventually(
-        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
-        timeout=120,
-        what="Verifying",
-    )
+    await _in_phase(kube, ns, "Verifying")
     # From the main thread: the new process is tied to the thread that starts it.
     cluster.restart_apiserver(down_for=5.0)
     # Restart cannot heal a bad image: the incident goes on to one ticket.

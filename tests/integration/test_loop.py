@@ -205,7 +205,12 @@ async def test_killed_between_acting_and_verifying_resumes_without_acting_twice(
 ) -> None:
     ns = namespace
     await deploy(kube, ns, "shop", "registry.local/shop:v1")
-    spec = {**CRASH_POLICY, "remediation": {"steps": [{"rollback": {}}], "verify": {"for": "15s"}}}
+    # The timeout leaves room for the new process to take over the Lease the killed one
+    # held (up to about 19 s) before the verify window can complete.
+    spec = {
+        **CRASH_POLICY,
+        "remediation": {"steps": [{"rollback": {}}], "verify": {"for": "15s", "timeout": "60s"}},
+    }
     await _policy(kube, ns, spec)
     first = operator(namespaces=[ns])
     await set_image(kube, ns, "shop", "registry.local/shop:v2-crash")
