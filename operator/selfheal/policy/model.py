@@ -138,6 +138,22 @@ class JiraEscalation:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class SecretKeyRef:
+    """A key of a Secret in the policy's namespace."""
+
+    name: str
+    key: str = "urls"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NotifyEscalation:
+    """Tell the on-duty expert: apprise URLs, one a line, read from a Secret at send time
+    (a URL carries tokens and passwords, so it is never written in a policy)."""
+
+    secret_ref: SecretKeyRef
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Remediation:
     steps: tuple[Step, ...] = ()
     verify_for: float = 300.0
@@ -145,6 +161,8 @@ class Remediation:
     verify_timeout: float | None = None
     """Seconds after a step before giving up on it; ``None``: ``2 * verify_for``."""
     jira: JiraEscalation | None = None
+    notify: NotifyEscalation | None = None
+    """Notify the on-duty expert on escalation, on give-up and on recovery; ``None``: no one."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
