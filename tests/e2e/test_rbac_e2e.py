@@ -247,6 +247,14 @@ async def test_chart_rbac_carries_a_rollback_and_an_escalation_without_a_403(
         # The driver re-reads a Remediation only when it resumes after a restart or a
         # conflict (tests/integration/test_loop.py kills and restarts the operator).
         ("selfheal.dev", "remediations", "get"),
+        # Pruning past the retention (test_metric_loop.py prunes with a short one).
+        ("selfheal.dev", "remediations", "delete"),
+        # Confirming a policy is gone before closing its incidents (test_faults.py).
+        ("selfheal.dev", "healingpolicies", "get"),
+        # Only for a pod that references a ConfigMap, and a hostname in the evidence
+        # that names a Service (tests/integration/test_evidence.py).
+        ("", "configmaps", "get"),
+        ("discovery.k8s.io", "endpointslices", "list"),
     }
     unused = granted(release) - set(made) - not_taken
     assert unused == set(), f"granted but never needed: {sorted(unused)}"

@@ -5,12 +5,14 @@ deleted mid-incident. Each ends with exactly the tickets and records a user expe
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
+from tests.support.cluster import Cluster
 from tests.support.fixtures.jira import JIRA_PASSWORD
 from tests.support.jira_server import JiraServer
 from tests.support.kubelet import Behaviour, Kubelet
@@ -326,3 +328,32 @@ async def test_two_replicas_one_acts_and_the_standby_finishes_after_the_leader_i
     assert len(jira_server.issues()) == 1
     assert _creates(jira_server) == 1
     assert len(await remediations(kube, ns)) == 1
+
+
+async def test_the_api_server_restarted_mid_incident_resumes_it_without_acting_twice(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="10s", timeout="20s"))
+    op = operator(namespaces=[ns], jira_url=jira_server.url, jira_secret=secret)
+    await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") == "Verifying"),
+        timeout=120,
+        what="Verifying",
+    )
+    await asyncio.to_thread(cluster.restart_apiserver, down_for=5.0)
+    # Restart cannot heal a bad image: the incident goes on to one ticket.
+    rec = await eventually(
+        lambda: _one(kube, ns, _ticket_state("Filed")), timeout=150, what="the ticket filed"
+    )
+    assert [s["action"] for s in rec["status"]["steps"]] == ["restart"]
+    assert op.metric("selfheal_remediations_total") == 1
+    assert len(jira_server.issues()) == 1
+    assert len(await remediations(kube, ns)) == 1
+    assert op.proc is not None
+    assert op.proc.poll() is None  # the operator rode out the outage

@@ -10,7 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -356,3 +356,139 @@ def test_the_demo_entry_point_serves_on_the_printed_url() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+class TestCloud:
+    """Cloud mode answers as Jira Cloud does: v3 with ADF, search/jql, the old search gone."""
+
+    V3 = "/rest/api/3"
+    DOC: ClassVar[dict[str, Any]] = {
+        "type": "doc",
+        "version": 1,
+        "content": [{"type": "paragraph", "content": [{"type": "text", "text": "boom"}]}],
+    }
+
+    def _create(self, s: JiraServer, **over: Any) -> requests.Response:
+        return requests.post(f"{s.url}{self.V3}/issue", json=_fields(**over), auth=AUTH, timeout=5)
+
+    def test_server_info_names_a_cloud_deployment(self, jira_cloud: JiraServer) -> None:
+        for api in ("2", "3"):
+            r = requests.get(f"{jira_cloud.url}/rest/api/{api}/serverInfo", timeout=5)
+            assert r.json()["deploymentType"] == "Cloud"
+        me = requests.get(f"{jira_cloud.url}{self.V3}/myself", auth=AUTH, timeout=5).json()
+        assert me["accountId"]
+        assert "name" not in me
+
+    def test_server_mode_has_no_v3_and_no_search_jql(self, jira_server: JiraServer) -> None:
+        r = requests.get(f"{jira_server.url}{self.V3}/serverInfo", auth=AUTH, timeout=5)
+        assert r.status_code == 404
+        r = requests.get(
+            f"{jira_server.url}{API}/search/jql",
+            params={"jql": "project = OPS"},
+            auth=AUTH,
+            timeout=5,
+        )
+        assert r.status_code == 404
+
+    def test_the_old_search_is_gone_with_clouds_body(self, jira_cloud: JiraServer) -> None:
+        for api in ("2", "3"):
+            for method in ("GET", "POST"):
+                r = requests.request(
+                    method,
+                    f"{jira_cloud.url}/rest/api/{api}/search",
+                    params={"jql": "project = OPS"},
+                    auth=AUTH,
+                    timeout=5,
+                )
+                assert r.status_code == 410
+                assert r.json() == {
+                    "errorMessages": [
+                        "The requested API has been removed. Please migrate to the "
+                        "/rest/api/3/search/jql API. A full migration guideline is available "
+                        "at https://developer.atlassian.com/changelog/#CHANGE-2046"
+                    ],
+                    "errors": {},
+                }
+
+    def test_v3_wants_an_atlassian_document_not_a_wiki_string(self, jira_cloud: JiraServer) -> None:
+        r = self._create(jira_cloud, description="h3. Facts\n*bold*")
+        assert r.status_code == 400
+        assert r.json() == {
+            "errorMessages": [],
+            "errors": {
+                "description": "Operation value must be an Atlassian Document (see the "
+                "Atlassian Document Format)"
+            },
+        }
+        bad = {"type": "doc", "version": 1, "content": [{"type": "text", "text": ""}]}
+        assert self._create(jira_cloud, description=bad).status_code == 400
+        ok = self._create(jira_cloud, description=self.DOC)
+        assert ok.status_code == 201
+        key = ok.json()["key"]
+        v3 = requests.get(f"{jira_cloud.url}{self.V3}/issue/{key}", auth=AUTH, timeout=5)
+        assert v3.json()["fields"]["description"] == self.DOC
+        v2 = requests.get(f"{jira_cloud.url}{API}/issue/{key}", auth=AUTH, timeout=5)
+        assert v2.json()["fields"]["description"] == "boom"
+
+        url = f"{jira_cloud.url}{self.V3}/issue/{key}/comment"
+        r = requests.post(url, json={"body": "a wiki string"}, auth=AUTH, timeout=5)
+        assert r.status_code == 400
+        assert r.json() == {
+            "errorMessages": [],
+            "errors": {"comment": "Comment body is not valid!"},
+        }
+        assert requests.post(url, json={"body": self.DOC}, auth=AUTH, timeout=5).status_code == 201
+        # v2 on Cloud still takes a string.
+        url2 = f"{jira_cloud.url}{API}/issue/{key}/comment"
+        assert requests.post(url2, json={"body": "v2"}, auth=AUTH, timeout=5).status_code == 201
+        comments = requests.get(url, auth=AUTH, timeout=5).json()["comments"]
+        assert [c["body"]["type"] for c in comments] == ["doc", "doc"]
+
+    def test_search_jql_pages_with_a_token_and_no_total(self, jira_cloud: JiraServer) -> None:
+        keys = [
+            jira_cloud.add_issue(project="OPS", summary=f"n{n}", labels=["x"]) for n in range(5)
+        ]
+        url = f"{jira_cloud.url}{self.V3}/search/jql"
+        jql = "project = OPS AND labels = x ORDER BY created ASC"
+        seen: list[str] = []
+        token: str | None = None
+        pages: list[dict[str, Any]] = []
+        for _ in range(5):
+            params: dict[str, Any] = {"jql": jql, "maxResults": 2, "fields": "labels"}
+            if token:
+                params["nextPageToken"] = token
+            page = requests.get(url, params=params, auth=AUTH, timeout=5).json()
+            pages.append(page)
+            seen += [i["key"] for i in page["issues"]]
+            token = page.get("nextPageToken")
+            if not token:
+                break
+        assert seen == keys
+        assert [p["isLast"] for p in pages] == [False, False, True]
+        assert "nextPageToken" not in pages[-1]
+        assert "total" not in pages[0]
+        # Without fields: ids only. Unbounded JQL and a foreign token are refused.
+        ids = requests.post(url, json={"jql": jql}, auth=AUTH, timeout=5).json()
+        assert all(set(i) == {"id"} for i in ids["issues"])
+        r = requests.post(url, json={"jql": ""}, auth=AUTH, timeout=5)
+        assert r.status_code == 400
+        assert r.json()["errorMessages"] == [
+            "Unbounded JQL queries are not allowed here. Please add a search restriction to "
+            "your query."
+        ]
+        other = {"jql": "project = OPS", "nextPageToken": pages[0]["nextPageToken"]}
+        assert requests.post(url, json=other, auth=AUTH, timeout=5).status_code == 400
+
+    def test_search_lags_unless_the_issue_is_reconciled(self, jira_cloud: JiraServer) -> None:
+        jira_cloud.set_search_lag(30.0)
+        created = self._create(jira_cloud, labels=["lagging"]).json()
+        url = f"{jira_cloud.url}{self.V3}/search/jql"
+        body: dict[str, Any] = {"jql": "project = OPS AND labels = lagging", "fields": ["labels"]}
+        assert requests.post(url, json=body, auth=AUTH, timeout=5).json()["issues"] == []
+        body["reconcileIssues"] = [int(created["id"])]
+        hits = requests.post(url, json=body, auth=AUTH, timeout=5).json()["issues"]
+        assert [h["key"] for h in hits] == [created["key"]]
+        got = requests.get(
+            f"{jira_cloud.url}{self.V3}/issue/{created['key']}", auth=AUTH, timeout=5
+        )
+        assert got.status_code == 200

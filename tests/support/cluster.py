@@ -491,8 +491,18 @@ class Cluster:
 
         self._wait("etcd /health", healthy)
 
-    def _start_apiserver(self) -> None:
-        port = free_port()
+    def restart_apiserver(self, *, down_for: float = 0.0) -> None:
+        """Stops kube-apiserver, waits ``down_for`` seconds, starts it again on the same
+        port (clients' kubeconfigs stay valid) and returns once it is ready."""
+        for p in [p for p in self._procs if p.name == "kube-apiserver"]:
+            _terminate(p.popen.pid, p.popen)
+            self._procs.remove(p)
+        time.sleep(down_for)
+        self._start_apiserver(port=int(self.server.rsplit(":", 1)[1]))
+        self._wait("kube-apiserver /readyz", self._ready)
+
+    def _start_apiserver(self, *, port: int | None = None) -> None:
+        port = port or free_port()
         self.server = f"https://127.0.0.1:{port}"
         pki = self.pki.path
         (self.data_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)

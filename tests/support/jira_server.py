@@ -20,6 +20,18 @@ request is applied, the answer comes late: a client timeout after a create that
 happened), ``down``/``up``. ``dump()`` returns the whole state and a raw log of every
 request received, so a test can search every byte sent for secrets.
 
+**Cloud mode** (``deployment="Cloud"``) answers as Jira Cloud does today: ``serverInfo``
+says ``deploymentType: Cloud``; REST API v3 (``/rest/api/3/...``) takes and returns
+descriptions and comment bodies as Atlassian Document Format (a wiki string gets Cloud's
+400); v2 stays for strings; search is ``GET|POST /rest/api/{2,3}/search/jql`` with
+``nextPageToken`` paging (``isLast``; the token is absent on the last page) and refuses
+unbounded JQL, while the old ``/rest/api/{2,3}/search`` answers 410 Gone with Cloud's
+body. Search is **eventually consistent**: for ``search_lag`` seconds after an issue is
+created or its labels change, search matches it as it was before (a new issue not at
+all), unless its id is in ``reconcileIssues``; the fields of a hit and GET by key are
+always current. Server mode keeps
+``search_lag`` 0 unless set (``set_search_lag``).
+
 Run ``python -m tests.support.jira_server --port 8089`` for the demo; it prints its URL.
 Loopback only.
 """
@@ -36,6 +48,7 @@ import datetime
 import email.parser
 import email.policy
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -51,6 +64,74 @@ Json = dict[str, Any]
 
 REST = "/rest/api/2"
 HOST = "127.0.0.1"
+_API_PATH = re.compile(r"/rest/api/(2|3|latest)(/.*)?")
+SERVER, CLOUD = "Server", "Cloud"
+SEARCH_REMOVED = (
+    "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. "
+    "A full migration guideline is available at "
+    "https://developer.atlassian.com/changelog/#CHANGE-2046"
+)
+NOT_ADF = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
+COMMENT_NOT_VALID = "Comment body is not valid!"
+UNBOUNDED = (
+    "Unbounded JQL queries are not allowed here. Please add a search restriction to your query."
+)
+# ADF node types this server accepts (the ones Jira's editor produces, less media).
+_ADF_NODES = {
+    "doc", "paragraph", "text", "hardBreak", "heading", "codeBlock", "bulletList",
+    "orderedList", "listItem", "table", "tableRow", "tableHeader", "tableCell", "rule",
+    "blockquote", "panel", "mention", "emoji", "inlineCard", "status", "date",
+}  # fmt: skip
+
+
+def adf_valid(doc: Any) -> bool:
+    """A document Jira Cloud would store: ``doc`` version 1, known nodes, no empty text."""
+    if not isinstance(doc, Mapping) or doc.get("type") != "doc" or doc.get("version") != 1:
+        return False
+
+    def ok(node: Any, depth: int) -> bool:
+        if depth > 50 or not isinstance(node, Mapping) or node.get("type") not in _ADF_NODES:
+            return False
+        if node["type"] == "text":
+            return isinstance(node.get("text"), str) and node["text"] != ""
+        content = node.get("content", [])
+        return isinstance(content, list) and all(ok(c, depth + 1) for c in content)
+
+    return isinstance(doc.get("content"), list) and all(ok(c, 1) for c in doc["content"])
+
+
+def adf_text(node: Any) -> str:
+    """The plain text of an ADF node (what Cloud's v2 API shows for it): blocks one a
+    line, table cells separated by `` | ``."""
+    if isinstance(node, str) or node is None:
+        return node or ""
+    if not isinstance(node, Mapping):
+        return ""
+    if node.get("type") == "text":
+        return str(node.get("text", ""))
+    if node.get("type") == "hardBreak":
+        return "\n"
+    kids = [adf_text(c) for c in node.get("content") or []]
+    if node.get("type") == "tableRow":
+        return " | ".join(kids)
+    if node.get("type") in ("paragraph", "heading", "codeBlock"):
+        return "".join(kids)
+    return "\n".join(kids)
+
+
+def as_adf(value: Any) -> Any:
+    """A stored body as v3 shows it: ADF as is, a string (sent through v2) as paragraphs."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    return {
+        "type": "doc",
+        "version": 1,
+        "content": [
+            {"type": "paragraph", "content": [{"type": "text", "text": line}] if line else []}
+            for line in str(value).split("\n")
+        ],
+    }
+
 
 # Status categories as Jira ships them (ids and keys are fixed in every Jira).
 _CATEGORIES: dict[str, Json] = {
@@ -110,6 +191,11 @@ TEXT_LIMIT = 32767
 _TOO_LONG = "The entered text is too long. It exceeds the allowed limit of 32,767 characters."
 # Fields Jira rejects on create/edit with "cannot be set" (computed by Jira itself).
 _READ_ONLY = {"status", "resolution", "created", "updated", "comment", "attachment", "reporter"}
+
+
+def _account_id(user: str) -> str:
+    # Cloud's account ids are opaque; a stable one per user name will do.
+    return "5b10ac8d82e05b22cc7d" + user.encode().hex()[:20].ljust(20, "0")
 
 
 def _err(messages: Sequence[str] = (), errors: Mapping[str, str] | None = None) -> Json:
@@ -348,7 +434,7 @@ class _Attachment:
 @dataclasses.dataclass(kw_only=True)
 class _Comment:
     id: str
-    body: str
+    body: Any  # a string, or an ADF document (Cloud's v3)
     author: str
     created: float
 
@@ -366,6 +452,11 @@ class _Issue:
     comments: list[_Comment] = dataclasses.field(default_factory=list)
     attachments: list[_Attachment] = dataclasses.field(default_factory=list)
     transitions: list[Json] = dataclasses.field(default_factory=list)  # history
+    indexed_labels: list[str] | None = None
+    """What search sees while ``index_due`` is ahead: the labels before the last change,
+    ``None`` for an issue search does not know yet."""
+    index_due: float = 0.0
+    """Monotonic time from which search sees the issue as it is."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -409,9 +500,17 @@ class JiraServer:
         custom_fields: Mapping[str, str] | None = None,
         allow_anonymous: bool = False,
         max_attachment_size: int = 10 * 1024 * 1024,
+        deployment: str = SERVER,
+        search_lag: float = 0.0,
     ) -> None:
         """``users``: username -> password (basic auth); ``tokens``: bearer token ->
-        username; ``custom_fields``: id (``customfield_NNNNN``) -> name."""
+        username; ``custom_fields``: id (``customfield_NNNNN``) -> name; ``deployment``:
+        ``"Server"`` (API v2, wiki strings) or ``"Cloud"`` (see the module docstring);
+        ``search_lag``: seconds a created or relabelled issue stays stale in search."""
+        if deployment not in (SERVER, CLOUD):
+            raise ValueError(f"deployment: {deployment!r} is neither {SERVER!r} nor {CLOUD!r}")
+        self.deployment = deployment
+        self.search_lag = search_lag
         self.users = dict(users if users is not None else {"selfheal": "s3cret-jira-password"})
         self.tokens = dict(tokens if tokens is not None else {"pat-s3cret-token": "selfheal"})
         self.projects = {p.key: p for p in projects}
@@ -575,6 +674,30 @@ class JiraServer:
     def is_down(self) -> bool:
         return self._down
 
+    @property
+    def cloud(self) -> bool:
+        return self.deployment == CLOUD
+
+    def set_search_lag(self, seconds: float) -> None:
+        """From now on, changes reach search ``seconds`` late (0: at once)."""
+        with self._lock:
+            self.search_lag = seconds
+
+    def _reindex(self, issue: _Issue, *, new: bool) -> None:
+        # Called under the lock, before the change: search keeps the old view a while.
+        if self.search_lag <= 0:
+            return
+        now = time.monotonic()
+        if issue.index_due <= now:  # not already stale: keep what search saw so far
+            issue.indexed_labels = None if new else list(issue.fields.get("labels") or [])
+        issue.index_due = now + self.search_lag
+
+    def _search_labels(self, issue: _Issue, reconcile: set[str]) -> list[str] | None:
+        """The labels search sees for ``issue`` (``None``: it does not see the issue)."""
+        if issue.index_due > time.monotonic() and issue.id not in reconcile:
+            return issue.indexed_labels
+        return list(issue.fields.get("labels") or [])
+
     # -- inspection --
 
     def dump(self) -> Json:
@@ -653,6 +776,7 @@ class JiraServer:
             updated=now,
             reporter=user,
         )
+        self._reindex(issue, new=True)
         self._issues[issue.key] = issue
         return issue
 
@@ -693,12 +817,20 @@ class JiraServer:
         pid = str(ref.get("id", ""))
         return next((k for k, v in self._project_ids.items() if v == pid), None)
 
-    def issue_json(self, base: str, issue: _Issue, fields: set[str] | None = None) -> Json:
+    def _body(self, value: Any, api: str) -> Any:
+        """A description or comment body as API ``api`` shows it."""
+        if not self.cloud:
+            return value
+        return as_adf(value) if api == "3" else (adf_text(value) if value is not None else None)
+
+    def issue_json(
+        self, base: str, issue: _Issue, fields: set[str] | None = None, *, api: str = "2"
+    ) -> Json:
         status_id, cat = STATUSES[issue.status]
         f = issue.fields
         everything: Json = {
             "summary": f.get("summary"),
-            "description": f.get("description"),
+            "description": self._body(f.get("description"), api),
             "project": {
                 "self": f"{base}{REST}/project/{self._project_ids[issue.project]}",
                 "id": self._project_ids[issue.project],
@@ -724,7 +856,7 @@ class JiraServer:
                 "displayName": issue.reporter,
             },
             "comment": {
-                "comments": [self.comment_json(base, issue, c) for c in issue.comments],
+                "comments": [self.comment_json(base, issue, c, api=api) for c in issue.comments],
                 "maxResults": len(issue.comments),
                 "total": len(issue.comments),
                 "startAt": 0,
@@ -743,13 +875,15 @@ class JiraServer:
             "fields": everything,
         }
 
-    def comment_json(self, base: str, issue: _Issue, c: _Comment) -> Json:
+    def comment_json(self, base: str, issue: _Issue, c: _Comment, *, api: str = "2") -> Json:
         author = {"name": c.author, "key": c.author, "displayName": c.author, "active": True}
+        if self.cloud:  # Cloud has account ids, no user names
+            author = {"accountId": _account_id(c.author), "displayName": c.author, "active": True}
         return {
             "self": f"{base}{REST}/issue/{issue.id}/comment/{c.id}",
             "id": c.id,
             "author": author,
-            "body": c.body,
+            "body": self._body(c.body, api),
             "updateAuthor": author,
             "created": _jira_time(c.created),
             "updated": _jira_time(c.created),
@@ -767,8 +901,11 @@ class JiraServer:
             "content": f"{base}/secure/attachment/{a.id}/{urllib.parse.quote(a.filename)}",
         }
 
-    def validate_fields(self, fields: Any, *, creating: bool, project: str | None) -> Json:
-        """Check create/edit fields as Jira does; return them normalised."""
+    def validate_fields(
+        self, fields: Any, *, creating: bool, project: str | None, adf: bool = False
+    ) -> Json:
+        """Check create/edit fields as Jira does; return them normalised. ``adf``: the
+        description must be an Atlassian Document (Cloud's API v3), not a string."""
         if not isinstance(fields, Mapping):
             raise JiraHttpError(400, ["Can not deserialize instance of fields."])
         errors: dict[str, str] = {}
@@ -797,6 +934,13 @@ class JiraServer:
                     errors["summary"] = "Summary must be less than 255 characters."
                 else:
                     out["summary"] = value
+            elif name == "description" and adf:
+                if value is not None and not adf_valid(value):
+                    errors["description"] = NOT_ADF
+                elif value is not None and len(adf_text(value)) > TEXT_LIMIT:
+                    errors["description"] = _TOO_LONG
+                else:
+                    out["description"] = value
             elif name == "description":
                 if value is not None and not isinstance(value, str):
                     errors["description"] = "Operation value must be a string"
@@ -882,6 +1026,7 @@ _Answer = tuple[int, Any, Mapping[str, str], bytes | None, str]
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     jira: JiraServer
+    _api = "2"  # the REST API version the current request asked for
     protocol_version = "HTTP/1.1"  # keep-alive, as Jira behind Tomcat does
     server_version = "Apache-Coyote/1.1"
 
@@ -1066,6 +1211,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         def ok(status: int, answer: Any) -> _Answer:
             return status, answer, {}, None, js
 
+        # /rest/api/2 and /rest/api/latest everywhere, /rest/api/3 on Cloud only: route
+        # them all as v2, and remember which one was asked for (bodies differ).
+        asked = path
+        api = "2"
+        if (mv := _API_PATH.fullmatch(path)) and (mv.group(1) != "3" or srv.cloud):
+            api = "3" if mv.group(1) == "3" else "2"
+            path = REST + (mv.group(2) or "")
+        self._api = api
+        if path == f"{REST}/serverInfo" and method == "GET" and srv.cloud:
+            return ok(
+                200,
+                {
+                    "baseUrl": base,
+                    "displayUrl": base,
+                    "version": "1001.0.0-SNAPSHOT",
+                    "versionNumbers": [1001, 0, 0],
+                    "deploymentType": "Cloud",
+                    "buildNumber": 100291,
+                    "buildDate": "2026-06-06T00:00:00.000+0000",
+                    "serverTime": _jira_time(time.time()),
+                    "scmInfo": "selfheal-test",
+                    "serverTitle": "Jira",
+                    "defaultLocale": {"locale": "en_US"},
+                },
+            )
         if path == f"{REST}/serverInfo" and method == "GET":
             return ok(
                 200,
@@ -1083,6 +1253,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
         who = self._need_user(user)
         m: re.Match[str] | None
+        if path == f"{REST}/myself" and method == "GET" and srv.cloud:
+            return ok(
+                200,
+                {
+                    "self": f"{base}/rest/api/{api}/user?accountId={_account_id(who)}",
+                    "accountId": _account_id(who),
+                    "accountType": "atlassian",
+                    "displayName": who,
+                    "active": True,
+                    "emailAddress": f"{who}@example.invalid",
+                    "timeZone": "UTC",
+                },
+            )
         if path == f"{REST}/myself" and method == "GET":
             return ok(
                 200,
@@ -1147,6 +1330,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return ok(200, srv.project_json(base, key))
         if path == f"{REST}/issue" and method == "POST":
             return ok(201, self._create(self._json_body(body), who))
+        if srv.cloud and path == f"{REST}/search":
+            raise JiraHttpError(410, [SEARCH_REMOVED])
+        if srv.cloud and path == f"{REST}/search/jql" and method in ("GET", "POST"):
+            if method == "POST":
+                params = self._json_body(body)
+                if not isinstance(params, Mapping):
+                    raise JiraHttpError(400, ["Invalid request payload. Refer to the REST API "
+                                              "documentation and try again."])  # fmt: skip
+            else:
+                multi = ("fields", "reconcileIssues", "expand")
+                params = {k: (v if k in multi else v[-1]) for k, v in q.items()}
+            return ok(200, self._search_jql(params, api))
         if path == f"{REST}/search" and method in ("GET", "POST"):
             if method == "POST":
                 params = self._json_body(body)
@@ -1159,23 +1354,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             issue = srv.find_issue(m.group(1))
             if method == "GET":
                 wanted = self._field_list(q.get("fields"))
-                return ok(200, srv.issue_json(base, issue, wanted))
+                return ok(200, srv.issue_json(base, issue, wanted, api=api))
             if method == "PUT":
                 self._edit(issue, self._json_body(body))
                 return ok(204, None)
         if m := re.fullmatch(f"{REST}/issue/([^/]+)/comment", path):
             issue = srv.find_issue(m.group(1))
             if method == "GET":
-                cs = [srv.comment_json(base, issue, c) for c in issue.comments]
+                cs = [srv.comment_json(base, issue, c, api=api) for c in issue.comments]
                 return ok(
                     200, {"startAt": 0, "maxResults": len(cs), "total": len(cs), "comments": cs}
                 )
             if method == "POST":
                 data = self._json_body(body)
                 text = data.get("body") if isinstance(data, Mapping) else None
-                if not isinstance(text, str) or not text.strip():
+                if api == "3":  # Cloud's v3: an Atlassian Document, nothing else
+                    if not adf_valid(text) or not adf_text(text).strip():
+                        raise JiraHttpError(400, [], {"comment": COMMENT_NOT_VALID})
+                elif not isinstance(text, str) or not text.strip():
                     raise JiraHttpError(400, [], {"comment": "Comment body can not be empty!"})
-                if len(text) > TEXT_LIMIT:
+                if len(adf_text(text)) > TEXT_LIMIT:
                     raise JiraHttpError(400, [], {"comment": _TOO_LONG})
                 with srv._lock:
                     srv._next_comment += 1
@@ -1184,7 +1382,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     )
                     issue.comments.append(c)
                     issue.updated = c.created
-                return ok(201, srv.comment_json(base, issue, c))
+                return ok(201, srv.comment_json(base, issue, c, api=api))
         if (m := re.fullmatch(f"{REST}/issue/([^/]+)/attachments", path)) and method == "POST":
             if self.headers.get("X-Atlassian-Token", "").lower() != "no-check":
                 raise JiraHttpError(403, text="XSRF check failed")
@@ -1256,7 +1454,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             a = self._attachment(m.group(1))
             return 200, None, {}, a.data, a.mime_type
         if path.startswith("/rest/"):
-            return ok(404, {"message": f"null for uri: {base}{path}", "status-code": 404})
+            return ok(404, {"message": f"null for uri: {base}{asked}", "status-code": 404})
         return 404, None, {}, b"<html><body>Page not found</body></html>", "text/html"
 
     def _attachment(self, aid: str) -> _Attachment:
@@ -1281,7 +1479,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if project is None:
             # Jira answers with the project error alone: nothing else can be checked.
             raise JiraHttpError(400, [], {"project": "valid project is required"})
-        clean = srv.validate_fields(fields, creating=True, project=project)
+        clean = srv.validate_fields(
+            fields, creating=True, project=project, adf=srv.cloud and self._api == "3"
+        )
         clean.setdefault("priority", {"id": "3", "name": "Medium"})
         clean.setdefault("labels", [])
         clean.setdefault("components", [])
@@ -1294,7 +1494,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         srv = self.jira
         if not isinstance(data, Mapping):
             raise JiraHttpError(400, ["Can not deserialize instance of fields."])
-        clean = srv.validate_fields(data.get("fields") or {}, creating=False, project=issue.project)
+        clean = srv.validate_fields(
+            data.get("fields") or {},
+            creating=False,
+            project=issue.project,
+            adf=srv.cloud and self._api == "3",
+        )
         labels: list[str] = list(clean.get("labels") or issue.fields.get("labels") or [])
         update = data.get("update") or {}
         for op in update.get("labels", []) if isinstance(update, Mapping) else []:
@@ -1303,6 +1508,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if "remove" in op and op["remove"] in labels:
                 labels.remove(op["remove"])
         with srv._lock:
+            if labels != list(issue.fields.get("labels") or []):
+                srv._reindex(issue, new=False)
             issue.fields.update(clean)
             issue.fields["labels"] = labels
             issue.updated = time.time()
@@ -1356,19 +1563,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             limit = min(int(params.get("maxResults") or 50), 1000)
         except (TypeError, ValueError):
             raise JiraHttpError(400, ["startAt and maxResults must be integers."]) from None
-        for c in query.clauses:
-            if c.field == "project":
-                for v in c.values:
-                    if srv.project_by({"key": v}) is None and srv.project_by({"id": v}) is None:
-                        raise JiraHttpError(
-                            400, [f"The value '{v}' does not exist for the field 'project'."]
-                        )
-        with srv._lock:
-            hits = [
-                i for i in srv._issues.values() if all(_matches(srv, i, c) for c in query.clauses)
-            ]
-        for fname, desc in reversed(query.order_by or (("key", True),)):
-            hits.sort(key=functools.partial(_sort_key, field=fname), reverse=desc)
+        self._check_projects(query)
+        hits = self._hits(query)
         wanted = self._field_list(params.get("fields"))
         page = hits[start : start + limit]
         return {
@@ -1378,6 +1574,80 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "total": len(hits),
             "issues": [srv.issue_json(self._base(), i, wanted) for i in page],
         }
+
+    def _check_projects(self, query: JqlQuery) -> None:
+        for c in query.clauses:
+            if c.field == "project":
+                for v in c.values:
+                    if (
+                        self.jira.project_by({"key": v}) is None
+                        and self.jira.project_by({"id": v}) is None
+                    ):
+                        raise JiraHttpError(
+                            400, [f"The value '{v}' does not exist for the field 'project'."]
+                        )
+
+    def _hits(self, query: JqlQuery, reconcile: set[str] | None = None) -> list[_Issue]:
+        """Issues matching ``query`` as search sees them (stale within ``search_lag``)."""
+        srv = self.jira
+        hits: list[_Issue] = []
+        with srv._lock:
+            for i in srv._issues.values():
+                labels = srv._search_labels(i, reconcile or set())
+                if labels is not None and all(_matches(srv, i, c, labels) for c in query.clauses):
+                    hits.append(i)
+        for fname, desc in reversed(query.order_by or (("key", True),)):
+            hits.sort(key=functools.partial(_sort_key, field=fname), reverse=desc)
+        return hits
+
+    def _search_jql(self, params: Mapping[str, Any], api: str) -> Json:
+        """Cloud's enhanced search: ``nextPageToken`` paging, no ``total``, only ids
+        unless fields are asked for; ``reconcileIssues`` (ids) read their own writes."""
+        srv = self.jira
+        jql = str(params.get("jql") or "")
+        query = parse_jql(jql)
+        if not query.clauses:
+            raise JiraHttpError(400, [UNBOUNDED])
+        self._check_projects(query)
+        wanted = self._field_list(params.get("fields"))
+        only_ids = not wanted or wanted <= {"id", "key"}
+        try:
+            limit = int(params.get("maxResults") or 50)
+        except (TypeError, ValueError):
+            raise JiraHttpError(400, ["maxResults must be an integer."]) from None
+        limit = max(1, min(limit, 5000 if only_ids else 100))
+        raw_rec = params.get("reconcileIssues") or []
+        raw_rec = raw_rec if isinstance(raw_rec, list) else [raw_rec]
+        reconcile = {p.strip() for r in raw_rec for p in str(r).split(",") if p.strip()}
+        if len(reconcile) > 50:
+            raise JiraHttpError(400, ["The maximum number of reconcileIssues is 50."])
+        start = 0
+        token = params.get("nextPageToken")
+        if token:
+            try:
+                state = json.loads(base64.urlsafe_b64decode(str(token).encode()))
+                start = int(state["at"])
+                if state["jql"] != _jql_digest(jql):
+                    raise ValueError("another query")
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                raise JiraHttpError(400, ["The provided next page token is invalid."]) from None
+        hits = self._hits(query, reconcile)
+        page = hits[start : start + limit]
+        issues = [
+            {"id": i.id}
+            if not wanted
+            else srv.issue_json(self._base(), i, wanted - {"id", "key"} or {"id"}, api=api)
+            for i in page
+        ]
+        out: Json = {"issues": issues, "isLast": start + limit >= len(hits)}
+        if not out["isLast"]:  # Cloud leaves the key out on the last page
+            nxt = json.dumps({"at": start + limit, "jql": _jql_digest(jql)}).encode()
+            out["nextPageToken"] = base64.urlsafe_b64encode(nxt).decode()
+        return out
+
+
+def _jql_digest(jql: str) -> str:
+    return hashlib.sha256(jql.encode()).hexdigest()[:16]
 
 
 def _sort_key(issue: _Issue, field: str) -> Any:
@@ -1390,14 +1660,14 @@ def _sort_key(issue: _Issue, field: str) -> Any:
     return (issue.project, int(issue.key.rsplit("-", 1)[1]))
 
 
-def _matches(srv: JiraServer, issue: _Issue, c: JqlClause) -> bool:
+def _matches(srv: JiraServer, issue: _Issue, c: JqlClause, labels: Sequence[str]) -> bool:
     values = [v.lower() for v in c.values]
     have: list[str]
     status_id, cat = STATUSES[issue.status]
     if c.field == "project":
         have = [issue.project.lower(), srv._project_ids[issue.project]]
     elif c.field == "labels":
-        have = [x.lower() for x in issue.fields.get("labels") or []]
+        have = [x.lower() for x in labels]
     elif c.field == "statusCategory":
         info = _CATEGORIES[cat]
         have = [str(info["name"]).lower(), str(info["key"]), str(info["id"])]

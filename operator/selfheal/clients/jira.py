@@ -1,7 +1,9 @@
 """A thin, typed asyncio wrapper over the synchronous ``jira`` package.
 
-Every call runs in a worker thread (``asyncio.to_thread``) under an overall deadline
-(``asyncio.wait_for``), on top of the per-request timeout given to ``requests``. The
+Every call runs in a worker thread of the client's own small executor (threads named
+``selfheal-jira``, ``workers`` of them), so a hung Jira cannot take the threads other
+backends need, under an overall deadline (``asyncio.wait_for``), on top of the
+per-request timeout given to ``requests``. The
 package's own retry loop is disabled (``max_retries=0``): it sleeps inside the thread
 for up to a minute, and the caller's backoff (``selfheal.actions.ticket``) must rule.
 
@@ -12,6 +14,14 @@ Errors map to a small taxonomy:
 - ``JiraRejected``: 400 (with Jira's per-field errors), 401, 403, 404 and other 4xx;
   retrying the same request is useless.
 
+Server/Data Center and Cloud are both spoken; ``serverInfo`` (read on connecting) tells
+them apart. On Cloud the client uses REST API v3: descriptions and comments go out as
+Atlassian Document Format (converted from selfheal's wiki markup by
+``selfheal.clients.adf``) and come back as text; search is ``search/jql`` with
+``nextPageToken`` paging (the old ``search`` is gone there, 410). Cloud's search is
+eventually consistent: an issue created or relabelled in the last seconds may be
+missing from ``search_open``/``find_by_label`` for a while (GET by key is current).
+
 Messages never contain credentials: they are built from the status and Jira's error
 body, never from ``str(JIRAError)`` (which dumps request headers).
 """
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import dataclasses
 import email.utils
 import io
@@ -33,11 +44,17 @@ import requests
 from jira import JIRA, JIRAError
 
 from selfheal import metrics
+from selfheal.clients import adf
 from selfheal.settings import Settings
 
 T = TypeVar("T")
 
 BACKEND = "jira"
+SEARCH_PAGE = 50
+"""Issues per search request."""
+SEARCH_PAGES = 4
+"""At most this many pages per search (so at most 200 issues): the loop is bounded."""
+_SEARCH_FIELDS = ["summary", "status", "labels"]
 
 
 class JiraError(Exception):
@@ -161,7 +178,7 @@ class IssueRef:
     url: str
     """The browsable URL (``<server>/browse/<key>``)."""
     labels: tuple[str, ...] = ()
-    """The issue's labels, when the call that found it read them (search)."""
+    """The issue's labels as Jira returned them (from ``create``: the labels sent)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -273,18 +290,26 @@ class Jira:
         timeout: float = 15.0,
         deadline: float | None = None,
         verify: bool | str = True,
+        workers: int = 2,
     ) -> None:
         """``timeout``: seconds for one HTTP request (connect and read); ``deadline``:
         seconds for one whole call (several requests), ``None``: ``4 * timeout``;
-        ``verify``: TLS verification, or a CA bundle path."""
+        ``verify``: TLS verification, or a CA bundle path; ``workers``: threads of this
+        client's own executor (calls run one at a time anyway; a call abandoned by its
+        deadline keeps its thread until ``requests`` times out)."""
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"jira_url: {url!r} must start with http:// or https://")
+        if workers < 1:
+            raise ValueError(f"workers: {workers} must be at least 1")
+        self.workers = workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.deadline = deadline if deadline is not None else 4 * timeout
         self._credentials = credentials
         self._verify = verify
         self._client: JIRA | None = None
+        self._cloud: bool | None = None
         # requests.Session is not thread-safe, and a call abandoned by its deadline
         # still runs in its thread: calls go one at a time.
         self._lock = threading.Lock()
@@ -293,8 +318,28 @@ class Jira:
         kind = self._credentials.kind if self._credentials else "anonymous"
         return f"Jira(url={self.url!r}, auth={kind})"
 
+    @property
+    def cloud(self) -> bool | None:
+        """Jira Cloud (``True``) or Server/Data Center (``False``); ``None`` until the
+        first call has read ``serverInfo``."""
+        return self._cloud
+
     def browse_url(self, key: str) -> str:
         return f"{self.url}/browse/{key}"
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        # Made on first use (threads start lazily too), again after close().
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="selfheal-jira"
+            )
+        return self._pool
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(
+            loop.run_in_executor(self._executor(), fn), timeout=self.deadline
+        )
 
     def _connect(self) -> JIRA:
         if self._client is None:
@@ -303,15 +348,25 @@ class Jira:
                 auth["basic_auth"] = (self._credentials.username, self._credentials.token)
             elif self._credentials is not None:
                 auth["token_auth"] = self._credentials.token
-            self._client = JIRA(
-                self.url,
-                options={"verify": self._verify},
-                timeout=self.timeout,
-                max_retries=0,  # our backoff rules; theirs sleeps in the thread
-                get_server_info=True,  # Server/DC vs Cloud decides the search endpoint
-                logging=False,
-                **auth,
-            )
+
+            def make(api: str) -> JIRA:
+                return JIRA(
+                    self.url,
+                    options={"verify": self._verify, "rest_api_version": api},
+                    timeout=self.timeout,
+                    max_retries=0,  # our backoff rules; theirs sleeps in the thread
+                    get_server_info=True,  # Server/DC vs Cloud: the API and the search
+                    logging=False,
+                    **auth,
+                )
+
+            client = make("2")
+            if client.deploymentType == "Cloud":
+                # v3 for everything: ADF bodies; Cloud keeps v2 but selfheal speaks one.
+                client.close()  # type: ignore[no-untyped-call]
+                client = make("3")
+            self._cloud = client.deploymentType == "Cloud"
+            self._client = client
         return self._client
 
     async def _call(self, operation: str, fn: Callable[[JIRA], T]) -> T:
@@ -322,7 +377,7 @@ class Jira:
         started = time.monotonic()
         status = "ok"
         try:
-            return await asyncio.wait_for(asyncio.to_thread(run), timeout=self.deadline)
+            return await self._in_thread(run)
         except TimeoutError:
             status = "timeout"
             metrics.BACKEND_ERRORS.labels(BACKEND, "timeout").inc()
@@ -340,13 +395,25 @@ class Jira:
             metrics.BACKEND_LATENCY.labels(BACKEND).observe(time.monotonic() - started)
 
     async def close(self) -> None:
+        """Close the HTTP session and the executor. Calls still queued are cancelled;
+        a call stuck in ``requests`` ends at its own timeout. A later call starts anew."""
+
         def run() -> None:
             with self._lock:
                 if self._client is not None:
                     self._client.close()  # type: ignore[no-untyped-call]
                     self._client = None
 
-        await asyncio.wait_for(asyncio.to_thread(run), timeout=self.deadline)
+        if self._pool is None:
+            return
+        try:
+            await self._in_thread(run)
+        except TimeoutError:
+            pass  # the workers are stuck on a hung Jira: let them end on their own
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     async def check(self, *, project: str) -> None:
         """The server answers, the credentials work and ``project`` exists and is visible."""
@@ -368,33 +435,76 @@ class Jira:
                 ) from None
             raise
 
+    def _search(self, j: JIRA, jql: str) -> list[IssueRef]:
+        """In the worker thread: up to ``SEARCH_PAGES`` pages of ``jql``."""
+        raw: list[Mapping[str, Any]] = []
+        if self._cloud:
+            token: str | None = None
+            for _ in range(SEARCH_PAGES):
+                page = j.enhanced_search_issues(
+                    jql,
+                    nextPageToken=token,
+                    maxResults=SEARCH_PAGE,
+                    fields=list(_SEARCH_FIELDS),
+                    json_result=True,
+                )
+                raw += page.get("issues") or []
+                token = page.get("nextPageToken")
+                if not token or page.get("isLast"):
+                    break
+        else:
+            for _ in range(SEARCH_PAGES):
+                page = j.search_issues(
+                    jql,
+                    startAt=len(raw),
+                    maxResults=SEARCH_PAGE,
+                    fields=list(_SEARCH_FIELDS),
+                    json_result=True,
+                )
+                issues = page.get("issues") or []
+                raw += issues
+                if not issues or len(raw) >= int(page.get("total") or 0):
+                    break
+        return [self._ref(i) for i in raw]
+
+    def _ref(self, raw: Mapping[str, Any]) -> IssueRef:
+        key = str(raw.get("key", ""))
+        labels = (raw.get("fields") or {}).get("labels") or ()
+        return IssueRef(key=key, url=self.browse_url(key), labels=tuple(str(x) for x in labels))
+
     async def search_open(self, *, project: str, label: str) -> list[IssueRef]:
         """Issues of ``project`` carrying ``label`` whose status is not in the Done
-        category, oldest first."""
+        category, oldest first (at most ``SEARCH_PAGE * SEARCH_PAGES``)."""
         jql = (
             f"project = {jql_string(project)} AND labels = {jql_string(label)} "
             "AND statusCategory != Done ORDER BY created ASC"
         )
+        return await self._call("search", lambda j: self._search(j, jql))
 
-        def run(j: JIRA) -> list[tuple[str, tuple[str, ...]]]:
-            found = j.search_issues(jql, maxResults=20, fields="summary,status,labels")
-            return [(str(i.key), tuple(getattr(i.fields, "labels", None) or ())) for i in found]
-
-        return [
-            IssueRef(key=k, url=self.browse_url(k), labels=labels)
-            for k, labels in await self._call("search", run)
-        ]
+    async def find_by_label(self, *, project: str, label: str) -> list[IssueRef]:
+        """Issues of ``project`` carrying ``label`` in any status (closed ones too),
+        oldest first: to adopt a create whose answer was lost, even if someone has
+        closed the issue since. On Cloud an issue created seconds ago may be missing
+        (search is eventually consistent)."""
+        jql = (
+            f"project = {jql_string(project)} AND labels = {jql_string(label)} ORDER BY created ASC"
+        )
+        return await self._call("search", lambda j: self._search(j, jql))
 
     async def create(self, *, fields: Mapping[str, Any]) -> IssueRef:
         """Create an issue from REST ``fields`` (``project``, ``issuetype``, ``summary``...)."""
         payload = dict(fields)
+        labels = tuple(str(x) for x in payload.get("labels") or ())
 
         def run(j: JIRA) -> str:
+            sent = dict(payload)
+            if self._cloud and isinstance(sent.get("description"), str):
+                sent["description"] = adf.wiki_to_adf(sent["description"])
             # prefetch=False: no second request; the key is all we need.
-            return str(j.create_issue(fields=payload, prefetch=False).key)
+            return str(j.create_issue(fields=sent, prefetch=False).key)
 
         key = await self._call("create", run)
-        return IssueRef(key=key, url=self.browse_url(key))
+        return IssueRef(key=key, url=self.browse_url(key), labels=labels)
 
     async def issue(self, *, key: str) -> IssueDetails:
         def run(j: JIRA) -> dict[str, Any]:
@@ -410,14 +520,22 @@ class Jira:
             status=str(status.get("name", "")),
             status_category=str((status.get("statusCategory") or {}).get("key", "")),
             labels=tuple(f.get("labels") or ()),
+            # Cloud's v3 gives ADF documents: their text, so markers are found.
             comments=tuple(
-                str(c.get("body", "")) for c in (f.get("comment") or {}).get("comments", [])
+                adf.adf_to_text(c.get("body", ""))
+                for c in (f.get("comment") or {}).get("comments", [])
             ),
             attachments=tuple(str(a.get("filename", "")) for a in f.get("attachment") or []),
         )
 
     async def comment(self, *, key: str, body: str) -> None:
-        await self._call("comment", lambda j: j.add_comment(key, body))
+        """Add a comment; ``body`` is wiki markup (sent as ADF on Cloud)."""
+
+        def run(j: JIRA) -> None:
+            # jira's add_comment sends whatever JSON body it is given (an ADF dict too).
+            j.add_comment(key, adf.wiki_to_adf(body) if self._cloud else body)
+
+        await self._call("comment", run)
 
     async def attach(self, *, key: str, filename: str, data: bytes) -> None:
         if not data:

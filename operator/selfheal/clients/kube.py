@@ -3,7 +3,10 @@
 Bodies are plain JSON dicts, as kopf hands them to handlers, so no layer above
 needs the generated models. Every call has a timeout. Errors map to a small
 taxonomy: ``NotFound``, ``Conflict``, ``Forbidden``, ``Invalid`` and the
-``KubeError`` base (``temporary`` for 429 and 5xx, worth retrying).
+``KubeError`` base (``temporary`` for 429 and 5xx, worth retrying). No answer at all is
+a ``KubeError`` with status 0 (temporary) too: a refused or reset connection, a timeout,
+and aiohttp's own errors, which are not ``OSError`` (the server closing the connection
+before or in the middle of an answer, a truncated or malformed body).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import urlencode
 
+import aiohttp
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 from kubernetes.aio.client.exceptions import ApiException
@@ -147,8 +151,15 @@ class Kube:
             raise _error(e, method, path) from None
         except TimeoutError:
             raise KubeError(0, "Timeout", "no response in time", method=method, path=path) from None
-        except OSError as e:
+        except OSError as e:  # refused, reset; aiohttp's ClientOSError too
             raise KubeError(0, "ConnectionError", str(e), method=method, path=path) from None
+        except aiohttp.ClientError as e:
+            # ServerDisconnectedError, ClientPayloadError, ClientConnectionError, and
+            # ClientResponseError: aiohttp's parser refusing a malformed answer (its
+            # "400" is the parser's, not the server's, so it is no answer either).
+            raise KubeError(
+                0, type(e).__name__, str(e) or "connection lost", method=method, path=path
+            ) from None
         finally:
             metrics.BACKEND_REQUESTS.labels("kubernetes", f"{method} {resource}", status).inc()
             metrics.BACKEND_LATENCY.labels("kubernetes").observe(time.monotonic() - started)

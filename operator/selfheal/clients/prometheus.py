@@ -1,7 +1,8 @@
 """A thin, typed asyncio wrapper over ``prometheus_api_client.PrometheusConnect``.
 
-The library is synchronous (``requests``), so every call runs in a worker thread
-(``asyncio.to_thread``) under two timeouts: requests' own (connect and each read) and an
+The library is synchronous (``requests``), so every call runs in a worker thread of the
+client's own small executor (threads named ``selfheal-prometheus``: a hung Jira or any
+other backend cannot take them) under two timeouts: requests' own (connect and each read) and an
 overall ``asyncio.wait_for`` a little longer, so a slow-dripping server cannot hold a
 caller. Nothing is retried here: the evaluator's next interval is the retry.
 
@@ -19,6 +20,7 @@ that pin "one query per trigger"); the ``selfheal_backend_*`` metrics are update
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime
 import json
@@ -26,7 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -38,6 +40,8 @@ from urllib3.util.retry import Retry
 from selfheal import metrics
 
 BACKEND = "prometheus"
+
+T = TypeVar("T")
 
 
 class Series(NamedTuple):
@@ -85,8 +89,16 @@ class Prometheus:
         url: str,
         timeout: float = 10.0,
         headers: Mapping[str, str] | None = None,
+        workers: int = 4,
     ) -> None:
+        """``timeout``: seconds for connect and each read (the whole call gets 2 s more);
+        ``workers``: threads of this client's own executor, so at most that many queries
+        are in flight (more wait their turn within their deadline)."""
+        if workers < 1:
+            raise ValueError(f"workers: {workers} must be at least 1")
         self.url = url.rstrip("/")
+        self.workers = workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.timeout = timeout
         self.stats = Stats()
         self._lock = threading.Lock()
@@ -107,8 +119,28 @@ class Prometheus:
         with self._lock:
             self.stats.bytes += len(response.content)
 
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        # Made on first use (threads start lazily too), again after close().
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="selfheal-prometheus"
+            )
+        return self._pool
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(self._executor(), fn), self.timeout + 2)
+
     async def close(self) -> None:
-        await asyncio.to_thread(self._connect.close)
+        """Close the connection pool and the executor (queued calls are cancelled)."""
+        try:
+            await self._in_thread(self._connect.close)
+        except TimeoutError:
+            pass  # every worker is stuck: they end at requests' own timeout
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     async def instant(self, query: str, *, at: float | None = None) -> list[Series]:
         """Evaluate ``query`` at ``at`` (Unix seconds; ``None``: now)."""
@@ -143,9 +175,7 @@ class Prometheus:
         with self._lock:
             self.stats.queries += 1
         try:
-            series = await asyncio.wait_for(
-                asyncio.to_thread(self._run, fn, query), self.timeout + 2
-            )
+            series = await self._in_thread(lambda: self._run(fn, query))
             status = "200"
             return series
         except TimeoutError as e:

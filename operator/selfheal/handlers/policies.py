@@ -26,8 +26,9 @@ from selfheal.policy import conditions as c
 from selfheal.policy.model import HealingPolicy, Mode, PolicyError
 from selfheal.policy.parse import parse
 from selfheal.remediation import machine
+from selfheal.remediation.driver import reverts_due
 from selfheal.remediation.guardrails import trigger_name
-from selfheal.remediation.state import Phase
+from selfheal.remediation.state import Phase, RemediationState
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ async def tick(
         if spec.get("policy") != name or not st.get("phase"):
             continue
         final = st.get("phase") in FINAL
-        if final and not work_pending(st):
+        if final and not work_pending(st) and not _reverts_pending(st, policy):
             continue
         wl = spec.get("workload") or {}
         info = _one_deployment(deployments, namespace, str(wl.get("name")))
@@ -301,6 +302,18 @@ def work_pending(status: dict[str, Any]) -> bool:
         or resolution.get("state") == "Pending"
         or bool(requested and not ticket)
     )
+
+
+def _reverts_pending(status: dict[str, Any], policy: HealingPolicy) -> bool:
+    if status.get("phase") != str(Phase.RESOLVED) or not any(
+        s.get("action") == "scale" and not (s.get("change") or {}).get("reverted")
+        for s in status.get("steps") or ()
+    ):
+        return False
+    try:
+        return reverts_due(RemediationState.from_status(status), policy)
+    except ValueError:
+        return False
 
 
 def _one_deployment(

@@ -60,6 +60,8 @@ from selfheal.remediation.state import (
 logger = logging.getLogger(__name__)
 
 PLURAL = "remediations"
+ACT_RETRIES = (1.0, 2.0, 4.0)
+"""Seconds before each retry of a step whose action failed transiently, sending nothing."""
 TEMPLATE_HASH_LABEL = "pod-template-hash"
 
 
@@ -305,8 +307,9 @@ class Driver:
                     # Another writer owns or moved this incident: its decision stands.
                     return None
             assert record is not None
-            if new.phase is Phase.RESOLVED and (old is None or old.phase is not Phase.RESOLVED):
-                await self._revert_scales(new, policy, workload)
+            if reverts_due(record.state, policy):
+                # Due work read from the status, so a crash after Resolved still reverts.
+                await self._revert_scales(record, policy, workload)
             for eff in effects:
                 done = await self._execute(eff, record, policy, workload, trigger, facts)
                 if done is not None:
@@ -480,6 +483,17 @@ class Driver:
             return None
         if isinstance(eff, machine.Act):
             result = await self._act(eff, policy, workload, record, facts)
+            for delay in ACT_RETRIES:
+                # A transient error before anything was sent (429, 5xx, a lost race):
+                # the same step again, not the next one. Once a patch went out its
+                # outcome is ambiguous, and the step's deadline decides instead.
+                if result.ok or not result.retryable or result.change.get("patch"):
+                    break
+                logger.info(
+                    "%s: %s retried in %.0fs: %s", workload, record.name, delay, result.message
+                )
+                await asyncio.sleep(delay)
+                result = await self._act(eff, policy, workload, record, facts)
             metrics.REMEDIATIONS.labels(result.action, str(result.result)).inc()
             logger.info(
                 "%s: %s step %d (%s) %s: %s",
@@ -600,15 +614,15 @@ class Driver:
         raise TypeError(f"unknown step {step!r}")
 
     async def _revert_scales(
-        self, state: RemediationState, policy: HealingPolicy, workload: WorkloadRef
+        self, record: _Record, policy: HealingPolicy, workload: WorkloadRef
     ) -> None:
-        """After a verified heal, undo scale steps whose policy asks for it."""
-        steps = policy.remediation.steps
-        for rec in state.steps:
-            spec = steps[rec.index] if rec.index < len(steps) else None
-            if not (isinstance(spec, ScaleStep) and spec.revert_after_recovery):
-                continue
-            if rec.result is not StepResult.SUCCEEDED or not rec.change.get("target"):
+        """After a verified heal, undo scale steps whose policy asks for it; each undo is
+        recorded in its step's change (``reverted``), so it is done once."""
+        state = record.state
+        assert state is not None
+        steps = list(state.steps)
+        for i, rec in enumerate(steps):
+            if not _revert_wanted(rec, policy):
                 continue
             result = await scale_action.revert_scale(
                 kube=self.kube,
@@ -619,6 +633,14 @@ class Driver:
             )
             metrics.REMEDIATIONS.labels(result.action, str(result.result)).inc()
             logger.info("%s: %s", workload, result.message)
+            if not result.ok and result.retryable:
+                continue  # the API failed: the next pass tries again
+            steps[i] = dataclasses.replace(
+                rec, change={**rec.change, "reverted": str(result.result)}
+            )
+        new = dataclasses.replace(state, steps=tuple(steps))
+        if new != state:
+            await self._save_or_forget(record, new)
 
     async def prune(self, *, records: Sequence[Mapping[str, Any]], retention: float) -> int:
         """Delete Resolved and Closed records older than ``retention`` seconds; how many."""
@@ -957,6 +979,25 @@ _RESOLUTION_KEYS = (
     "retryAt",
     "lastError",
 )
+
+
+def _revert_wanted(rec: Any, policy: HealingPolicy) -> bool:
+    steps = policy.remediation.steps
+    spec = steps[rec.index] if rec.index < len(steps) else None
+    return (
+        isinstance(spec, ScaleStep)
+        and spec.revert_after_recovery
+        and rec.result is StepResult.SUCCEEDED
+        and bool(rec.change.get("target"))
+        and not rec.change.get("reverted")
+    )
+
+
+def reverts_due(state: RemediationState | None, policy: HealingPolicy) -> bool:
+    """A verified heal has scale steps still to undo."""
+    if state is None or state.phase is not Phase.RESOLVED:
+        return False
+    return any(_revert_wanted(rec, policy) for rec in state.steps)
 
 
 def _bookkeeping_only(old: RemediationState | None, new: RemediationState) -> bool:
