@@ -104,7 +104,7 @@ class Notifier:
         plugin.socket_read_timeout = self.timeout
 
         def run() -> tuple[bool, str]:
-            with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as logs:
+            with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as logs:  # type: ignore[no-untyped-call]
                 ok = bool(plugin.notify(body=body, title=title))
                 return ok, logs.getvalue()
 

@@ -855,6 +855,24 @@ def notifications_due_at(state: RemediationState, *, now: float) -> dict[str, fl
     return out
 
 
+def notification_work_pending(status: Mapping[str, object]) -> bool:
+    """A record's stored ``status`` may have notification work due (a cheap look at
+    the raw status for passes that skip finished records; ``due_work`` decides)."""
+    raw = status.get("notifications")
+    entries = [n for n in raw if isinstance(n, Mapping)] if isinstance(raw, list) else []
+    kinds = {n.get("kind"): n.get("state") for n in entries}
+    if NOTIFY_ESCALATION not in kinds:
+        return False
+    if NOTIFY_PENDING in kinds.values():
+        return True
+    ticket = status.get("ticket")
+    if isinstance(ticket, Mapping) and ticket.get("gaveUp") and NOTIFY_GIVE_UP not in kinds:
+        return True
+    verification = status.get("verification")
+    passed = isinstance(verification, Mapping) and verification.get("outcome") == "Passed"
+    return kinds[NOTIFY_ESCALATION] == NOTIFY_SENT and passed and NOTIFY_RECOVERY not in kinds
+
+
 def due_work(
     state: RemediationState, *, now: float, effects: Sequence[Effect] = ()
 ) -> list[Effect]:
