@@ -229,3 +229,15 @@ def test_urls_one_a_line_and_their_ids_hide_them() -> None:
     tid = target_id("mailto://u:p@example.com")
     assert len(tid) == 16
     assert "p@" not in tid
+
+
+def test_an_incident_ended_from_outside_drops_a_notification_never_attempted() -> None:
+    inc = _escalated()
+    new, effects = machine.end(inc.current, reason=machine.EndReason.WORKLOAD_DELETED, now=T0 + 611)
+    assert new.notifications == ()
+    assert _kinds(effects) == []
+    inc = _escalated()
+    inc.ticket({"state": "Filed", "key": "OPS-1"}, T0 + 612)
+    _record(inc, "Escalation", "Sent")
+    new, _ = machine.end(inc.current, reason=machine.EndReason.WORKLOAD_DELETED, now=T0 + 613)
+    assert [n["state"] for n in new.notifications] == ["Sent"]

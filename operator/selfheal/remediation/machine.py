@@ -902,7 +902,8 @@ def end(
     """Close an open record from outside (its workload or policy is gone).
 
     Nothing new is filed: a ticket nobody sent is cancelled; one whose create was sent
-    is still found (and adopted) and then told; a filed one gets a comment.
+    is still found (and adopted) and then told; a filed one gets a comment. A
+    notification never attempted is dropped (nobody is told about a workload that is gone).
     """
     if state.phase.final:
         return state, []
@@ -917,8 +918,15 @@ def end(
     elif requested is not None:
         ticket = {"state": TICKET_CANCELLED, "lastError": message}
         requested = None
+    # A notification nobody tried yet is dropped with the incident; one tried is finished.
+    notifications = tuple(
+        n
+        for n in state.notifications
+        if not (n.get("state") == NOTIFY_PENDING and not n.get("attempts"))
+    )
     new = dataclasses.replace(
         state,
+        notifications=notifications,
         phase=Phase.CLOSED,
         closed_at=now,
         closed_reason=str(reason),
