@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 
-from selfheal.actions import notify
+import pytest
+
+from selfheal.actions import notify, ticket
 from selfheal.clients.notify import parse_urls, target_id
 from selfheal.detect.signal import Health
-from selfheal.policy.model import RollbackStep
+from selfheal.policy.model import (
+    HealingPolicy,
+    NotifyEscalation,
+    PolicyError,
+    RollbackStep,
+    SecretKeyRef,
+)
+from selfheal.policy.parse import parse
 from selfheal.remediation import machine
 from selfheal.remediation.machine import Escalate, Notify
 from selfheal.remediation.state import Phase, StepResult, format_time
+from tests.support.crds import valid_policy
 from tests.support.fixtures.remediation import (
     T0,
     Incident,
@@ -241,3 +251,70 @@ def test_an_incident_ended_from_outside_drops_a_notification_never_attempted() -
     _record(inc, "Escalation", "Sent")
     new, _ = machine.end(inc.current, reason=machine.EndReason.WORKLOAD_DELETED, now=T0 + 613)
     assert [n["state"] for n in new.notifications] == ["Sent"]
+
+
+# --- the policy -------------------------------------------------------------------------
+
+
+def _parsed(escalate: dict[str, object]) -> HealingPolicy:
+    body = valid_policy()
+    body["metadata"]["namespace"] = "shop"
+    body["spec"]["remediation"]["escalate"] = escalate
+    return parse(body)
+
+
+def test_notify_and_the_on_call_parse_from_the_policy() -> None:
+    policy = _parsed(
+        {
+            "jira": {"project": "OPS", "assignee": "oncall-alice", "watchers": ["oncall-bob"]},
+            "notify": {"secretRef": {"name": "oncall"}},
+        }
+    )
+    jira = policy.remediation.jira
+    assert jira is not None
+    assert (jira.assignee, jira.watchers) == ("oncall-alice", ("oncall-bob",))
+    assert policy.remediation.notify == NotifyEscalation(
+        secret_ref=SecretKeyRef(name="oncall", key="urls")
+    )
+    fields = ticket.issue_fields(escalation=jira, fingerprint="abc", summary="s", description="d")
+    assert fields["assignee"] == {"name": "oncall-alice"}
+
+
+def test_notify_alone_is_an_escalation() -> None:
+    policy = _parsed({"notify": {"secretRef": {"name": "oncall", "key": "hooks"}}})
+    assert policy.remediation.jira is None
+    assert policy.remediation.notify is not None
+    assert policy.remediation.notify.secret_ref.key == "hooks"
+
+
+@pytest.mark.parametrize(
+    ("escalate", "field", "says"),
+    [
+        ({"notify": "json://h/x"}, "spec.remediation.escalate.notify", "not a string"),
+        (
+            {"notify": {"secretRef": {"name": "oncall"}, "urls": ["json://h/x"]}},
+            "spec.remediation.escalate.notify.urls",
+            "go in a Secret",
+        ),
+        (
+            {"notify": {"secretRef": {"name": "oncall", "key": "a b"}}},
+            "spec.remediation.escalate.notify.secretRef.key",
+            "not a Secret key",
+        ),
+        (
+            {"jira": {"project": "OPS", "watchers": ["bob", "bob"]}},
+            "spec.remediation.escalate.jira.watchers[1]",
+            "listed twice",
+        ),
+        (
+            {"jira": {"project": "OPS", "assignee": " bob"}},
+            "spec.remediation.escalate.jira.assignee",
+            "not a Jira user",
+        ),
+    ],
+)
+def test_mistakes_name_the_field(escalate: dict[str, object], field: str, says: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        _parsed(escalate)
+    assert err.value.field == field
+    assert says in err.value.message

@@ -135,6 +135,11 @@ class JiraEscalation:
     custom_fields: Mapping[str, object] = dataclasses.field(default_factory=dict)
     resolve_transition: str | None = None
     """Transition applied to the ticket when a later verification passes; ``None``: comment only."""
+    assignee: str | None = None
+    """Who the new ticket is assigned to (the on-call): a user name on Jira Server and
+    Data Center, an account id on Jira Cloud; ``None``: the project's default."""
+    watchers: tuple[str, ...] = ()
+    """Added as watchers of the new ticket (user names on Server, account ids on Cloud)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -430,6 +430,14 @@ def _jira(value: object, field: str) -> JiraEscalation:
             )
     priority = raw.get("priority")
     resolve = raw.get("resolveTransition")
+    assignee = raw.get("assignee")
+    watchers = tuple(
+        _jira_user(v, f"{field}.watchers[{i}]")
+        for i, v in enumerate(_list(raw.get("watchers"), f"{field}.watchers", max_items=20))
+    )
+    for i, w in enumerate(watchers):
+        if w in watchers[:i]:
+            raise PolicyError(f"{field}.watchers[{i}]", f"{w!r} is listed twice")
     return JiraEscalation(
         project=project,
         issue_type=_string(raw.get("issueType", "Bug"), f"{field}.issueType", required=True),
@@ -444,7 +452,20 @@ def _jira(value: object, field: str) -> JiraEscalation:
             if resolve is None
             else _string(resolve, f"{field}.resolveTransition", required=True)
         ),
+        assignee=None if assignee is None else _jira_user(assignee, f"{field}.assignee"),
+        watchers=watchers,
     )
+
+
+def _jira_user(value: object, field: str) -> str:
+    user = _string(value, field, required=True)
+    if len(user) > 255 or user != user.strip():
+        raise PolicyError(
+            field,
+            f"{user!r} is not a Jira user: give the user name (Server, Data Center) or the "
+            "account id (Cloud), at most 255 characters, no surrounding spaces",
+        )
+    return user
 
 
 def _notify(value: object, field: str) -> NotifyEscalation:
