@@ -1,7 +1,8 @@
 """Notifying the on-duty expert, through the running operator (the chart's RBAC plus a
 Role on the notify Secret) and apprise's real code path to a loopback JSON webhook:
 a crash loop that a restart does not heal ends in one Jira ticket and one message that
-carries its key; a SIGKILLed operator's successor sends no duplicate; the recovery of
+carries its key (and one mail through a loopback SMTP server), the ticket assigned to
+and watched by the on-call; a SIGKILLed operator's successor sends no duplicate; the recovery of
 the escalated incident sends one recovery message."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from selfheal.clients import kube as k
 from tests.support.fixtures.jira import JIRA_PASSWORD
 from tests.support.jira_server import JiraServer
 from tests.support.kubelet import Behaviour, Kubelet
-from tests.support.notify_receivers import Webhook
+from tests.support.notify_receivers import Smtp, Webhook
 from tests.support.operator import OperatorProcess
 from tests.support.workloads import (
     deployment,
@@ -34,7 +35,12 @@ SPEC: dict[str, Any] = {
         "steps": [{"restart": {}}],
         "verify": {"for": "3s", "timeout": "6s"},
         "escalate": {
-            "jira": {"project": "OPS", "issueType": "Bug"},
+            "jira": {
+                "project": "OPS",
+                "issueType": "Bug",
+                "assignee": "oncall-alice",
+                "watchers": ["oncall-bob"],
+            },
             "notify": {"secretRef": {"name": "oncall", "key": "urls"}},
         },
     },
@@ -61,13 +67,14 @@ async def test_escalation_is_notified_once_with_the_ticket_and_recovery_once(
     kubelet: Kubelet,
     jira_server: JiraServer,
     webhook: Webhook,
+    smtp: Smtp,
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
     image = f"registry.local/{ns}/pay:v1"
     kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0, previous_logs=CRASH))
     await kube.create(k.apps(ns, "deployments"), deployment("pay", image, replicas=1))
-    await notify_secret(kube, ns, urls=[webhook.url("/hooks/oncall")])
+    await notify_secret(kube, ns, urls=[webhook.url("/hooks/oncall"), smtp.url()])
     secret = await jira_secret(kube, ns, password=JIRA_PASSWORD)
     await kube.create(
         k.group(API_VERSION, ns, "healingpolicies"),
@@ -87,6 +94,13 @@ async def test_escalation_is_notified_once_with_the_ticket_and_recovery_once(
     entry = _entry(rec, "Escalation")
     assert entry["attempts"] == 1
     assert entry["sentAt"]
+    assert len(entry["delivered"]) == 2
+    [mail] = smtp.mails
+    assert mail.subject == msg["title"]
+    assert issue["key"] in mail.text
+    # The on-call on the ticket: assigned on create, and watching.
+    assert issue["fields"]["assignee"] == "oncall-alice"
+    assert "oncall-bob" in issue["watchers"]
 
     # SIGKILL, and a successor reads the stored status: nothing is sent again.
     first.kill()
@@ -102,8 +116,10 @@ async def test_escalation_is_notified_once_with_the_ticket_and_recovery_once(
     assert rec["status"]["phase"] == "Closed"
     messages = webhook.messages()
     assert len(messages) == 2
+    assert len(smtp.mails) == 2
     assert messages[1]["title"].startswith(f"[selfheal] recovered: {ns}/pay")
     assert issue["key"] in messages[1]["message"]
     await asyncio.sleep(4)
     assert len(webhook.messages()) == 2
+    assert len(smtp.mails) == 2
     assert second.metric("selfheal_gave_up_total", {"what": "notification"}) == 0
