@@ -45,6 +45,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lease-duration", type=float, help="seconds; default 15")
     p.add_argument("--renew-deadline", type=float, help="seconds; default 10")
     p.add_argument("--retry-period", type=float, help="seconds; default 2")
+    p.add_argument(
+        "--ticket-horizon",
+        type=float,
+        help="seconds after the first attempt when unfinished ticket work is given up; "
+        "default 86400",
+    )
     p.add_argument("--kubeconfig", help="kubeconfig path; default: in-cluster or ~/.kube/config")
     return p.parse_args(argv)
 

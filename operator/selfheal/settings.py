@@ -76,6 +76,11 @@ class Settings:
     telling it the incident ended) is given up: state Failed, a Warning Event, and
     ``selfheal_gave_up_total``."""
 
+    failpoint: str = ""
+    """Tests only: ``after-action`` makes the process stop right after a step's action
+    returned and before its outcome is stored, so a test can kill it exactly there.
+    Empty (the default): no failpoint."""
+
 
 def _bool(value: str) -> bool:
     v = value.strip().lower()
@@ -114,6 +119,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("RENEW_DEADLINE", "renew_deadline", float),
         ("RETRY_PERIOD", "retry_period", float),
         ("TICKET_HORIZON_SECONDS", "ticket_horizon", float),
+        ("FAILPOINT", "failpoint", str),
     ):
         if (raw := env.get(f"SELFHEAL_{key}")) is not None and raw != "":
             try:

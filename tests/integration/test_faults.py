@@ -12,12 +12,14 @@ from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
+from tests.support.audit import workload_writes
 from tests.support.cluster import Cluster
-from tests.support.fixtures.jira import JIRA_PASSWORD
-from tests.support.jira_server import JiraServer
+from tests.support.fixtures.jira import JIRA_PASSWORD, JIRA_USER
+from tests.support.jira_server import JiraServer, ProjectSpec
 from tests.support.kubelet import Behaviour, Kubelet
 from tests.support.operator import OperatorProcess
 from tests.support.workloads import (
+    deploy,
     deployment,
     eventually,
     jira_secret,
@@ -287,6 +289,7 @@ async def test_two_replicas_one_acts_and_the_standby_finishes_after_the_leader_i
     kube: k.Kube,
     namespace: str,
     kubelet: Kubelet,
+    cluster: Cluster,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
 ) -> None:
@@ -325,6 +328,7 @@ async def test_two_replicas_one_acts_and_the_standby_finishes_after_the_leader_i
     )
     assert [s["action"] for s in rec["status"]["steps"]] == ["restart"]  # acted once
     assert standby.metric("selfheal_remediations_total") == 0  # nothing acted twice
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]
     assert len(jira_server.issues()) == 1
     assert _creates(jira_server) == 1
     assert len(await remediations(kube, ns)) == 1
@@ -346,14 +350,130 @@ async def test_the_api_server_restarted_mid_incident_resumes_it_without_acting_t
         timeout=120,
         what="Verifying",
     )
-    await asyncio.to_thread(cluster.restart_apiserver, down_for=5.0)
+    # From the main thread: the new process is tied to the thread that starts it.
+    cluster.restart_apiserver(down_for=5.0)
     # Restart cannot heal a bad image: the incident goes on to one ticket.
     rec = await eventually(
         lambda: _one(kube, ns, _ticket_state("Filed")), timeout=150, what="the ticket filed"
     )
     assert [s["action"] for s in rec["status"]["steps"]] == ["restart"]
     assert op.metric("selfheal_remediations_total") == 1
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]
     assert len(jira_server.issues()) == 1
     assert len(await remediations(kube, ns)) == 1
     assert op.proc is not None
     assert op.proc.poll() is None  # the operator rode out the outage
+
+
+async def test_on_jira_cloud_a_lost_create_is_adopted_despite_the_lagging_search(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec())
+    # Jira Cloud: API v3 with ADF, and a search that shows a new issue only 20 s late.
+    with JiraServer(
+        users={JIRA_USER: JIRA_PASSWORD},
+        projects=(ProjectSpec(key="OPS"),),
+        deployment="Cloud",
+        search_lag=20.0,
+    ) as cloud:
+        cloud.delay_next(30, method="POST", path=r"/rest/api/3/issue$")
+        first = operator(namespaces=[ns], jira_url=cloud.url, jira_secret=secret)
+        await eventually(lambda: _async(cloud.issues()), timeout=120, what="the issue created")
+        first.kill()
+        operator(namespaces=[ns], jira_url=cloud.url, jira_secret=secret)
+        rec = await eventually(
+            lambda: _one(kube, ns, _ticket_state("Filed")), timeout=120, what="adopted"
+        )
+        [issue] = cloud.issues()
+        assert rec["status"]["ticket"]["key"] == issue["key"]
+        creates = [
+            r for r in cloud.requests_received() if r.method == "POST" and r.path.endswith("/issue")
+        ]
+        assert len(creates) == 1  # the search lagged; no second create was sent
+        assert {"pod.yaml", "deployment.yaml"} <= set(issue["attachments"])
+
+
+async def test_ticket_work_past_its_horizon_is_given_up_loudly(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec())
+    jira_server.down()
+    op = operator(
+        namespaces=[ns],
+        jira_url=jira_server.url,
+        jira_secret=secret,
+        extra_env={"SELFHEAL_TICKET_HORIZON_SECONDS": "20"},
+    )
+    rec = await eventually(
+        lambda: _one(kube, ns, _ticket_state("Failed")), timeout=150, what="the ticket given up"
+    )
+    ticket = rec["status"]["ticket"]
+    assert ticket["gaveUp"] is True
+    assert "gave up after" in ticket["lastError"]
+    assert op.metric("selfheal_gave_up_total", {"what": "ticket"}) == 1
+
+    async def warned() -> list[dict[str, Any]] | None:
+        events = await kube.get(k.core(ns, "events"))
+        hits = [
+            e
+            for e in events.get("items", [])
+            if e.get("reason") == "TicketFailed"
+            and e["involvedObject"]["name"] == rec["metadata"]["name"]
+        ]
+        return hits or None
+
+    [event] = await eventually(warned, timeout=30, what="a TicketFailed Event")
+    assert event["type"] == "Warning"
+    jira_server.up()
+    await asyncio.sleep(6)  # a few passes: nothing is retried past the horizon
+    assert jira_server.issues() == []
+
+
+async def test_killed_after_the_action_and_before_its_outcome_is_stored_never_acts_again(
+    kube: k.Kube,
+    namespace: str,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    await deploy(kube, ns, "shop", "registry.local/shop:v1")
+    spec = {
+        "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}}],
+        "remediation": {"steps": [{"rollback": {}}], "verify": {"for": "4s", "timeout": "8s"}},
+    }
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy("shop", selector={"app": "shop"}, spec=spec),
+    )
+    first = operator(namespaces=[ns], extra_env={"SELFHEAL_FAILPOINT": "after-action"})
+    await set_image(kube, ns, "shop", "registry.local/shop:v2-crash")
+
+    async def rolled_back() -> list[tuple[str, str, str]] | None:
+        return workload_writes(cluster, ns) or None
+
+    writes = await eventually(rolled_back, timeout=120, what="the rollback's patch")
+    first.kill()  # the patch went out; its outcome was never stored
+    rec = await _one(kube, ns, lambda st: st.get("phase") == "Acting")
+    assert rec is not None  # the state written before the action: Acting, step in flight
+    second = operator(namespaces=[ns])
+    rec = await eventually(
+        lambda: _one(kube, ns, lambda st: st.get("phase") in ("Resolved", "Closed")),
+        timeout=120,
+        what="the incident ended",
+    )
+    [step] = rec["status"]["steps"]
+    assert step["result"] == "Failed"  # no outcome reported: never re-run
+    assert "no outcome" in step["message"]
+    assert second.metric("selfheal_remediations_total") == 0
+    assert workload_writes(cluster, ns) == writes == [("patch", "deployments", "shop")]
+    d = await kube.get(k.apps(ns, "deployments", "shop"))
+    assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"

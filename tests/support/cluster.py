@@ -493,7 +493,10 @@ class Cluster:
 
     def restart_apiserver(self, *, down_for: float = 0.0) -> None:
         """Stops kube-apiserver, waits ``down_for`` seconds, starts it again on the same
-        port (clients' kubeconfigs stay valid) and returns once it is ready."""
+        port (clients' kubeconfigs stay valid) and returns once it is ready. Call it from
+        the main thread: the process dies with the thread that started it."""
+        if threading.current_thread() is not threading.main_thread():
+            raise ClusterError("restart_apiserver: call it from the main thread")
         for p in [p for p in self._procs if p.name == "kube-apiserver"]:
             _terminate(p.popen.pid, p.popen)
             self._procs.remove(p)

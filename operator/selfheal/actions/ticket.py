@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from selfheal import metrics
-from selfheal.clients.jira import Jira, JiraRejected, JiraUnavailable
+from selfheal.clients.jira import IssueRef, Jira, JiraRejected, JiraUnavailable
 from selfheal.policy.model import JiraEscalation
 
 LABEL_PREFIX = "selfheal-"
@@ -349,25 +349,30 @@ async def escalate(
         return _give_up(p, p.last_error or "no answer", now, first)
     try:
         if p.key is None:
-            found = await jira.search_open(project=escalation.project, label=label)
-            marker = _attempt_label(p.create_marker) if p.create_marker else None
-            ours = [r for r in found if marker and marker in r.labels]
-            if p.create_sent and ours:
-                # The create whose answer was lost: ours, with evidence to attach.
-                ref, mode = ours[0], TicketMode.FILE
-            elif p.create_sent and p.create_sent_at is not None and now < p.create_sent_at + window:
-                # Search may not show it yet: wait for the window, never create twice.
-                return _retry(
-                    p,
-                    "a create was sent and its issue is not searchable yet",
-                    max(p.create_sent_at + window - now, RETRY_AFTER_MIN),
-                    now,
-                    rng,
-                    horizon=horizon,
+            ref: IssueRef | None = None
+            if p.create_sent and p.create_marker:
+                # A create whose answer was lost: its own marker finds it, in any status.
+                ours = await jira.find_by_label(
+                    project=escalation.project, label=_attempt_label(p.create_marker)
                 )
-            elif found and not p.create_sent:
-                ref, mode = found[0], TicketMode.COMMENT  # someone's open ticket: a recurrence
-            else:
+                if ours:
+                    ref, mode = ours[0], TicketMode.FILE
+                elif p.create_sent_at is not None and now < p.create_sent_at + window:
+                    # Search may not show it yet: wait out the window, never create twice.
+                    return _retry(
+                        p,
+                        "a create was sent and its issue is not searchable yet",
+                        # Look again soon: the issue usually shows in seconds.
+                        min(max(p.create_sent_at + window - now, RETRY_AFTER_MIN), BACKOFF_FIRST),
+                        now,
+                        rng,
+                        horizon=horizon,
+                    )
+            elif not p.create_sent:
+                found = await jira.search_open(project=escalation.project, label=label)
+                if found:
+                    ref, mode = found[0], TicketMode.COMMENT  # someone's open one: a recurrence
+            if ref is None:
                 token = secrets.token_hex(6)
                 p = dataclasses.replace(
                     p, create_sent=True, create_marker=token, create_sent_at=now

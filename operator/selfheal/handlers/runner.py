@@ -108,6 +108,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         evidence=escalation.Evidence(kube=kube, prometheus=prom).gather,
         ticket_horizon=cfg.ticket_horizon,
         notifier=Notifier(),
+        failpoint=cfg.failpoint,
     )
     health = web.Health()
     rt = Runtime(

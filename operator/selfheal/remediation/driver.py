@@ -109,6 +109,7 @@ class Driver:
         clock: Callable[[], float] = time.time,
         ticket_horizon: float = ticket_action.GIVE_UP_AFTER,
         notifier: Notifier | None = None,
+        failpoint: str = "",
     ) -> None:
         self.kube = kube
         self.jira = jira
@@ -118,6 +119,8 @@ class Driver:
         self.clock = clock
         self.ticket_horizon = ticket_horizon
         """Seconds after the first attempt when ticket work is given up (loudly)."""
+        self.failpoint = failpoint
+        """Tests only (``Settings.failpoint``)."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._open: dict[str, _Record] = {}
         # Our own last write of each record: fresher than kopf's index for a moment.
@@ -500,6 +503,9 @@ class Driver:
                 )
                 await asyncio.sleep(delay)
                 result = await self._act(eff, policy, workload, record, facts)
+            if self.failpoint == "after-action":
+                logger.warning("failpoint after-action: stopped before storing the outcome")
+                await asyncio.Event().wait()  # a test kills the process here
             metrics.REMEDIATIONS.labels(result.action, str(result.result)).inc()
             logger.info(
                 "%s: %s step %d (%s) %s: %s",
