@@ -123,3 +123,100 @@ async def test_escalation_is_notified_once_with_the_ticket_and_recovery_once(
     assert len(webhook.messages()) == 2
     assert len(smtp.mails) == 2
     assert second.metric("selfheal_gave_up_total", {"what": "notification"}) == 0
+
+
+async def _setup(
+    kube: k.Kube, kubelet: Kubelet, ns: str, webhook: Webhook, spec: dict[str, Any]
+) -> None:
+    image = f"registry.local/{ns}/pay:v1"
+    kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0, previous_logs=CRASH))
+    await kube.create(k.apps(ns, "deployments"), deployment("pay", image, replicas=1))
+    await notify_secret(kube, ns, urls=[webhook.url("/hooks/oncall")])
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy("pay", selector={"app": "pay"}, spec=spec),
+    )
+
+
+async def test_jira_down_notifies_at_once_then_says_the_ticket_was_given_up(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    webhook: Webhook,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await jira_secret(kube, ns, password=JIRA_PASSWORD)
+    await _setup(kube, kubelet, ns, webhook, SPEC)
+    jira_server.down()
+    operator(
+        namespaces=[ns],
+        jira_url=jira_server.url,
+        jira_secret=secret,
+        extra_env={"SELFHEAL_TICKET_HORIZON_SECONDS": "20"},
+    )
+    await eventually(
+        lambda: _sent(kube, ns, "Escalation"), timeout=120, what="the escalation notified"
+    )
+    [first] = webhook.messages()
+    assert "Ticket: not filed yet, still retrying" in first["message"]
+    rec = await eventually(
+        lambda: _sent(kube, ns, "GiveUp"), timeout=120, what="the give-up notified"
+    )
+    assert rec["status"]["ticket"]["gaveUp"] is True
+    messages = webhook.messages()
+    assert len(messages) == 2
+    assert messages[1]["title"].startswith(f"[selfheal] no ticket could be filed: {ns}/pay")
+    assert "gave up after" in messages[1]["message"]
+
+
+async def test_a_target_that_never_takes_it_is_given_up_loudly(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    webhook: Webhook,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    spec = {
+        **SPEC,
+        "remediation": {
+            **SPEC["remediation"],
+            "escalate": {"notify": {"secretRef": {"name": "oncall"}}},  # no Jira
+        },
+    }
+    webhook.fail_next(10_000)
+    await _setup(kube, kubelet, ns, webhook, spec)
+    op = operator(namespaces=[ns], extra_env={"SELFHEAL_TICKET_HORIZON_SECONDS": "20"})
+
+    async def failed() -> dict[str, Any] | None:
+        for rec in await remediations(kube, ns):
+            if _entry(rec, "Escalation").get("state") == "Failed":
+                return rec
+        return None
+
+    rec = await eventually(failed, timeout=150, what="the notification given up")
+    entry = _entry(rec, "Escalation")
+    assert entry["lastError"].startswith("gave up after")
+    assert "target 1 (json)" in entry["lastError"]
+    assert "/hooks/oncall" not in entry["lastError"]  # the URL is never written down
+    assert entry["attempts"] >= 2
+    assert op.metric("selfheal_gave_up_total", {"what": "notification"}) == 1
+
+    async def warned() -> list[dict[str, Any]] | None:
+        events = await kube.get(k.core(ns, "events"))
+        hits = [
+            e
+            for e in events.get("items", [])
+            if e.get("reason") == "NotificationFailed"
+            and e["involvedObject"]["name"] == rec["metadata"]["name"]
+        ]
+        return hits or None
+
+    [event] = await eventually(warned, timeout=30, what="a NotificationFailed Event")
+    assert event["type"] == "Warning"
+    refused = webhook.refused
+    await asyncio.sleep(5)
+    assert webhook.refused == refused  # nothing is retried past the horizon
+    assert webhook.messages() == []
