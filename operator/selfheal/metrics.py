@@ -50,9 +50,15 @@ TICKETS = Counter(
     "Jira ticket operations, by operation and result.",
     ["operation", "result"],
 )
+NOTIFICATIONS = Counter(
+    "selfheal_notifications_total",
+    "Notification attempts to the on-duty expert, by kind and result.",
+    ["kind", "result"],
+)
 GAVE_UP = Counter(
     "selfheal_gave_up_total",
-    "Work given up at its horizon (ticket: not filed; resolution: ticket not told).",
+    "Work given up at its horizon (ticket: not filed; resolution: ticket not told; "
+    "notification: the on-duty expert not told).",
     ["what"],
 )
 RECONCILE_ERRORS = Counter(

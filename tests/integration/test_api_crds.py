@@ -211,6 +211,17 @@ def test_explain_documents_a_field_with_its_constraints(crds: list[str], cluster
     assert "Detected" in out
 
 
+def test_explain_documents_notifications(crds: list[str], cluster: Cluster) -> None:
+    out = cluster.kubectl("explain", "hp.spec.remediation.escalate.notify").stdout
+    assert "never written here" in out
+    assert "secretRef" in out
+    out = cluster.kubectl("explain", "hp.spec.remediation.escalate.jira.assignee").stdout
+    assert "account id on Jira" in out
+    out = cluster.kubectl("explain", "remediation.status.notifications").stdout
+    assert "Escalation" in out
+    assert "retryAt" in out
+
+
 def test_explain_shows_the_remediation_tree(crds: list[str], cluster: Cluster) -> None:
     out = cluster.kubectl("explain", "remediation", "--recursive").stdout
     shown = {line.split()[0] for line in out.splitlines() if line.startswith(" ") and line.strip()}

@@ -444,8 +444,27 @@ INVALID_POLICIES: tuple[BadPolicy, ...] = (
     BadPolicy(
         "escalate-without-jira",
         _set("remediation.escalate", {}),
-        "spec.remediation.escalate.jira",
+        "spec.remediation.escalate",
+        "needs jira, notify or both",
+    ),
+    BadPolicy(
+        "notify-url-written-in-the-policy",
+        _set("remediation.escalate.notify", "json://hooks.example.com/oncall"),
+        "spec.remediation.escalate.notify",
+        "must be of type object",
+        parse_field="spec.remediation.escalate.notify",
+    ),
+    BadPolicy(
+        "notify-without-secret-ref",
+        _set("remediation.escalate.notify", {}),
+        "spec.remediation.escalate.notify.secretRef",
         "Required value",
+    ),
+    BadPolicy(
+        "notify-secret-name-invalid",
+        _set("remediation.escalate.notify.secretRef", {"name": "On Call"}),
+        "spec.remediation.escalate.notify.secretRef.name",
+        "should match",
     ),
     BadPolicy(
         "jira-project-name-not-key",

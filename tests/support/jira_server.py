@@ -12,6 +12,8 @@ error bodies (``{"errorMessages": [...], "errors": {"field": "message"}}``):
     GET|POST /rest/api/2/issue/{key}/comment
     POST /rest/api/2/issue/{key}/attachments     multipart; needs X-Atlassian-Token: no-check
     GET|POST /rest/api/2/issue/{key}/transitions
+    GET|POST /rest/api/2/issue/{key}/watchers    POST a JSON string: a user name (Server)
+                                                 or an account id (Cloud)
     GET  /rest/api/2/attachment/{id}, /secure/attachment/{id}/{filename}
 
 Auth is HTTP basic (username + password/token) or bearer (a personal access token).
@@ -183,6 +185,7 @@ SYSTEM_FIELDS: tuple[tuple[str, str], ...] = (
     ("created", "Created"),
     ("updated", "Updated"),
     ("reporter", "Reporter"),
+    ("assignee", "Assignee"),
     ("comment", "Comment"),
     ("attachment", "Attachment"),
 )
@@ -198,8 +201,18 @@ def _account_id(user: str) -> str:
     return "5b10ac8d82e05b22cc7d" + user.encode().hex()[:20].ljust(20, "0")
 
 
+def _user_json(user: str, *, cloud: bool) -> Json:
+    if cloud:  # Cloud has account ids, no user names
+        return {"accountId": _account_id(user), "displayName": user, "active": True}
+    return {"name": user, "key": user, "displayName": user, "active": True}
+
+
 def _err(messages: Sequence[str] = (), errors: Mapping[str, str] | None = None) -> Json:
     return {"errorMessages": list(messages), "errors": dict(errors or {})}
+
+
+def _ref_name(ref: Any) -> str:
+    return str(ref.get("name") if isinstance(ref, Mapping) else ref)
 
 
 def _jira_time(t: float) -> str:
@@ -452,6 +465,8 @@ class _Issue:
     comments: list[_Comment] = dataclasses.field(default_factory=list)
     attachments: list[_Attachment] = dataclasses.field(default_factory=list)
     transitions: list[Json] = dataclasses.field(default_factory=list)  # history
+    watchers: list[str] = dataclasses.field(default_factory=list)
+    """User names; Jira's default autowatch makes the reporter the first."""
     indexed_labels: list[str] | None = None
     """What search sees while ``index_due`` is ahead: the labels before the last change,
     ``None`` for an issue search does not know yet."""
@@ -502,17 +517,21 @@ class JiraServer:
         max_attachment_size: int = 10 * 1024 * 1024,
         deployment: str = SERVER,
         search_lag: float = 0.0,
+        people: Sequence[str] = ("oncall-alice", "oncall-bob"),
     ) -> None:
         """``users``: username -> password (basic auth); ``tokens``: bearer token ->
         username; ``custom_fields``: id (``customfield_NNNNN``) -> name; ``deployment``:
         ``"Server"`` (API v2, wiki strings) or ``"Cloud"`` (see the module docstring);
-        ``search_lag``: seconds a created or relabelled issue stays stale in search."""
+        ``search_lag``: seconds a created or relabelled issue stays stale in search;
+        ``people``: users besides ``users`` who exist (assignable, may watch) but do not
+        log in here."""
         if deployment not in (SERVER, CLOUD):
             raise ValueError(f"deployment: {deployment!r} is neither {SERVER!r} nor {CLOUD!r}")
         self.deployment = deployment
         self.search_lag = search_lag
         self.users = dict(users if users is not None else {"selfheal": "s3cret-jira-password"})
         self.tokens = dict(tokens if tokens is not None else {"pat-s3cret-token": "selfheal"})
+        self.people = (*self.users, *(p for p in people if p not in self.users))
         self.projects = {p.key: p for p in projects}
         self._project_ids = {p.key: str(10000 + n) for n, p in enumerate(projects)}
         self.custom_fields = dict(
@@ -720,6 +739,7 @@ class JiraServer:
             "attachments": {a.filename: a.data for a in i.attachments},
             "attachment_list": [(a.filename, a.data) for a in i.attachments],
             "transitions": list(i.transitions),
+            "watchers": list(i.watchers),
         }
 
     def issues(self) -> list[Json]:
@@ -775,10 +795,27 @@ class JiraServer:
             created=now,
             updated=now,
             reporter=user,
+            watchers=[user],
         )
         self._reindex(issue, new=True)
         self._issues[issue.key] = issue
         return issue
+
+    def person(self, ref: Any) -> str | None:
+        """The user a REST user reference names: ``{"name": ...}`` on Server,
+        ``{"accountId": ...}`` on Cloud (a bare string for the watchers resource)."""
+        if isinstance(ref, Mapping):
+            ref = ref.get("accountId") if self.cloud else ref.get("name")
+        if not isinstance(ref, str):
+            return None
+        if self.cloud:
+            return next((u for u in self.people if _account_id(u) == ref), None)
+        return ref if ref in self.people else None
+
+    def watchers_of(self, key: str) -> list[str]:
+        """User names watching the issue (the reporter, by autowatch, and those added)."""
+        with self._lock:
+            return list(self.find_issue(key).watchers)
 
     def find_issue(self, key_or_id: str) -> _Issue:
         with self._lock:
@@ -862,6 +899,14 @@ class JiraServer:
                 "startAt": 0,
             },
             "attachment": [self.attachment_json(base, a) for a in issue.attachments],
+            "assignee": (
+                _user_json(f["assignee"], cloud=self.cloud) if f.get("assignee") else None
+            ),
+            "watches": {
+                "self": f"{base}{REST}/issue/{issue.key}/watchers",
+                "watchCount": len(issue.watchers),
+                "isWatching": False,
+            },
         }
         for cf in self.custom_fields:
             everything[cf] = f.get(cf)
@@ -1007,6 +1052,18 @@ class JiraServer:
                     )
                 else:
                     out["components"] = comps
+            elif name == "assignee":
+                who = self.person(value)
+                if value is None:
+                    out["assignee"] = None
+                elif who is None:
+                    errors["assignee"] = (
+                        "Specify a valid value for assignee"
+                        if self.cloud
+                        else f"User '{_ref_name(value)}' does not exist."
+                    )
+                else:
+                    out["assignee"] = who
             else:  # a known custom field: Jira checks its type; this server keeps any JSON
                 out[name] = value
         if creating:
@@ -1383,6 +1440,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     issue.comments.append(c)
                     issue.updated = c.created
                 return ok(201, srv.comment_json(base, issue, c, api=api))
+        if m := re.fullmatch(f"{REST}/issue/([^/]+)/watchers", path):
+            issue = srv.find_issue(m.group(1))
+            if method == "GET":
+                return ok(
+                    200,
+                    {
+                        "self": f"{base}{REST}/issue/{issue.key}/watchers",
+                        "isWatching": who in issue.watchers,
+                        "watchCount": len(issue.watchers),
+                        "watchers": [_user_json(u, cloud=srv.cloud) for u in issue.watchers],
+                    },
+                )
+            if method == "POST":
+                ref = self._json_body(body)
+                person = srv.person(ref)
+                if person is None:
+                    raise JiraHttpError(404, [f'The user "{ref}" does not exist.'])
+                with srv._lock:
+                    if person not in issue.watchers:  # adding a watcher twice changes nothing
+                        issue.watchers.append(person)
+                return ok(204, None)
         if (m := re.fullmatch(f"{REST}/issue/([^/]+)/attachments", path)) and method == "POST":
             if self.headers.get("X-Atlassian-Token", "").lower() != "no-check":
                 raise JiraHttpError(403, text="XSRF check failed")

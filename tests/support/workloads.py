@@ -146,3 +146,48 @@ async def jira_secret(kube: k.Kube, namespace: str, *, password: str) -> str:
         },
     )
     return f"{namespace}/jira"
+
+
+async def notify_secret(kube: k.Kube, namespace: str, *, urls: list[str]) -> None:
+    """The Secret ``oncall`` (key ``urls``, one apprise URL a line) that a policy's
+    ``escalate.notify`` names, and, as a user must, a Role granting the operator's test
+    identity get on it by name."""
+    await kube.create(
+        k.core(namespace, "secrets"),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "oncall"},
+            "stringData": {"urls": "\n".join(urls) + "\n"},
+        },
+    )
+    meta = {"name": "selfheal-notify-secret", "namespace": namespace}
+    rbac = "rbac.authorization.k8s.io"
+    await kube.create(
+        k.group(f"{rbac}/v1", namespace, "roles"),
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": ["oncall"],
+                    "verbs": ["get"],
+                }
+            ],
+        },
+    )
+    await kube.create(
+        k.group(f"{rbac}/v1", namespace, "rolebindings"),
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": meta["name"]},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "selfheal-test", "namespace": "selfheal-system"}
+            ],
+        },
+    )

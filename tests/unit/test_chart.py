@@ -253,6 +253,24 @@ def test_jira_with_an_existing_secret_reads_that_secret_only(helm: Helm) -> None
     ]  # fmt: skip
 
 
+def test_notify_secrets_are_readable_by_name_in_their_namespace_only(helm: Helm) -> None:
+    docs = helm.template({"notify": {"secrets": [{"namespace": "shop", "name": "oncall"}]}})
+    (role,) = named(docs, "Role", "-notify-oncall")
+    assert role["metadata"]["namespace"] == "shop"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["oncall"],
+         "verbs": ["get"]}
+    ]  # fmt: skip
+    (binding,) = named(docs, "RoleBinding", "-notify-oncall")
+    assert binding["metadata"]["namespace"] == "shop"
+    assert binding["subjects"][0]["namespace"] == "selfheal-system"
+    assert not [
+        r for r in of_kind(helm.template({}), "Role") if "-notify-" in r["metadata"]["name"]
+    ]
+    with pytest.raises(HelmError):
+        helm.template({"notify": {"secrets": [{"name": "oncall"}]}})  # no namespace
+
+
 def test_jira_credentials_from_values_become_the_secret_the_operator_reads(helm: Helm) -> None:
     docs = helm.template(
         {"jira": {"url": "https://jira.example.com", "username": "bot", "token": "t0k"}}

@@ -66,6 +66,7 @@ _FIELD_NAMES = {
     "priority": "priority",
     "labels": "labels",
     "components": "components",
+    "assignee": "assignee",
 }
 
 
@@ -134,6 +135,8 @@ class PendingTicket:
     """When that create was sent (start of the consistency window)."""
     attached: tuple[str, ...] = ()
     """Attachment names known to be on the ticket."""
+    watched: tuple[str, ...] = ()
+    """Watchers known to be on the ticket (``escalate.jira.watchers``)."""
     comment_sent: bool = False
     attempts: int = 0
     first_attempt_at: float | None = None
@@ -162,6 +165,7 @@ class PendingTicket:
             "createMarker": self.create_marker,
             "createSentAt": _ts(self.create_sent_at),
             "attached": list(self.attached),
+            "watched": list(self.watched),
             "commentSent": self.comment_sent,
             "firstAttemptAt": _ts(self.first_attempt_at),
         }
@@ -193,6 +197,7 @@ class PendingTicket:
             create_marker=status.get("createMarker") or None,
             create_sent_at=_from_ts("createSentAt", status.get("createSentAt")),
             attached=tuple(str(a) for a in status.get("attached") or ()),
+            watched=tuple(str(w) for w in status.get("watched") or ()),
             comment_sent=bool(status.get("commentSent")),
             attempts=attempts,
             first_attempt_at=_from_ts("firstAttemptAt", status.get("firstAttemptAt")),
@@ -270,6 +275,9 @@ def issue_fields(
     }
     if escalation.priority:
         fields["priority"] = {"name": escalation.priority}
+    if escalation.assignee:
+        # A user name on Server; the Jira client sends it as the account id on Cloud.
+        fields["assignee"] = {"name": escalation.assignee}
     if escalation.components:
         fields["components"] = [{"name": c} for c in escalation.components]
     for name, value in escalation.custom_fields.items():
@@ -386,6 +394,17 @@ async def escalate(
         else:
             key = p.key
         if p.mode is TicketMode.FILE:
+            refused: list[str] = []
+            for user in [w for w in escalation.watchers if w not in p.watched]:
+                try:  # adding a watcher twice changes nothing: no need to look first
+                    await jira.add_watcher(key=key, user=user)
+                except JiraRejected as e:
+                    if e.status == 401:
+                        raise
+                    # An unknown user or no permission: the ticket stands without them.
+                    refused.append(f"watcher {user}: {e}")
+                    continue
+                p = dataclasses.replace(p, watched=(*p.watched, user))
             wanted = [n for n, data in attachments.items() if data and n not in p.attached]
             if wanted and p.attempts > 1:
                 # An upload whose answer was lost may be there already.
@@ -393,7 +412,6 @@ async def escalate(
                 p = dataclasses.replace(
                     p, attached=p.attached + tuple(n for n in wanted if n in on_issue)
                 )
-            refused: list[str] = []
             for name in [n for n in wanted if n not in p.attached]:
                 try:
                     await jira.attach(key=key, filename=name, data=attachments[name])

@@ -35,6 +35,7 @@ import concurrent.futures
 import dataclasses
 import email.utils
 import io
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -500,6 +501,10 @@ class Jira:
             sent = dict(payload)
             if self._cloud and isinstance(sent.get("description"), str):
                 sent["description"] = adf.wiki_to_adf(sent["description"])
+            assignee = sent.get("assignee")
+            if self._cloud and isinstance(assignee, Mapping) and "name" in assignee:
+                # Cloud has no user names: the policy gives the account id.
+                sent["assignee"] = {"accountId": assignee["name"]}
             # prefetch=False: no second request; the key is all we need.
             return str(j.create_issue(fields=sent, prefetch=False).key)
 
@@ -546,6 +551,18 @@ class Jira:
         await self._call(
             "attach", lambda j: j.add_attachment(key, io.BytesIO(data), filename=filename)
         )
+
+    async def add_watcher(self, *, key: str, user: str) -> None:
+        """Add ``user`` (a user name on Server, an account id on Cloud) to the issue's
+        watchers; adding one who watches already changes nothing."""
+
+        def run(j: JIRA) -> None:
+            # Not j.add_watcher: it looks the user up first, a request Cloud refuses
+            # for names and Server does not need.
+            r = j._session.post(j._get_url(f"issue/{key}/watchers"), data=json.dumps(user))
+            r.raise_for_status()
+
+        await self._call("watch", run)
 
     async def transition(self, *, key: str, name: str) -> bool:
         """Apply the transition called ``name`` (case-insensitive). ``False`` when the

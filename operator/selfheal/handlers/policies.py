@@ -301,6 +301,7 @@ def work_pending(status: dict[str, Any]) -> bool:
         ticket.get("state") == "Pending"
         or resolution.get("state") == "Pending"
         or bool(requested and not ticket)
+        or machine.notification_work_pending(status)
     )
 
 

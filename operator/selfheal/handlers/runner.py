@@ -21,6 +21,7 @@ from selfheal import metrics
 from selfheal.clients import kube as k
 from selfheal.clients.jira import Jira, JiraCredentials, credentials_from_secret
 from selfheal.clients.lease import LeaderElector, Timings, new_identity
+from selfheal.clients.notify import Notifier
 from selfheal.clients.prometheus import Prometheus
 from selfheal.detect.prometheus import PrometheusEvaluator
 from selfheal.handlers import reconciler, web
@@ -106,6 +107,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         jira=jira,
         evidence=escalation.Evidence(kube=kube, prometheus=prom).gather,
         ticket_horizon=cfg.ticket_horizon,
+        notifier=Notifier(),
         failpoint=cfg.failpoint,
     )
     health = web.Health()

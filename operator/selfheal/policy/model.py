@@ -135,6 +135,27 @@ class JiraEscalation:
     custom_fields: Mapping[str, object] = dataclasses.field(default_factory=dict)
     resolve_transition: str | None = None
     """Transition applied to the ticket when a later verification passes; ``None``: comment only."""
+    assignee: str | None = None
+    """Who the new ticket is assigned to (the on-call): a user name on Jira Server and
+    Data Center, an account id on Jira Cloud; ``None``: the project's default."""
+    watchers: tuple[str, ...] = ()
+    """Added as watchers of the new ticket (user names on Server, account ids on Cloud)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SecretKeyRef:
+    """A key of a Secret in the policy's namespace."""
+
+    name: str
+    key: str = "urls"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NotifyEscalation:
+    """Tell the on-duty expert: apprise URLs, one a line, read from a Secret at send time
+    (a URL carries tokens and passwords, so it is never written in a policy)."""
+
+    secret_ref: SecretKeyRef
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -145,6 +166,8 @@ class Remediation:
     verify_timeout: float | None = None
     """Seconds after a step before giving up on it; ``None``: ``2 * verify_for``."""
     jira: JiraEscalation | None = None
+    notify: NotifyEscalation | None = None
+    """Notify the on-duty expert on escalation, on give-up and on recovery; ``None``: no one."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ from selfheal.policy.model import (
     JiraEscalation,
     LabelSelectorRequirement,
     Mode,
+    NotifyEscalation,
     PolicyError,
     PrometheusTrigger,
     Remediation,
@@ -32,6 +33,7 @@ from selfheal.policy.model import (
     RollbackStep,
     RollbackTo,
     ScaleStep,
+    SecretKeyRef,
     Sensitivity,
     Step,
     StormBrake,
@@ -55,6 +57,7 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _PROM_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _JIRA_PROJECT = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 _JIRA_CUSTOM_FIELD = re.compile(r"^customfield_[0-9]+$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _MIN_AVAILABLE = re.compile(r"^(100|[1-9]?[0-9])%$")
 
 _E = TypeVar("_E", Mode, Sensitivity, RollbackTo)
@@ -116,7 +119,12 @@ def parse(body: Mapping[str, Any]) -> HealingPolicy:
     remediation = _remediation(
         _mapping(spec.get("remediation"), "spec.remediation"), "spec.remediation"
     )
-    if mode is Mode.ENFORCE and not remediation.steps and remediation.jira is None:
+    if (
+        mode is Mode.ENFORCE
+        and not remediation.steps
+        and remediation.jira is None
+        and remediation.notify is None
+    ):
         raise PolicyError(
             "spec.remediation",
             "a policy in mode Enforce needs at least one entry in steps or an escalate block; "
@@ -333,12 +341,23 @@ def _remediation(raw: Mapping[str, Any], field: str) -> Remediation:
                 "ever pass; make timeout at least as long as for",
             )
 
-    jira = None
+    jira = notify = None
     if raw.get("escalate") is not None:
         escalate = _mapping(raw.get("escalate"), f"{field}.escalate")
-        jira = _jira(escalate.get("jira"), f"{field}.escalate.jira")
+        if escalate.get("jira") is None and escalate.get("notify") is None:
+            raise PolicyError(
+                f"{field}.escalate", "needs jira, notify or both; add one or remove escalate"
+            )
+        if escalate.get("jira") is not None:
+            jira = _jira(escalate.get("jira"), f"{field}.escalate.jira")
+        if escalate.get("notify") is not None:
+            notify = _notify(escalate.get("notify"), f"{field}.escalate.notify")
     return Remediation(
-        steps=tuple(steps), verify_for=verify_for, verify_timeout=verify_timeout, jira=jira
+        steps=tuple(steps),
+        verify_for=verify_for,
+        verify_timeout=verify_timeout,
+        jira=jira,
+        notify=notify,
     )
 
 
@@ -411,6 +430,14 @@ def _jira(value: object, field: str) -> JiraEscalation:
             )
     priority = raw.get("priority")
     resolve = raw.get("resolveTransition")
+    assignee = raw.get("assignee")
+    watchers = tuple(
+        _jira_user(v, f"{field}.watchers[{i}]")
+        for i, v in enumerate(_list(raw.get("watchers"), f"{field}.watchers", max_items=20))
+    )
+    for i, w in enumerate(watchers):
+        if w in watchers[:i]:
+            raise PolicyError(f"{field}.watchers[{i}]", f"{w!r} is listed twice")
     return JiraEscalation(
         project=project,
         issue_type=_string(raw.get("issueType", "Bug"), f"{field}.issueType", required=True),
@@ -425,7 +452,52 @@ def _jira(value: object, field: str) -> JiraEscalation:
             if resolve is None
             else _string(resolve, f"{field}.resolveTransition", required=True)
         ),
+        assignee=None if assignee is None else _jira_user(assignee, f"{field}.assignee"),
+        watchers=watchers,
     )
+
+
+def _jira_user(value: object, field: str) -> str:
+    user = _string(value, field, required=True)
+    if len(user) > 255 or user != user.strip():
+        raise PolicyError(
+            field,
+            f"{user!r} is not a Jira user: give the user name (Server, Data Center) or the "
+            "account id (Cloud), at most 255 characters, no surrounding spaces",
+        )
+    return user
+
+
+def _notify(value: object, field: str) -> NotifyEscalation:
+    if isinstance(value, str):
+        raise PolicyError(
+            field,
+            "must be an object naming a Secret, not a string: a notification URL carries "
+            "credentials, so put the URLs (one a line) in a Secret and write "
+            "notify: {secretRef: {name: oncall, key: urls}}",
+        )
+    raw = _mapping(value, field, required=True)
+    extra = sorted(set(raw) - {"secretRef"})
+    if extra:
+        raise PolicyError(
+            f"{field}.{extra[0]}",
+            "is not a field of notify; notification URLs go in a Secret named by secretRef",
+        )
+    ref = _mapping(raw.get("secretRef"), f"{field}.secretRef", required=True)
+    name = _string(ref.get("name"), f"{field}.secretRef.name", required=True)
+    if not _DNS_SUBDOMAIN.fullmatch(name) or len(name) > 253:
+        raise PolicyError(
+            f"{field}.secretRef.name",
+            f"{name!r} is not a Secret name; use lowercase letters, digits, '-' and '.', "
+            "e.g. oncall",
+        )
+    key = _string(ref.get("key", "urls"), f"{field}.secretRef.key", required=True)
+    if not _SECRET_KEY.fullmatch(key) or len(key) > 253:
+        raise PolicyError(
+            f"{field}.secretRef.key",
+            f"{key!r} is not a Secret key; use letters, digits, '-', '_' and '.', e.g. urls",
+        )
+    return NotifyEscalation(secret_ref=SecretKeyRef(name=name, key=key))
 
 
 def _guardrails(raw: Mapping[str, Any], field: str) -> Guardrails:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from selfheal import API_VERSION, metrics
+from selfheal.actions import notify as notify_action
 from selfheal.actions import restart as restart_action
 from selfheal.actions import rollback as rollback_action
 from selfheal.actions import scale as scale_action
@@ -37,6 +38,7 @@ from selfheal.actions import ticket as ticket_action
 from selfheal.actions.result import ActionResult, failed
 from selfheal.clients import kube as k
 from selfheal.clients.jira import Jira
+from selfheal.clients.notify import Notifier
 from selfheal.detect.signal import WorkloadRef
 from selfheal.policy.model import (
     HealingPolicy,
@@ -106,10 +108,12 @@ class Driver:
         events: EventRecorder | None = None,
         clock: Callable[[], float] = time.time,
         ticket_horizon: float = ticket_action.GIVE_UP_AFTER,
+        notifier: Notifier | None = None,
         failpoint: str = "",
     ) -> None:
         self.kube = kube
         self.jira = jira
+        self.notifier = notifier
         self.evidence = evidence
         self.events = events or EventRecorder(kube=kube, clock=clock)
         self.clock = clock
@@ -219,6 +223,8 @@ class Driver:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self.notifier is not None:
+            self.notifier.close()
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -532,6 +538,13 @@ class Driver:
                 functools.partial(self._resolve_attempt, eff, record, policy, facts),
             )
             return None
+        if isinstance(eff, machine.Notify):
+            self._spawn(
+                record,
+                f"notify-{eff.kind}",
+                functools.partial(self._notify_attempt, eff, record, policy, facts),
+            )
+            return None
         raise TypeError(f"unknown effect {eff!r}")
 
     def _run_effects_soon(
@@ -563,6 +576,12 @@ class Driver:
                     record,
                     "resolve",
                     functools.partial(self._resolve_attempt, eff, record, policy, facts),
+                )
+            elif isinstance(eff, machine.Notify) and policy is not None:
+                self._spawn(
+                    record,
+                    f"notify-{eff.kind}",
+                    functools.partial(self._notify_attempt, eff, record, policy, facts),
                 )
             elif isinstance(eff, machine.Escalate) and policy is not None:
                 trigger = trigger_name(record.spec)
@@ -842,6 +861,87 @@ class Driver:
             )
         await self._record_resolution(record, status, facts)
 
+    async def _notify_attempt(
+        self, eff: machine.Notify, record: _Record, policy: HealingPolicy, facts: Facts
+    ) -> None:
+        """One attempt at one notification; the outcome goes into status.notifications."""
+        state = self._current(record)
+        if state is None:
+            return
+        kind = notify_action.Kind(eff.kind)
+        entry = machine.notification(state, eff.kind) or notify_action.pending(kind)
+        cfg = policy.remediation.notify
+        now = self.clock()
+        if self.notifier is None or cfg is None:
+            why = (
+                "notifications are off in this operator"
+                if self.notifier is None
+                else "the policy has no remediation.escalate.notify"
+            )
+            outcome = notify_action.Outcome(
+                entry={**entry, "state": "Failed", "lastError": why}, gave_up=False
+            )
+        else:
+            outcome = await notify_action.attempt(
+                notifier=self.notifier,
+                kube=self.kube,
+                namespace=record.namespace,
+                ref=cfg.secret_ref,
+                msg=notify_action.message(kind, _incident(record, state)),
+                entry=entry,
+                now=now,
+                horizon=self.ticket_horizon,
+            )
+        new = outcome.entry
+        logger.info(
+            "remediation %s/%s: notification %s %s (attempt %s)%s",
+            record.namespace,
+            record.name,
+            kind,
+            new.get("state"),
+            new.get("attempts"),
+            f": {new['lastError']}" if new.get("lastError") else "",
+        )
+        if new.get("state") in ("Sent", "Failed"):
+            failed = new.get("state") == "Failed"
+            self.events.emit_soon(
+                namespace=record.namespace,
+                involved=[_ref("Remediation", API_VERSION, record.namespace, record.name)],
+                reason="NotificationFailed" if failed else "Notified",
+                message=(
+                    f"{kind} notification not sent: {new.get('lastError')}"
+                    if failed
+                    else f"{kind} notification sent to {len(new.get('delivered') or ())} target(s)"
+                )[:1024],
+                type="Warning" if failed else "Normal",
+            )
+        await self._record_notification(record, new, facts)
+
+    async def _record_notification(
+        self, record: _Record, entry: Mapping[str, Any], facts: Facts
+    ) -> None:
+        lock = self._locks.setdefault(record.namespace, asyncio.Lock())
+        async with lock:
+            for _ in range(3):
+                current = self._find_named(record.namespace, record.name, facts)
+                if current is None:
+                    current = await self._fetch(record.namespace, record.name)
+                if current is None or current.state is None:
+                    return
+                others = [
+                    n for n in current.state.notifications if n.get("kind") != entry.get("kind")
+                ]
+                new = dataclasses.replace(current.state, notifications=(*others, dict(entry)))
+                try:
+                    await self._save(current, new)
+                    return
+                except k.NotFound:
+                    self.forget(record.namespace, record.name)
+                    return
+                except k.Conflict:
+                    self._written.pop((record.namespace, record.name), None)
+                    facts = Facts()  # the index may be stale too: read the API
+
     async def _record_resolution(
         self, record: _Record, resolution: Mapping[str, Any], facts: Facts
     ) -> None:
@@ -1004,6 +1104,29 @@ def reverts_due(state: RemediationState | None, policy: HealingPolicy) -> bool:
     if state is None or state.phase is not Phase.RESOLVED:
         return False
     return any(_revert_wanted(rec, policy) for rec in state.steps)
+
+
+def _incident(record: _Record, state: RemediationState) -> notify_action.Incident:
+    """What a notification tells, from the record's spec and stored status."""
+    spec = record.spec
+    ticket = state.ticket
+    return notify_action.Incident(
+        namespace=record.namespace,
+        workload=str((spec.get("workload") or {}).get("name") or ""),
+        policy=str(spec.get("policy") or ""),
+        remediation=record.name,
+        trigger=trigger_name(spec),
+        cause=state.cause,
+        detail=state.detail,
+        reason=state.escalation_reason,
+        tried=tuple(machine.step_line(s) for s in state.steps),
+        ticket_key=str(ticket.get("key") or ""),
+        ticket_url=str(ticket.get("url") or ""),
+        ticket_state=str(ticket.get("state") or ""),
+        ticket_error=str(ticket.get("lastError") or ""),
+        evidence=str(ticket.get("evidenceSummary") or ""),
+        ending=state.verification.message if state.verification is not None else "",
+    )
 
 
 def _bookkeeping_only(old: RemediationState | None, new: RemediationState) -> bool:

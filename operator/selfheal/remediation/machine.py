@@ -69,6 +69,16 @@ Rules the driver can rely on:
   both from a state alone; the driver runs one attempt at a time per record and
   reports ``TicketDone`` (and stores ``status.resolution``), so a restart resumes
   exactly what is due.
+- **Notifications are due work too.** On escalating, a policy with
+  ``remediation.notify`` gets a Pending ``Escalation`` entry in ``notifications``
+  (not for records a storm brake summarises elsewhere). ``Notify(kind)`` is emitted
+  while an entry is due: ``Escalation`` once the ticket is out of its first attempt
+  (filed, failed, cancelled, or pending after a failed attempt) or at once when no
+  ticket is wanted; ``GiveUp`` when the ticket gave up at its horizon; ``Recovery``
+  when the record ended with a passed verification after its ``Escalation`` was Sent.
+  A missing entry of a due kind, or a Pending one whose ``retryAt`` passed, is due;
+  Sent and Failed are done. ``due_work()`` derives them from the state alone, also
+  after a ``TicketDone`` (the filed ticket's key is what the message waits for).
 - **Persisting.** When nothing changed the input state object itself is returned
   (``new is old``); otherwise write ``new.to_status()``.
 """
@@ -168,6 +178,14 @@ class Escalate:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Notify:
+    """Send the incident's notification of ``kind`` (``Escalation``, ``GiveUp``,
+    ``Recovery``) and record the outcome in ``status.notifications``."""
+
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Resolve:
     """Tell the existing ticket the incident ended."""
 
@@ -226,7 +244,7 @@ class Emit:
     """The guardrail that refused (``Guardrail`` value), for the refusal metric."""
 
 
-Effect = Act | Escalate | Resolve | Emit
+Effect = Act | Escalate | Resolve | Notify | Emit
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -308,10 +326,14 @@ class _Run:
             if settled == new:
                 break
             new = settled
-        if new is not None and not isinstance(event, TicketDone):
+        if new is not None:
             # Ticket work is read from the stored status on every pass, in every phase,
-            # so a restart (or a lost task) resumes exactly the work that is due.
-            self.effects.extend(due_work(new, now=self.now, effects=self.effects))
+            # so a restart (or a lost task) resumes exactly the work that is due. A
+            # TicketDone comes from the ticket work itself: only notifications follow.
+            work = due_work(new, now=self.now, effects=self.effects)
+            if isinstance(event, TicketDone):
+                work = [e for e in work if isinstance(e, Notify)]
+            self.effects.extend(work)
         return new
 
     def _apply(self, state: RemediationState | None, event: Event) -> RemediationState | None:
@@ -654,11 +676,16 @@ class _Run:
         related: tuple[str, ...] = (),
     ) -> RemediationState:
         wants_ticket = ticket and self.policy.remediation.jira is not None
+        wants_notify = ticket and self.policy.remediation.notify is not None
         self.emit(EventReason.ESCALATED, reason, warning=True, guardrail=guardrail)
         if wants_ticket:
             self.effects.append(Escalate(reason=reason, related=related))
+        notifications = state.notifications
+        if wants_notify and notification(state, NOTIFY_ESCALATION) is None:
+            notifications = (*notifications, pending_notification(NOTIFY_ESCALATION))
         return dataclasses.replace(
             state,
+            notifications=notifications,
             phase=Phase.ESCALATED,
             escalation_reason=reason,
             escalated_at=self.now,
@@ -695,11 +722,7 @@ class _Run:
     # Messages.
 
     def _step_line(self, record: StepRecord) -> str:
-        line = f"step {record.index + 1} ({record.action}) {record.result}"
-        if record.message:
-            line += f": {record.message}"
-        change = describe_change(record.change)
-        return f"{line} [{change}]" if change else line
+        return step_line(record)
 
     def _exhausted(self, state: RemediationState) -> str:
         name = self.context.workload.name
@@ -776,6 +799,80 @@ def resolution_due_at(state: RemediationState, *, now: float) -> float | None:
     return _due_at(state.resolution, now)
 
 
+NOTIFY_ESCALATION = "Escalation"
+NOTIFY_GIVE_UP = "GiveUp"
+NOTIFY_RECOVERY = "Recovery"
+"""``status.notifications[].kind`` values."""
+NOTIFY_PENDING = "Pending"
+NOTIFY_SENT = "Sent"
+
+
+def pending_notification(kind: str) -> dict[str, object]:
+    """A ``status.notifications`` entry for a message that is due now."""
+    return {"kind": kind, "state": NOTIFY_PENDING, "attempts": 0}
+
+
+def notification(state: RemediationState, kind: str) -> Mapping[str, object] | None:
+    """The entry of ``kind``; ``None``: none yet."""
+    return next((n for n in state.notifications if n.get("kind") == kind), None)
+
+
+def _ticket_settled(state: RemediationState) -> bool:
+    """The escalation message may go: no ticket is wanted, or the ticket is out of its
+    first attempt (filed, failed, cancelled, or pending after a failed attempt)."""
+    if state.ticket_requested_at is None:
+        return True
+    ticket = state.ticket
+    if not ticket:
+        return False
+    return ticket.get("state") != TICKET_PENDING or bool(ticket.get("lastError"))
+
+
+def notifications_due_at(state: RemediationState, *, now: float) -> dict[str, float]:
+    """Kind -> when its notification is due, for every kind with work pending."""
+    escalation = notification(state, NOTIFY_ESCALATION)
+    if escalation is None:
+        return {}  # the policy notifies no one, or the record never escalated
+    out: dict[str, float] = {}
+    if _ticket_settled(state) and (at := _due_at(escalation, now)) is not None:
+        out[NOTIFY_ESCALATION] = at
+    wanted = {
+        NOTIFY_GIVE_UP: bool(state.ticket.get("gaveUp")),
+        NOTIFY_RECOVERY: (
+            escalation.get("state") == NOTIFY_SENT
+            and state.phase.final
+            and state.verification is not None
+            and state.verification.outcome is VerifyOutcome.PASSED
+        ),
+    }
+    for kind, want in wanted.items():
+        if not want:
+            continue
+        entry = notification(state, kind)
+        at = now if entry is None else _due_at(entry, now)
+        if at is not None:
+            out[kind] = at
+    return out
+
+
+def notification_work_pending(status: Mapping[str, object]) -> bool:
+    """A record's stored ``status`` may have notification work due (a cheap look at
+    the raw status for passes that skip finished records; ``due_work`` decides)."""
+    raw = status.get("notifications")
+    entries = [n for n in raw if isinstance(n, Mapping)] if isinstance(raw, list) else []
+    kinds = {n.get("kind"): n.get("state") for n in entries}
+    if NOTIFY_ESCALATION not in kinds:
+        return False
+    if NOTIFY_PENDING in kinds.values():
+        return True
+    ticket = status.get("ticket")
+    if isinstance(ticket, Mapping) and ticket.get("gaveUp") and NOTIFY_GIVE_UP not in kinds:
+        return True
+    verification = status.get("verification")
+    passed = isinstance(verification, Mapping) and verification.get("outcome") == "Passed"
+    return kinds[NOTIFY_ESCALATION] == NOTIFY_SENT and passed and NOTIFY_RECOVERY not in kinds
+
+
 def due_work(
     state: RemediationState, *, now: float, effects: Sequence[Effect] = ()
 ) -> list[Effect]:
@@ -792,6 +889,10 @@ def due_work(
         out.append(
             Resolve(message=str(res.get("message") or ""), recovered=bool(res.get("recovered")))
         )
+    emitted = {e.kind for e in effects if isinstance(e, Notify)}
+    for kind, at in notifications_due_at(state, now=now).items():
+        if at <= now and kind not in emitted:
+            out.append(Notify(kind=kind))
     return out
 
 
@@ -801,7 +902,8 @@ def end(
     """Close an open record from outside (its workload or policy is gone).
 
     Nothing new is filed: a ticket nobody sent is cancelled; one whose create was sent
-    is still found (and adopted) and then told; a filed one gets a comment.
+    is still found (and adopted) and then told; a filed one gets a comment. A
+    notification never attempted is dropped (nobody is told about a workload that is gone).
     """
     if state.phase.final:
         return state, []
@@ -816,8 +918,15 @@ def end(
     elif requested is not None:
         ticket = {"state": TICKET_CANCELLED, "lastError": message}
         requested = None
+    # A notification nobody tried yet is dropped with the incident; one tried is finished.
+    notifications = tuple(
+        n
+        for n in state.notifications
+        if not (n.get("state") == NOTIFY_PENDING and not n.get("attempts"))
+    )
     new = dataclasses.replace(
         state,
+        notifications=notifications,
         phase=Phase.CLOSED,
         closed_at=now,
         closed_reason=str(reason),
@@ -835,12 +944,13 @@ def end(
 
 
 def work_wakeup(state: RemediationState, *, now: float) -> float | None:
-    """The earliest time pending ticket work of ``state`` is due (any phase)."""
+    """The earliest time pending ticket or notification work of ``state`` is due."""
     times = [
         t
         for t in (ticket_due_at(state, now=now), resolution_due_at(state, now=now))
         if t is not None
     ]
+    times.extend(notifications_due_at(state, now=now).values())
     return max(now, min(times)) if times else None
 
 
@@ -870,6 +980,15 @@ def wakeup(
         assert state.escalated_at is not None
         times.append(state.escalated_at + context.escalated_retention)
     return max(now, min(times)) if times else None
+
+
+def step_line(record: StepRecord) -> str:
+    """``step 1 (restart) Failed: why [revision 7 -> 6]``: one step's outcome."""
+    line = f"step {record.index + 1} ({record.action}) {record.result}"
+    if record.message:
+        line += f": {record.message}"
+    change = describe_change(record.change)
+    return f"{line} [{change}]" if change else line
 
 
 def has_issue(ticket: Mapping[str, object]) -> bool:

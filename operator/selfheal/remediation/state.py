@@ -146,6 +146,12 @@ class RemediationState:
     """Telling the ticket the incident ended, as due work: opaque, owned by the ticket
     code (``state`` Pending/Done/Failed, ``retryAt``, ``attempts``, ``message``,
     ``recovered``); empty: nothing to tell."""
+    notifications: tuple[Mapping[str, object], ...] = ()
+    """Messages to the on-duty expert, one entry per kind (``Escalation``, ``GiveUp``,
+    ``Recovery``): opaque but for ``kind`` and ``state`` (Pending/Sent/Failed), owned by
+    the notification code. An ``Escalation`` entry is added on escalating when the policy
+    has ``escalate.notify``; the other kinds are due when their condition holds and
+    their entry is missing or Pending."""
 
     def healthy_for(self, now: float) -> float:
         """Healthy seconds counted toward the verify window at ``now``."""
@@ -198,6 +204,7 @@ class RemediationState:
             "closedAt": format_time(self.closed_at),
             "closedReason": self.closed_reason,
             "resolution": dict(self.resolution),
+            "notifications": [dict(n) for n in self.notifications],
             # Convenience for printer columns and selectors; derived, ignored on read.
             "startedAt": format_time(self.started_at),
         }
@@ -250,6 +257,9 @@ class RemediationState:
             closed_at=parse_time(status.get("closedAt"), field="status.closedAt"),
             closed_reason=status.get("closedReason") or "",
             resolution=dict(status.get("resolution") or {}),
+            notifications=tuple(
+                dict(n) for n in status.get("notifications") or () if isinstance(n, Mapping)
+            ),
         )
 
 
