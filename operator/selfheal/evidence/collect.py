@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import yaml
@@ -305,6 +305,7 @@ async def collect(
     request_timeout: float = 10.0,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     last_healthy: int | None = None,
+    known_bad: Collection[str] = (),
     dependencies: bool = False,
     config_changes: bool = False,
 ) -> Bundle:
@@ -318,7 +319,9 @@ async def collect(
     when not configured. ``usage_note``: ``Usage.note``, shown beside the table.
     ``redactor``: the policy's; a derived one also removes the pod's literal env values.
     ``last_healthy``: the last healthy revision when the caller knows it (the rollback's
-    choice), for ``changes``; ``None``: the newest revision older than the current one.
+    choice), for ``changes``; ``None``: the newest older revision whose
+    ``pod-template-hash`` is not in ``known_bad`` and that differs from the current one
+    in what the diff shows (a restart's re-roll is the same release).
     ``dependencies``: check the Services named in the logs, stack and env (``list`` on
     Services, then on EndpointSlices per Service found). Off by default: it needs RBAC
     the chart grants only with it (``services`` and ``discovery.k8s.io/endpointslices``:
@@ -385,7 +388,7 @@ async def collect(
     )
     history, templates = found if found is not None else ([], {})
     bundle.changes_since, bundle.changes = _changes(
-        bundle.revision, templates, last_healthy, redactor
+        bundle.revision, templates, last_healthy, redactor, known_bad
     )
 
     text, source = logs
@@ -616,6 +619,7 @@ def _changes(
     templates: Mapping[int, Mapping[str, Any]],
     last_healthy: int | None,
     redactor: Redactor,
+    known_bad: Collection[str] = (),
 ) -> tuple[int | None, list[Change]]:
     # The policy's redactor, not the incident's: that one removes every literal env value,
     # and a changed LOG_LEVEL is exactly what the diff is for. Secret-looking names and
@@ -624,10 +628,19 @@ def _changes(
         now = int(current)
     except ValueError:
         return None, []
+    if now not in templates:
+        return None, []
     if last_healthy is None:
-        older = [n for n in templates if n < now]
-        last_healthy = max(older) if older else None
-    if last_healthy is None or now not in templates or last_healthy not in templates:
+        # The newest older revision that is neither known bad nor the same release
+        # rolled again (a restart changes only an annotation the diff does not show).
+        for n in sorted((n for n in templates if n < now), reverse=True):
+            labels = (templates[n].get("metadata") or {}).get("labels") or {}
+            if labels.get("pod-template-hash") in known_bad:
+                continue
+            if template_changes(bad=templates[now], healthy=templates[n], redactor=redactor):
+                last_healthy = n
+                break
+    if last_healthy is None or last_healthy not in templates:
         return None, []
     return last_healthy, template_changes(
         bad=templates[now], healthy=templates[last_healthy], redactor=redactor

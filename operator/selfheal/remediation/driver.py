@@ -1203,6 +1203,13 @@ def _summaries(bodies: Sequence[Mapping[str, Any]], cached: Any) -> list[RecordS
 
 
 def _known_bad(workload: WorkloadRef, facts: Facts, record: _Record) -> frozenset[str]:
+    own = (record.spec.get("workload") or {}).get("templateHash")
+    return known_bad_hashes(workload, facts.records, own=str(own or ""))
+
+
+def known_bad_hashes(
+    workload: WorkloadRef, records: Sequence[Mapping[str, Any]], *, own: str
+) -> frozenset[str]:
     """Pod-template hashes with evidence that the release is bad.
 
     This incident's own hash (a rollback must be able to move away from it); hashes
@@ -1211,10 +1218,9 @@ def _known_bad(workload: WorkloadRef, facts: Facts, record: _Record) -> frozense
     outage) says nothing about the release it happened on.
     """
     bad = set()
-    own = (record.spec.get("workload") or {}).get("templateHash")
     if own:
-        bad.add(str(own))
-    for body in facts.records:
+        bad.add(own)
+    for body in records:
         spec = body.get("spec") or {}
         wl = spec.get("workload") or {}
         if wl.get("name") != workload.name or not wl.get("templateHash"):

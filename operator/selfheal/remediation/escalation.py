@@ -18,6 +18,7 @@ from selfheal.evidence.collect import collect as collect_bundle
 from selfheal.evidence.redact import Redactor
 from selfheal.evidence.usage import collect_usage
 from selfheal.policy.model import HealingPolicy
+from selfheal.remediation.driver import known_bad_hashes
 from selfheal.remediation.state import RemediationState
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class Evidence:
             trigger_evidence=dict(state.evidence),
             steps=steps,
             last_healthy=last_healthy,
+            known_bad=known_bad_hashes(
+                workload, facts.records, own=str(getattr(facts, "template_hash", "") or "")
+            ),
             dependencies=True,
             config_changes=True,
         )
