@@ -115,36 +115,7 @@ async def jira_secret(kube: k.Kube, namespace: str, *, password: str) -> str:
     )
     # As the chart does for its Jira Secret: get on that one Secret, by name, for the
     # operator's test identity (it has the chart's RBAC, not cluster-admin).
-    meta = {"name": "selfheal-jira-secret", "namespace": namespace}
-    rbac = "rbac.authorization.k8s.io"
-    await kube.create(
-        k.group(f"{rbac}/v1", namespace, "roles"),
-        {
-            "apiVersion": f"{rbac}/v1",
-            "kind": "Role",
-            "metadata": meta,
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["secrets"],
-                    "resourceNames": ["jira"],
-                    "verbs": ["get"],
-                }
-            ],
-        },
-    )
-    await kube.create(
-        k.group(f"{rbac}/v1", namespace, "rolebindings"),
-        {
-            "apiVersion": f"{rbac}/v1",
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": meta["name"]},
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "selfheal-test", "namespace": "selfheal-system"}
-            ],
-        },
-    )
+    await grant_secret(kube, namespace, secret="jira", role="selfheal-jira-secret")
     return f"{namespace}/jira"
 
 
@@ -161,8 +132,14 @@ async def notify_secret(kube: k.Kube, namespace: str, *, urls: list[str]) -> Non
             "stringData": {"urls": "\n".join(urls) + "\n"},
         },
     )
-    meta = {"name": "selfheal-notify-secret", "namespace": namespace}
+    await grant_secret(kube, namespace, secret="oncall", role="selfheal-notify-secret")
+
+
+async def grant_secret(kube: k.Kube, namespace: str, *, secret: str, role: str) -> None:
+    """A Role granting the operator's test identity get on one Secret, by name, and its
+    RoleBinding: what the chart (or a user) grants for a Secret a policy names."""
     rbac = "rbac.authorization.k8s.io"
+    meta = {"name": role, "namespace": namespace}
     await kube.create(
         k.group(f"{rbac}/v1", namespace, "roles"),
         {
@@ -173,7 +150,7 @@ async def notify_secret(kube: k.Kube, namespace: str, *, urls: list[str]) -> Non
                 {
                     "apiGroups": [""],
                     "resources": ["secrets"],
-                    "resourceNames": ["oncall"],
+                    "resourceNames": [secret],
                     "verbs": ["get"],
                 }
             ],
@@ -185,7 +162,7 @@ async def notify_secret(kube: k.Kube, namespace: str, *, urls: list[str]) -> Non
             "apiVersion": f"{rbac}/v1",
             "kind": "RoleBinding",
             "metadata": meta,
-            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": meta["name"]},
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": role},
             "subjects": [
                 {"kind": "ServiceAccount", "name": "selfheal-test", "namespace": "selfheal-system"}
             ],

@@ -920,31 +920,27 @@ class Driver:
     async def _record_notification(
         self, record: _Record, entry: Mapping[str, Any], facts: Facts
     ) -> None:
-        lock = self._locks.setdefault(record.namespace, asyncio.Lock())
-        async with lock:
-            for _ in range(3):
-                current = self._find_named(record.namespace, record.name, facts)
-                if current is None:
-                    current = await self._fetch(record.namespace, record.name)
-                if current is None or current.state is None:
-                    return
-                others = [
-                    n for n in current.state.notifications if n.get("kind") != entry.get("kind")
-                ]
-                new = dataclasses.replace(current.state, notifications=(*others, dict(entry)))
-                try:
-                    await self._save(current, new)
-                    return
-                except k.NotFound:
-                    self.forget(record.namespace, record.name)
-                    return
-                except k.Conflict:
-                    self._written.pop((record.namespace, record.name), None)
-                    facts = Facts()  # the index may be stale too: read the API
+        def put(state: RemediationState) -> RemediationState:
+            others = [n for n in state.notifications if n.get("kind") != entry.get("kind")]
+            return dataclasses.replace(state, notifications=(*others, dict(entry)))
+
+        await self._record(record, put, facts)
 
     async def _record_resolution(
         self, record: _Record, resolution: Mapping[str, Any], facts: Facts
     ) -> None:
+        await self._record(
+            record, lambda state: dataclasses.replace(state, resolution=dict(resolution)), facts
+        )
+
+    async def _record(
+        self,
+        record: _Record,
+        change: Callable[[RemediationState], RemediationState],
+        facts: Facts,
+    ) -> None:
+        """Store what ticket or notification work did, on the freshest state: a fact,
+        not a decision, so a conflict re-reads and applies it again."""
         lock = self._locks.setdefault(record.namespace, asyncio.Lock())
         async with lock:
             for _ in range(3):
@@ -953,9 +949,8 @@ class Driver:
                     current = await self._fetch(record.namespace, record.name)
                 if current is None or current.state is None:
                     return
-                new = dataclasses.replace(current.state, resolution=dict(resolution))
                 try:
-                    await self._save(current, new)
+                    await self._save(current, change(current.state))
                     return
                 except k.NotFound:
                     self.forget(record.namespace, record.name)
