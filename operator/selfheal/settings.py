@@ -81,6 +81,11 @@ class Settings:
     returned and before its outcome is stored, so a test can kill it exactly there.
     Empty (the default): no failpoint."""
 
+    test_clock_file: str = ""
+    """Tests only: a file holding seconds added to the remediation driver's clock, so a
+    test can let ten minutes of backoff pass in seconds. Empty (the default): the wall
+    clock."""
+
 
 def _bool(value: str) -> bool:
     v = value.strip().lower()
@@ -120,6 +125,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("RETRY_PERIOD", "retry_period", float),
         ("TICKET_HORIZON_SECONDS", "ticket_horizon", float),
         ("FAILPOINT", "failpoint", str),
+        ("TEST_CLOCK_FILE", "test_clock_file", str),
     ):
         if (raw := env.get(f"SELFHEAL_{key}")) is not None and raw != "":
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from selfheal import API_VERSION
@@ -463,3 +464,85 @@ async def test_killed_after_the_action_and_before_its_outcome_is_stored_never_ac
     assert workload_writes(cluster, ns) == writes == [("patch", "deployments", "shop")]
     d = await kube.get(k.apps(ns, "deployments", "shop"))
     assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+
+
+async def test_jira_answering_503_for_ten_minutes_files_one_ticket_after_it_recovers(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec())
+    # Fake time for the driver (tests only): ten minutes pass in well under one.
+    clock = tmp_path / "clock-offset"
+    clock.write_text("0")
+    jira_server.fail_next(10**6, status=503)
+    operator(
+        namespaces=[ns],
+        jira_url=jira_server.url,
+        jira_secret=secret,
+        extra_env={"SELFHEAL_TEST_CLOCK_FILE": str(clock)},
+    )
+    await eventually(
+        lambda: _one(kube, ns, _ticket_state("Pending")), timeout=120, what="a pending ticket"
+    )
+    offset = 0.0
+    while offset < 600:  # 10 s of fake time every 0.25 s: about a minute of real time
+        offset += 10
+        clock.write_text(str(offset))
+        await asyncio.sleep(0.25)
+    rec = await _one(kube, ns, _ticket_state("Pending"))
+    assert rec is not None, "the ticket is still pending after ten minutes of 503"
+    ticket = rec["status"]["ticket"]
+    assert "503" in ticket["lastError"]
+    assert not ticket.get("gaveUp")
+    # Exponential backoff across the outage (5 s, 10 s, ... about 7 attempts in ten
+    # minutes), not one attempt per pass (one every 2 s: about 30 here).
+    assert 4 <= ticket["attempts"] <= 12
+    assert jira_server.issues() == []
+
+    jira_server.clear_faults()
+    clock.write_text(str(offset + 700))  # past the longest backoff: the retry is due
+    rec = await eventually(
+        lambda: _one(kube, ns, _ticket_state("Filed")), timeout=90, what="the ticket filed"
+    )
+    [issue] = jira_server.issues()
+    assert rec["status"]["ticket"]["key"] == issue["key"]
+    assert _creates(jira_server) == 1
+    assert {"pod.yaml", "deployment.yaml"} <= set(issue["attachments"])
+
+
+async def test_a_slow_drip_answer_to_the_create_is_abandoned_and_the_issue_adopted_once(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    secret = await _crashing(kube, kubelet, ns, spec=_spec())
+    # Jira creates the issue, then answers one byte every 0.3 s: each read is quick,
+    # so only the client's deadline for the call (4 x 2 s here) ends the wait.
+    jira_server.drip_next(0.3, method="POST", path=CREATE)
+    op = operator(
+        namespaces=[ns],
+        jira_url=jira_server.url,
+        jira_secret=secret,
+        extra_env={"SELFHEAL_JIRA_TIMEOUT": "2"},
+    )
+    rec = await eventually(
+        lambda: _one(kube, ns, lambda st: bool((st.get("ticket") or {}).get("createSent"))),
+        timeout=120,
+        what="the create sent and its answer not yet read",
+    )
+    assert op.get("/healthz")[0] == 200  # the event loop is not held by the dripping call
+    rec = await eventually(
+        lambda: _one(kube, ns, _ticket_state("Filed")), timeout=150, what="the ticket adopted"
+    )
+    [issue] = jira_server.issues()
+    assert _creates(jira_server) == 1  # adopted by its marker, never created again
+    assert rec["status"]["ticket"]["key"] == issue["key"]
+    assert {"pod.yaml", "deployment.yaml"} <= set(issue["attachments"])

@@ -488,7 +488,7 @@ class RequestRecord:
 
 @dataclasses.dataclass(kw_only=True)
 class _Fault:
-    kind: str  # fail | throttle | delay
+    kind: str  # fail | throttle | delay | drip
     remaining: int
     method: str | None
     path: re.Pattern[str] | None
@@ -655,6 +655,27 @@ class JiraServer:
                 kind="delay",
                 remaining=n,
                 delay=seconds,
+                method=method,
+                path=re.compile(path) if path else None,
+            )
+        )
+
+    def drip_next(
+        self,
+        interval: float,
+        *,
+        n: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Apply the next ``n`` matching requests, then answer one byte every ``interval``
+        seconds: each read is quick, so only a client's deadline for the whole call
+        ends the wait (a per-read timeout never fires)."""
+        self._add(
+            _Fault(
+                kind="drip",
+                remaining=n,
+                delay=interval,
                 method=method,
                 path=re.compile(path) if path else None,
             )
@@ -1109,6 +1130,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
         raw: bytes | None = None,
         ctype: str = "application/json;charset=UTF-8",
+        drip: float = 0.0,
     ) -> None:
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         self.send_response(status)
@@ -1119,7 +1141,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        if drip <= 0:
+            self.wfile.write(data)
+            return
+        self.wfile.flush()
+        for i in range(len(data)):
+            if self.jira._stopping.wait(drip):
+                return
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
 
     def _drop(self) -> None:
         # A server that is down: close without answering.
@@ -1184,7 +1214,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._drop()
             return
         try:
-            self._send(status, answer, headers=headers, raw=raw, ctype=ctype)
+            drip = fault.delay if fault is not None and fault.kind == "drip" else 0.0
+            self._send(status, answer, headers=headers, raw=raw, ctype=ctype, drip=drip)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from selfheal.detect.signal import WorkloadRef
-from selfheal.remediation.driver import Facts, _known_bad, _Record
+from selfheal.remediation.records import Record, Records
 
 W = WorkloadRef(namespace="shop", name="checkout", uid="u1")
 
@@ -23,22 +23,15 @@ def _rec(
     }
 
 
-def _own(hash_: str) -> _Record:
-    return _Record(
-        name="now-1",
-        namespace="shop",
-        state=None,
-        resource_version="1",
-        spec={"workload": {"name": "checkout", "templateHash": hash_}},
-    )
-
-
 def test_an_outage_escalation_does_not_poison_the_release_it_ran_on() -> None:
     records = [
         _rec("v2", "crashLoop", "Resolved", ("rollback", "Succeeded")),  # v2 crashed: bad
         _rec("v1", "prometheus", "Escalated", ("rollback", "Refused"), ("restart", "Succeeded")),
     ]
-    assert _known_bad(W, Facts(records=records), _own("v3")) == {"v2", "v3"}
+    assert Records(map(Record.from_body, records)).known_bad_hashes(W.name, own="v3") == {
+        "v2",
+        "v3",
+    }
 
 
 def test_evidence_that_makes_a_release_bad() -> None:
@@ -49,4 +42,9 @@ def test_evidence_that_makes_a_release_bad() -> None:
         _rec("d", "crashLoop", "Closed"),
         _rec("e", "crashLoop", "Escalated", name="other"),  # another workload
     ]
-    assert _known_bad(W, Facts(records=records), _own("x")) == {"a", "b", "d", "x"}
+    assert Records(map(Record.from_body, records)).known_bad_hashes(W.name, own="x") == {
+        "a",
+        "b",
+        "d",
+        "x",
+    }

@@ -20,15 +20,11 @@ import kopf
 from selfheal import GROUP, VERSION, metrics
 from selfheal.clients.jira import JiraError, JiraRejected
 from selfheal.detect.signal import Health, Signal, WorkloadRef
-from selfheal.handlers import watch
+from selfheal.handlers import reconciler, watch
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy import conditions as c
 from selfheal.policy.model import HealingPolicy, Mode, PolicyError
 from selfheal.policy.parse import parse
-from selfheal.remediation import machine
-from selfheal.remediation.driver import reverts_due
-from selfheal.remediation.guardrails import trigger_name
-from selfheal.remediation.state import Phase, RemediationState
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +186,7 @@ async def tick(
             trigger_status.append(_trigger_status(trigger.name, got))
         # Crash-loop verdicts move with time too (a pull error past its grace, restarts
         # leaving the window): refresh workloads with open incidents or unready pods.
-        open_names = _open_workloads(namespace, policy, remediations)
+        open_names = watch.records_of(remediations, namespace).open_workloads(policy.name)
         has_crash = any(t.crash_loop is not None for t in policy.triggers)
         for info in workloads if has_crash else ():
             pods = watch.workload_pods(
@@ -207,64 +203,19 @@ async def tick(
     if now >= rt.next_prune.get(namespace, 0.0):
         rt.next_prune[namespace] = now + min(PRUNE_EVERY, rt.settings.retention / 2)
         pruned = await rt.driver.prune(
-            records=list(remediations.get(namespace, ())), retention=rt.settings.retention
+            records=watch.records_of(remediations, namespace), retention=rt.settings.retention
         )
         if pruned:
             logger.info(
                 "pruned %d remediation(s) older than the retention in %s", pruned, namespace
             )
-    # Time passes for every open incident of this policy (verify windows, deadlines),
-    # and every record with ticket work due, open or not: all of it read from status.
-    for rec in list(remediations.get(namespace, ())):
-        spec, st = rec["spec"], rec["status"]
-        if spec.get("policy") != name or not st.get("phase"):
-            continue
-        final = st.get("phase") in FINAL
-        if final and not work_pending(st) and not _reverts_pending(st, policy):
-            continue
-        wl = spec.get("workload") or {}
-        info = _one_deployment(deployments, namespace, str(wl.get("name")))
-        facts_info = info or watch.DeploymentInfo(
-            name=str(wl.get("name")),
-            uid=str(wl.get("uid", "")),
-            labels=(),
-            desired=0,
-            available=0,
-        )
-        facts = watch.facts_for(
-            namespace,
-            facts_info,
-            rt=rt,
-            remediations=remediations,
-            rs_by_deployment=rs_by_deployment,
-        )
-        rec_name = str(rec["metadata"]["name"])
-        gone = info is None or (bool(wl.get("uid")) and info.uid != wl.get("uid"))
-        if gone and not final:
-            # The workload is gone (or was recreated): nothing left to heal or to file.
-            await watch.isolated(
-                rt.driver.end(
-                    namespace=namespace,
-                    name=rec_name,
-                    reason=machine.EndReason.WORKLOAD_DELETED,
-                    facts=facts,
-                    policy=policy,
-                ),
-                what=f"remediation {namespace}/{rec_name}",
-            )
-            continue
-        ref = WorkloadRef(namespace=namespace, name=facts_info.name, uid=facts_info.uid)
-        await watch.isolated(
-            rt.driver.handle(
-                event=machine.Tick(),
-                policy=policy,
-                workload=ref,
-                trigger=trigger_name(spec),
-                facts=facts,
-                name=rec_name,
-            ),
-            what=f"remediation {namespace}/{rec_name}",
-        )
+    await reconciler.reconcile_policy(
+        rt,
+        policy,
+        remediations=remediations,
+        deployments=deployments,
+        rs_by_deployment=rs_by_deployment,
+    )
     if policy.remediation.jira is not None:
         ok, reason, message = await _check_jira(rt, policy.remediation.jira.project, now)
         _ready(
@@ -286,42 +237,6 @@ async def tick(
         triggers=trigger_status,
         problem=backend_problem,
     )
-
-
-FINAL = (str(Phase.RESOLVED), str(Phase.CLOSED))
-
-
-def work_pending(status: dict[str, Any]) -> bool:
-    """A record's ticket work is not done (a cheap look at the raw status; the machine
-    decides what exactly is due)."""
-    ticket = status.get("ticket") or {}
-    resolution = status.get("resolution") or {}
-    requested = (status.get("escalation") or {}).get("ticketRequestedAt")
-    return (
-        ticket.get("state") == "Pending"
-        or resolution.get("state") == "Pending"
-        or bool(requested and not ticket)
-        or machine.notification_work_pending(status)
-    )
-
-
-def _reverts_pending(status: dict[str, Any], policy: HealingPolicy) -> bool:
-    if status.get("phase") != str(Phase.RESOLVED) or not any(
-        s.get("action") == "scale" and not (s.get("change") or {}).get("reverted")
-        for s in status.get("steps") or ()
-    ):
-        return False
-    try:
-        return reverts_due(RemediationState.from_status(status), policy)
-    except ValueError:
-        return False
-
-
-def _one_deployment(
-    deployments: kopf.Index[Any, Any], namespace: str, name: str
-) -> watch.DeploymentInfo | None:
-    store = deployments.get((namespace, name))
-    return next(iter(store), None) if store else None
 
 
 JIRA_RECHECK = 300.0
@@ -352,17 +267,6 @@ async def _check_jira(rt: Runtime, project: str, now: float) -> tuple[bool, str,
             verdict = (False, c.JIRA_UNAVAILABLE, f"Jira did not answer: {e}; retried")
     rt.jira_checks[project] = (now, verdict)
     return verdict
-
-
-def _open_workloads(
-    namespace: str, policy: HealingPolicy, remediations: kopf.Index[Any, Any]
-) -> set[str]:
-    out = set()
-    for rec in remediations.get(namespace, ()):
-        spec = rec["spec"]
-        if spec.get("policy") == policy.name and rec["status"].get("phase") not in FINAL:
-            out.add(str(spec.get("workload", {}).get("name")))
-    return out
 
 
 def _backend_problem(signals: list[Signal]) -> tuple[str, str] | None:
@@ -402,12 +306,9 @@ def _write_status(
     triggers: list[dict[str, Any]],
     problem: tuple[str, str] | None,
 ) -> None:
-    mine = [
-        r for r in remediations.get(policy.namespace, ()) if r["spec"].get("policy") == policy.name
-    ]
-    active = sum(1 for r in mine if r["status"].get("phase") not in (None, *FINAL))
-    last = max(mine, key=lambda r: r["status"].get("detectedAt") or "", default=None)
-    outcome = last["status"].get("phase", "") if last else ""
+    records = watch.records_of(remediations, policy.namespace)
+    active = records.active(policy.name)
+    outcome = records.last_outcome(policy.name)
     if status.get("workloads") != workloads:
         patch.status["workloads"] = workloads
     if status.get("activeRemediations") != active:

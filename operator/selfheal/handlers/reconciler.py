@@ -1,7 +1,11 @@
-"""The operator-wide pass over stored Remediations that no policy's timer covers.
+"""Reconciling stored Remediations, level-triggered, from the records the watch holds.
 
-Each served policy's timer reconciles its own records (``policies.tick``). What is
-left is found here, level-triggered, from the records kopf's index holds:
+``reconcile_policy``: each served policy's timer passes over its records: time moves
+every open incident on (verify windows, deadlines), due ticket and notification work
+runs, scale steps are reverted, and an incident whose workload is gone ends ``Closed``
+with reason ``WorkloadDeleted``.
+
+``run``: the operator-wide pass over the records no policy's timer covers:
 
 - open records whose HealingPolicy is gone end ``Closed`` with reason
   ``PolicyDeleted`` (confirmed with a GET, so a policy not loaded yet after a restart
@@ -18,13 +22,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
-from selfheal.handlers import policies, watch
+from selfheal.detect.signal import WorkloadRef
+from selfheal.handlers import watch
 from selfheal.handlers.runtime import Runtime
+from selfheal.policy.model import HealingPolicy
 from selfheal.remediation import machine
-from selfheal.remediation.driver import Facts
+from selfheal.remediation.acting import reverts_due
+from selfheal.remediation.facts import Facts
+from selfheal.remediation.records import Record
 
 logger = logging.getLogger(__name__)
 
@@ -59,25 +68,23 @@ async def run(rt: Runtime, kube: k.Kube) -> None:
 async def reconcile_orphans(
     rt: Runtime, kube: k.Kube, exists: dict[tuple[str, str], float]
 ) -> None:
-    remediations = rt.indexes["remediations"]
+    store = rt.indexes["remediations"]
     now = time.time()
-    for namespace, store in list(remediations.items()):
-        for rec in list(store):
-            spec, status = rec["spec"], rec["status"]
-            key = (namespace, str(spec.get("policy")))
-            if key in rt.policies or not status.get("phase"):
+    for namespace in list(store.keys()):
+        records = watch.records_of(store, namespace)
+        facts = Facts(records=records)
+        for rec in records:
+            key = (namespace, rec.policy)
+            if key in rt.policies or rec.state is None:
                 continue  # served: its own timer reconciles it
-            final = status.get("phase") in policies.FINAL
-            if final and not policies.work_pending(status):
+            if rec.final and not rec.work_pending():
                 continue
-            name = str(rec["metadata"]["name"])
-            facts = Facts(records=list(store))
-            if final or key in rt.invalid:
+            if rec.final or key in rt.invalid:
                 # The policy exists but does not parse (its incidents wait for a fix),
                 # or is gone: telling a filed ticket needs no policy.
                 await watch.isolated(
-                    rt.driver.work(namespace=namespace, name=name, facts=facts, policy=None),
-                    what=f"remediation {namespace}/{name}",
+                    rt.driver.work(namespace=namespace, name=rec.name, facts=facts, policy=None),
+                    what=f"remediation {namespace}/{rec.name}",
                 )
                 continue
             if now < exists.get(key, 0.0) or await _policy_exists(kube, *key):
@@ -86,15 +93,78 @@ async def reconcile_orphans(
             await watch.isolated(
                 rt.driver.end(
                     namespace=namespace,
-                    name=name,
+                    name=rec.name,
                     reason=machine.EndReason.POLICY_DELETED,
                     facts=facts,
                     policy=None,
                 ),
-                what=f"remediation {namespace}/{name}",
+                what=f"remediation {namespace}/{rec.name}",
             )
         for key in [k_ for k_, until in exists.items() if until < now]:
             del exists[key]
+
+
+async def reconcile_policy(
+    rt: Runtime,
+    policy: HealingPolicy,
+    *,
+    remediations: Any,
+    deployments: Any,
+    rs_by_deployment: Any,
+) -> None:
+    """Time passes for every open incident of ``policy``, and every record with work
+    due, open or not: all of it read from the stored status."""
+    namespace = policy.namespace
+    for rec in watch.records_of(remediations, namespace).of_policy(policy.name):
+        if rec.state is None or (rec.final and not _due(rec, policy)):
+            continue
+        info = watch.one(deployments, (namespace, rec.workload))
+        facts = watch.facts_for(
+            namespace,
+            info or _gone(rec),
+            rt=rt,
+            remediations=remediations,
+            rs_by_deployment=rs_by_deployment,
+        )
+        what = f"remediation {namespace}/{rec.name}"
+        gone = info is None or (bool(rec.workload_uid) and info.uid != rec.workload_uid)
+        if gone and not rec.final:
+            # The workload is gone (or was recreated): nothing left to heal or to file.
+            await watch.isolated(
+                rt.driver.end(
+                    namespace=namespace,
+                    name=rec.name,
+                    reason=machine.EndReason.WORKLOAD_DELETED,
+                    facts=facts,
+                    policy=policy,
+                ),
+                what=what,
+            )
+            continue
+        ref = WorkloadRef(namespace=namespace, name=rec.workload, uid=info.uid if info else "")
+        await watch.isolated(
+            rt.driver.handle(
+                event=machine.Tick(),
+                policy=policy,
+                workload=ref,
+                trigger=rec.trigger,
+                facts=facts,
+                name=rec.name,
+            ),
+            what=what,
+        )
+
+
+def _due(rec: Record, policy: HealingPolicy) -> bool:
+    """A finished record still has ticket work or scale reverts to do."""
+    return rec.work_pending() or reverts_due(rec.state, policy)
+
+
+def _gone(rec: Record) -> watch.DeploymentInfo:
+    """What is known of a workload the cache no longer holds."""
+    return watch.DeploymentInfo(
+        name=rec.workload, uid=rec.workload_uid, labels=(), desired=0, available=0
+    )
 
 
 async def _policy_exists(kube: k.Kube, namespace: str, name: str) -> bool:
@@ -105,4 +175,4 @@ async def _policy_exists(kube: k.Kube, namespace: str, name: str) -> bool:
     return True
 
 
-__all__ = ["await_ready", "run"]
+__all__ = ["await_ready", "reconcile_policy", "run"]

@@ -13,6 +13,9 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -109,6 +112,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ticket_horizon=cfg.ticket_horizon,
         notifier=Notifier(),
         failpoint=cfg.failpoint,
+        clock=_clock(cfg.test_clock_file),
     )
     health = web.Health()
     rt = Runtime(
@@ -159,6 +163,22 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 GROUP_PREFIX = "selfheal.dev"
+
+
+def _clock(test_file: str) -> Callable[[], float]:
+    """The driver's clock: the wall clock or, in tests (``Settings.test_clock_file``),
+    the wall clock plus the seconds the test wrote in that file."""
+    if not test_file:
+        return time.time
+    path = Path(test_file)
+
+    def clock() -> float:
+        try:  # a tiny local file, read by tests only
+            return time.time() + float(path.read_text() or 0)
+        except (OSError, ValueError):
+            return time.time()
+
+    return clock
 
 
 def _elector(cfg: Settings, kube: k.Kube, timings: Timings, identity: str) -> LeaderElector:

@@ -8,7 +8,7 @@ frozen tuples, never whole bodies:
 - ``rs_owner``: (namespace, ReplicaSet) -> the Deployment that controls it;
 - ``rs_by_deployment``: (namespace, Deployment) -> RsInfo of each of its ReplicaSets;
 - ``deployments``: (namespace, name) -> DeploymentInfo;
-- ``remediations``: namespace -> compact Remediation records (metadata, spec, status).
+- ``remediations``: namespace -> ``Record`` of each Remediation (typed, status parsed).
 
 A pod event costs an index update; only pods in namespaces that some policy covers
 go on to crash-loop evaluation, and only workloads with an unhealthy verdict or an
@@ -35,8 +35,9 @@ from selfheal.handlers.runtime import Runtime
 from selfheal.policy.model import HealingPolicy
 from selfheal.policy.selector import selector_matches
 from selfheal.remediation import naming
-from selfheal.remediation.driver import Facts
+from selfheal.remediation.facts import Facts
 from selfheal.remediation.guardrails import Availability
+from selfheal.remediation.records import Record, Records
 
 logger = logging.getLogger(__name__)
 
@@ -224,24 +225,18 @@ async def deployments(
 
 @kopf.index(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
 async def remediations(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    meta = body.get("metadata", {})
-    compact = {
-        "metadata": {
-            "name": meta.get("name"),
-            "namespace": namespace,
-            "labels": dict(meta.get("labels") or {}),
-            "resourceVersion": meta.get("resourceVersion"),
-        },
-        "spec": dict(body.get("spec") or {}),
-        "status": dict(body.get("status") or {}),
-    }
-    return {namespace: compact}
+    # Parsed once here, when the watch delivers it, not once per decision.
+    return {namespace: Record.from_body(body)}
+
+
+def records_of(remediations: kopf.Index[Any, Any], namespace: str) -> Records:
+    return Records(remediations.get(namespace, ()))
 
 
 # --- lookups over the indexes ----------------------------------------------------------------
 
 
-def _one(index: kopf.Index[Any, Any], key: Any) -> Any:
+def one(index: kopf.Index[Any, Any], key: Any) -> Any:
     store = index.get(key)
     return next(iter(store), None) if store else None
 
@@ -279,7 +274,7 @@ def facts_for(
     culprit: tuple[str, str] | None = None,
 ) -> Facts:
     return Facts(
-        records=list(remediations.get(namespace, ())),
+        records=records_of(remediations, namespace),
         unhealthy=rt.unhealthy_workloads(namespace),
         availability=info.availability(),
         template_hash=newest_hash(namespace, info.name, rs_by_deployment),
@@ -348,7 +343,7 @@ async def feed(
         if (
             signal.health is not Health.UNHEALTHY
             and fp not in open_fps
-            and not _has_open(remediations, ns, fp)
+            and not records_of(remediations, ns).has_open(fp)
         ):
             continue
         if not rt.is_leader:
@@ -383,15 +378,6 @@ async def isolated(work: Awaitable[object], *, what: str) -> None:
     except Exception:
         metrics.RECONCILE_ERRORS.labels("incident").inc()
         logger.exception("%s failed; retried on the next pass", what)
-
-
-def _has_open(remediations: kopf.Index[Any, Any], namespace: str, fp: str) -> bool:
-    for rec in remediations.get(namespace, ()):
-        if rec["metadata"]["labels"].get(naming.LABEL_FINGERPRINT) != fp:
-            continue
-        if rec["status"].get("phase") not in (None, "Resolved", "Closed"):
-            return True
-    return False
 
 
 def crash_signals(
@@ -453,8 +439,8 @@ async def pod_event(
     if event.get("type") == "DELETED":
         rt.histories.pop(uid, None)
     summary = crashloop.summarize(body)
-    deployment = _one(rs_owner, (namespace, summary.replicaset)) if summary.replicaset else None
-    info = _one(deployments, (namespace, deployment)) if deployment else None
+    deployment = one(rs_owner, (namespace, summary.replicaset)) if summary.replicaset else None
+    info = one(deployments, (namespace, deployment)) if deployment else None
     if info is None:
         return
     now = time.time()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from selfheal.clients import kube as k
 from selfheal.clients.prometheus import Prometheus
@@ -18,7 +17,7 @@ from selfheal.evidence.collect import collect as collect_bundle
 from selfheal.evidence.redact import Redactor
 from selfheal.evidence.usage import collect_usage
 from selfheal.policy.model import HealingPolicy
-from selfheal.remediation.driver import known_bad_hashes
+from selfheal.remediation.facts import Facts
 from selfheal.remediation.state import RemediationState
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class Evidence:
         workload: WorkloadRef,
         trigger: str,
         state: RemediationState,
-        facts: Any,
+        facts: Facts,
         reason: str,
         related: Sequence[str] = (),
     ) -> tuple[str, str, Mapping[str, bytes], str]:
@@ -80,9 +79,7 @@ class Evidence:
             trigger_evidence=dict(state.evidence),
             steps=steps,
             last_healthy=last_healthy,
-            known_bad=known_bad_hashes(
-                workload, facts.records, own=str(getattr(facts, "template_hash", "") or "")
-            ),
+            known_bad=facts.records.known_bad_hashes(workload.name, own=facts.template_hash),
             dependencies=True,
             config_changes=True,
         )
