@@ -252,18 +252,4 @@ class Records:
         return str(last.status.get("phase") or "") if last else ""
 
 
-class Store:
-    """Every namespace's records, as the watch's cache holds them
-    (namespace -> iterable of ``Record``)."""
-
-    def __init__(self, index: Mapping[str, Iterable[Record]] | None = None) -> None:
-        self._index: Mapping[str, Iterable[Record]] = index if index is not None else {}
-
-    def namespace(self, namespace: str) -> Records:
-        return Records(self._index.get(namespace, ()))
-
-    def namespaces(self) -> list[str]:
-        return list(self._index.keys())
-
-
-__all__ = ["Record", "Records", "Store"]
+__all__ = ["Record", "Records"]
