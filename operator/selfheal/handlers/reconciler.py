@@ -90,16 +90,7 @@ async def reconcile_orphans(
             if now < exists.get(key, 0.0) or await _policy_exists(kube, *key):
                 exists.setdefault(key, now + POLICY_CHECK)
                 continue
-            await watch.isolated(
-                rt.driver.end(
-                    namespace=namespace,
-                    name=rec.name,
-                    reason=machine.EndReason.POLICY_DELETED,
-                    facts=facts,
-                    policy=None,
-                ),
-                what=f"remediation {namespace}/{rec.name}",
-            )
+            await _end(rt, rec, machine.EndReason.POLICY_DELETED, facts, policy=None)
         for key in [k_ for k_, until in exists.items() if until < now]:
             del exists[key]
 
@@ -130,16 +121,7 @@ async def reconcile_policy(
         gone = info is None or (bool(rec.workload_uid) and info.uid != rec.workload_uid)
         if gone and not rec.final:
             # The workload is gone (or was recreated): nothing left to heal or to file.
-            await watch.isolated(
-                rt.driver.end(
-                    namespace=namespace,
-                    name=rec.name,
-                    reason=machine.EndReason.WORKLOAD_DELETED,
-                    facts=facts,
-                    policy=policy,
-                ),
-                what=what,
-            )
+            await _end(rt, rec, machine.EndReason.WORKLOAD_DELETED, facts, policy=policy)
             continue
         ref = WorkloadRef(namespace=namespace, name=rec.workload, uid=info.uid if info else "")
         await watch.isolated(
@@ -153,6 +135,22 @@ async def reconcile_policy(
             ),
             what=what,
         )
+
+
+async def _end(
+    rt: Runtime,
+    rec: Record,
+    reason: machine.EndReason,
+    facts: Facts,
+    *,
+    policy: HealingPolicy | None,
+) -> None:
+    await watch.isolated(
+        rt.driver.end(
+            namespace=rec.namespace, name=rec.name, reason=reason, facts=facts, policy=policy
+        ),
+        what=f"remediation {rec.namespace}/{rec.name}",
+    )
 
 
 def _due(rec: Record, policy: HealingPolicy) -> bool:
