@@ -472,6 +472,7 @@ async def test_jira_answering_503_for_ten_minutes_files_one_ticket_after_it_reco
     kubelet: Kubelet,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
     tmp_path: Path,
 ) -> None:
     ns = namespace
@@ -513,6 +514,7 @@ async def test_jira_answering_503_for_ten_minutes_files_one_ticket_after_it_reco
     assert rec["status"]["ticket"]["key"] == issue["key"]
     assert _creates(jira_server) == 1
     assert {"pod.yaml", "deployment.yaml"} <= set(issue["attachments"])
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
 
 
 async def test_a_slow_drip_answer_to_the_create_is_abandoned_and_the_issue_adopted_once(
@@ -521,6 +523,7 @@ async def test_a_slow_drip_answer_to_the_create_is_abandoned_and_the_issue_adopt
     kubelet: Kubelet,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec())
@@ -546,3 +549,4 @@ async def test_a_slow_drip_answer_to_the_create_is_abandoned_and_the_issue_adopt
     assert _creates(jira_server) == 1  # adopted by its marker, never created again
     assert rec["status"]["ticket"]["key"] == issue["key"]
     assert {"pod.yaml", "deployment.yaml"} <= set(issue["attachments"])
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
