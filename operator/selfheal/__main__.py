@@ -51,6 +51,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds after the first attempt when unfinished ticket work is given up; "
         "default 86400",
     )
+    p.add_argument(
+        "--alert-webhook-port",
+        type=int,
+        help="port of the Alertmanager webhook receiver (POST /alerts); default 0: off",
+    )
+    p.add_argument(
+        "--alert-webhook-token-file",
+        help="file with the bearer token Alertmanager sends (required with the port)",
+    )
+    p.add_argument("--alert-webhook-cert-file", help="PEM certificate: serve the receiver on TLS")
+    p.add_argument("--alert-webhook-key-file", help="PEM key of --alert-webhook-cert-file")
     p.add_argument("--kubeconfig", help="kubeconfig path; default: in-cluster or ~/.kube/config")
     return p.parse_args(argv)
 

@@ -72,3 +72,8 @@ LEADER = Gauge(
     "0 while it stands by.",
     ["identity"],
 )
+ALERT_WEBHOOK = Counter(
+    "selfheal_alert_webhook_requests_total",
+    "Alertmanager webhook requests, by HTTP status code answered.",
+    ["code"],
+)

@@ -76,6 +76,21 @@ class Settings:
     telling it the incident ended) is given up: state Failed, a Warning Event, and
     ``selfheal_gave_up_total``."""
 
+    alert_webhook_port: int = 0
+    """TCP port of the Alertmanager webhook receiver (``POST /alerts``); 0 (the default)
+    disables it, and alert triggers stay unknown."""
+
+    alert_webhook_token_file: str | None = None
+    """File holding the bearer token Alertmanager must send (a mounted Secret's key; re-read
+    when it changes). Required when ``alert_webhook_port`` is set; ``None``: no receiver."""
+
+    alert_webhook_cert_file: str | None = None
+    """PEM certificate (chain) of the receiver; with ``alert_webhook_key_file`` it serves
+    HTTPS. ``None`` (the default): plain HTTP."""
+
+    alert_webhook_key_file: str | None = None
+    """PEM private key of ``alert_webhook_cert_file``; ``None``: plain HTTP."""
+
     failpoint: str = ""
     """Tests only: ``after-action`` makes the process stop right after a step's action
     returned and before its outcome is stored, so a test can kill it exactly there.
@@ -126,6 +141,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("TICKET_HORIZON_SECONDS", "ticket_horizon", float),
         ("FAILPOINT", "failpoint", str),
         ("TEST_CLOCK_FILE", "test_clock_file", str),
+        ("ALERT_WEBHOOK_PORT", "alert_webhook_port", int),
+        ("ALERT_WEBHOOK_TOKEN_FILE", "alert_webhook_token_file", str),
+        ("ALERT_WEBHOOK_CERT_FILE", "alert_webhook_cert_file", str),
+        ("ALERT_WEBHOOK_KEY_FILE", "alert_webhook_key_file", str),
     ):
         if (raw := env.get(f"SELFHEAL_{key}")) is not None and raw != "":
             try:

@@ -318,13 +318,35 @@ INVALID_POLICIES: tuple[BadPolicy, ...] = (
         "trigger-both-kinds",
         _set("triggers.0.prometheus", {"query": "up", "below": 1}),
         "spec.triggers[0]",
-        "exactly one of crashLoop or prometheus",
+        "exactly one of crashLoop, prometheus or alert",
     ),
     BadPolicy(
         "trigger-no-kind",
         _set("triggers.0", {"name": "crashloop"}),
         "spec.triggers[0]",
-        "exactly one of crashLoop or prometheus",
+        "exactly one of crashLoop, prometheus or alert",
+    ),
+    BadPolicy(
+        "trigger-alert-and-crashloop",
+        _set("triggers.0.alert", {"name": "KubePodCrashLooping"}),
+        "spec.triggers[0]",
+        "exactly one of crashLoop, prometheus or alert",
+    ),
+    BadPolicy(
+        "alert-name-missing",
+        _set("triggers.0", {"name": "crashloop", "alert": {"matchers": {"severity": "page"}}}),
+        "spec.triggers[0].alert.name",
+        "Required value",
+    ),
+    BadPolicy(
+        "alert-matcher-alertname",
+        _set(
+            "triggers.0",
+            {"name": "crashloop", "alert": {"name": "A", "matchers": {"alertname": "B"}}},
+        ),
+        "spec.triggers[0].alert.matchers",
+        "remove the alertname matcher",
+        parse_field="spec.triggers[0].alert.matchers.alertname",
     ),
     BadPolicy(
         "crashloop-restarts-zero",

@@ -20,7 +20,7 @@ import kopf
 from selfheal import GROUP, VERSION, metrics
 from selfheal.clients.jira import JiraError, JiraRejected
 from selfheal.detect.signal import Health, Signal, WorkloadRef
-from selfheal.handlers import reconciler, watch
+from selfheal.handlers import alert_triggers, reconciler, watch
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy import conditions as c
 from selfheal.policy.model import HealingPolicy, Mode, PolicyError
@@ -184,6 +184,11 @@ async def tick(
             if problem is not None:
                 backend_problem = (problem[0], f"trigger {trigger.name}: {problem[1]}")
             trigger_status.append(_trigger_status(trigger.name, got))
+        for alerted, got in alert_triggers.signals(
+            rt, policy, workloads, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs, now=now
+        ):
+            signals.extend((policy, sig, by_name[sig.workload.name]) for sig in got)
+            trigger_status.append(_trigger_status(alerted, got))
         # Crash-loop verdicts move with time too (a pull error past its grace, restarts
         # leaving the window): refresh workloads with open incidents or unready pods.
         open_names = watch.records_of(remediations, namespace).open_workloads(policy.name)

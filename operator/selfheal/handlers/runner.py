@@ -27,7 +27,7 @@ from selfheal.clients.lease import LeaderElector, Timings, new_identity
 from selfheal.clients.notify import Notifier
 from selfheal.clients.prometheus import Prometheus
 from selfheal.detect.prometheus import PrometheusEvaluator
-from selfheal.handlers import reconciler, web
+from selfheal.handlers import alert_webhook, reconciler, web
 from selfheal.handlers.runtime import Runtime
 from selfheal.remediation import escalation
 from selfheal.remediation.driver import Driver
@@ -130,6 +130,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ]
     if cfg.metrics_port:
         memo["web"] = await web.serve(port=cfg.metrics_port, health=health)
+    if cfg.alert_webhook_port and cfg.alert_webhook_token_file:
+        memo["alert_web"] = await alert_webhook.serve(
+            rt,
+            port=cfg.alert_webhook_port,
+            token_file=cfg.alert_webhook_token_file,
+            cert_file=cfg.alert_webhook_cert_file,
+            key_file=cfg.alert_webhook_key_file,
+        )
     elector = memo.get("elector")
     logger.info(
         "selfheal started: %s, prometheus=%s, jira=%s, leader election=%s",
@@ -149,8 +157,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime | None = memo.get("runtime")
     if rt is not None:
         await rt.driver.close()
-    if (runner := memo.get("web")) is not None:
-        await runner.cleanup()
+    for key in ("web", "alert_web"):
+        if (runner := memo.get(key)) is not None:
+            await runner.cleanup()
     if (kube := memo.get("kube")) is not None:
         await kube.close()
 
@@ -228,8 +237,23 @@ async def _operate(cfg: Settings, memo: kopf.Memo, timings: Timings) -> None:
             await kube.close()
 
 
+def check(cfg: Settings) -> str:
+    """Why these settings cannot run, naming the flag and the fix; "" when they can."""
+    if cfg.alert_webhook_port and not cfg.alert_webhook_token_file:
+        return (
+            "--alert-webhook-port needs --alert-webhook-token-file (SELFHEAL_ALERT_WEBHOOK_"
+            "TOKEN_FILE): the receiver accepts only Alertmanager's bearer token"
+        )
+    if bool(cfg.alert_webhook_cert_file) != bool(cfg.alert_webhook_key_file):
+        return "--alert-webhook-cert-file and --alert-webhook-key-file go together for TLS"
+    return ""
+
+
 def run(cfg: Settings, *, kubeconfig: str | None) -> int:
     configure_logging(cfg)
+    if problem := check(cfg):
+        logger.error("%s", problem)
+        return 2
     try:
         timings = Timings(
             lease_duration=cfg.lease_duration,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from selfheal.clients.lease import LeaderElector
-from selfheal.detect import crashloop
+from selfheal.detect import alerts, crashloop
 from selfheal.detect.prometheus import PrometheusEvaluator
 from selfheal.handlers.web import Health
 from selfheal.policy.model import HealingPolicy
@@ -53,6 +53,9 @@ class Runtime:
     """Namespace -> when its next retention sweep is due."""
     next_eval: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
     """(namespace, policy, trigger) -> when its Prometheus query is due."""
+    alerts: alerts.AlertBook = dataclasses.field(default_factory=alerts.AlertBook)
+    """What Alertmanager's webhook said of each alert, by fingerprint (memory only: after
+    a restart alert triggers are unknown until Alertmanager resends)."""
     elector: LeaderElector | None = None
     """The Lease campaign (``--leader-election``); ``None``: election off, always leads."""
 

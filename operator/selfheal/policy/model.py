@@ -79,13 +79,26 @@ class PrometheusTrigger:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class AlertTrigger:
+    """Alertmanager's alerts, received by the operator's webhook receiver."""
+
+    alertname: str
+    """The alert's ``alertname`` label (the rule's name)."""
+    matchers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Further labels the alert must carry with exactly these values."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Trigger:
     name: str
     crash_loop: CrashLoopTrigger | None = None
     prometheus: PrometheusTrigger | None = None
+    alert: AlertTrigger | None = None
 
     @property
     def kind(self) -> str:
+        if self.alert is not None:
+            return "alert"
         return "crashLoop" if self.crash_loop is not None else "prometheus"
 
 

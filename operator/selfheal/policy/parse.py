@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from selfheal.policy.model import (
+    AlertTrigger,
     AnomalySpec,
     CrashLoopTrigger,
     Guardrails,
@@ -212,14 +213,15 @@ def _trigger(raw: Mapping[str, Any], field: str) -> Trigger:
             f"{name!r} is not a DNS label; use at most 63 lowercase letters, digits and '-', "
             "e.g. error-ratio",
         )
-    has_crash, has_prom = "crashLoop" in raw, "prometheus" in raw
-    if has_crash == has_prom:
+    if sum(k in raw for k in ("crashLoop", "prometheus", "alert")) != 1:
         raise PolicyError(
             field,
-            "each trigger needs exactly one of crashLoop or prometheus; split it into two "
-            "triggers with different names if you want both",
+            "each trigger needs exactly one of crashLoop, prometheus or alert; split it into "
+            "triggers with different names if you want more than one",
         )
-    if has_crash:
+    if "alert" in raw:
+        return Trigger(name=name, alert=_alert(raw.get("alert"), f"{field}.alert"))
+    if "crashLoop" in raw:
         where = f"{field}.crashLoop"
         crash = _mapping(raw.get("crashLoop"), where)
         return Trigger(
@@ -230,6 +232,27 @@ def _trigger(raw: Mapping[str, Any], field: str) -> Trigger:
             ),
         )
     return Trigger(name=name, prometheus=_prometheus(raw.get("prometheus"), f"{field}.prometheus"))
+
+
+def _alert(value: object, field: str) -> AlertTrigger:
+    raw = _mapping(value, field, required=True)
+    alertname = _string(raw.get("name"), f"{field}.name", required=True)
+    if len(alertname) > 256:
+        raise PolicyError(f"{field}.name", "is longer than 256 characters; use the rule's name")
+    matchers: dict[str, str] = {}
+    for key, want in _mapping(raw.get("matchers"), f"{field}.matchers").items():
+        where = f"{field}.matchers.{key}"
+        if not isinstance(key, str) or not _PROM_LABEL.fullmatch(key):
+            raise PolicyError(
+                where, f"{key!r} is not a Prometheus label name (letters, digits and '_')"
+            )
+        if key == "alertname":
+            raise PolicyError(where, f"the alert's name is {field}.name; remove this matcher")
+        text = _string(want, where, required=True)
+        if len(text) > 1024:
+            raise PolicyError(where, "is longer than 1024 characters")
+        matchers[key] = text
+    return AlertTrigger(alertname=alertname, matchers=matchers)
 
 
 def _prometheus(value: object, field: str) -> PrometheusTrigger:

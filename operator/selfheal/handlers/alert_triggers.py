@@ -1,0 +1,84 @@
+"""A policy's alert triggers, evaluated on its timer from what the receiver has heard.
+
+The verdicts are pure (``selfheal.detect.alerts.evaluate``); this only looks up the
+owners of pods that alerts name (through kopf's indexes) and hands back Signals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from selfheal import metrics
+from selfheal.detect import alerts
+from selfheal.detect.signal import Signal, WorkloadRef
+from selfheal.handlers import watch
+from selfheal.handlers.runtime import Runtime
+from selfheal.policy.model import HealingPolicy
+
+
+def _pod_owners(
+    namespace: str,
+    workloads: Sequence[watch.DeploymentInfo],
+    wanted: set[tuple[str, str]],
+    *,
+    rs_by_deployment: kopf.Index[Any, Any],
+    pods_by_rs: kopf.Index[Any, Any],
+) -> dict[tuple[str, str], WorkloadRef]:
+    """(namespace, pod) -> its Deployment, for the pods some alert names."""
+    if not any(ns == namespace for ns, _ in wanted):
+        return {}
+    out: dict[tuple[str, str], WorkloadRef] = {}
+    for info in workloads:
+        pods = watch.workload_pods(
+            namespace, info.name, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs
+        )
+        for pod in pods:
+            if (namespace, pod.name) in wanted:
+                out[(namespace, pod.name)] = WorkloadRef(
+                    namespace=namespace, name=info.name, uid=info.uid
+                )
+    return out
+
+
+def signals(
+    rt: Runtime,
+    policy: HealingPolicy,
+    workloads: Sequence[watch.DeploymentInfo],
+    *,
+    rs_by_deployment: kopf.Index[Any, Any],
+    pods_by_rs: kopf.Index[Any, Any],
+    now: float,
+) -> list[tuple[str, list[Signal]]]:
+    """(trigger name, one Signal per workload) for each alert trigger of the policy."""
+    triggers = [t for t in policy.triggers if t.alert is not None]
+    if not triggers:
+        return []
+    rt.alerts.prune(now=now)
+    known = rt.alerts.alerts()
+    owners = _pod_owners(
+        policy.namespace,
+        workloads,
+        alerts.pods_named(known),
+        rs_by_deployment=rs_by_deployment,
+        pods_by_rs=pods_by_rs,
+    )
+    refs = [WorkloadRef(namespace=policy.namespace, name=w.name, uid=w.uid) for w in workloads]
+    out = []
+    for trigger in triggers:
+        assert trigger.alert is not None  # filtered above
+        got = alerts.evaluate(
+            policy=policy.name,
+            trigger_name=trigger.name,
+            trigger=trigger.alert,
+            alerts=known,
+            workloads=refs,
+            pod_owners=owners,
+            now=now,
+        )
+        for sig in got:
+            metrics.SIGNALS.labels("alert", str(sig.health)).inc()
+        out.append((trigger.name, got))
+    return out
