@@ -51,6 +51,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds after the first attempt when unfinished ticket work is given up; "
         "default 86400",
     )
+    p.add_argument("--alertmanager-url", help="Alertmanager base URL: silences while healing")
+    p.add_argument(
+        "--alertmanager-token-file", help="file with a bearer token for Alertmanager's API"
+    )
     p.add_argument(
         "--alert-webhook-port",
         type=int,

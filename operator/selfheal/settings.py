@@ -91,6 +91,17 @@ class Settings:
     alert_webhook_key_file: str | None = None
     """PEM private key of ``alert_webhook_cert_file``; ``None``: plain HTTP."""
 
+    alertmanager_url: str | None = None
+    """Base URL of Alertmanager's API, for silences while selfheal heals. ``None`` (the
+    default): no silences."""
+
+    alertmanager_token_file: str | None = None
+    """File holding a bearer token for Alertmanager's API (read once at start-up);
+    ``None``: no Authorization header."""
+
+    alertmanager_timeout: float = 10.0
+    """Seconds before one Alertmanager request is abandoned (and retried later)."""
+
     failpoint: str = ""
     """Tests only: ``after-action`` makes the process stop right after a step's action
     returned and before its outcome is stored, so a test can kill it exactly there.
@@ -141,6 +152,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("TICKET_HORIZON_SECONDS", "ticket_horizon", float),
         ("FAILPOINT", "failpoint", str),
         ("TEST_CLOCK_FILE", "test_clock_file", str),
+        ("ALERTMANAGER_URL", "alertmanager_url", str),
+        ("ALERTMANAGER_TOKEN_FILE", "alertmanager_token_file", str),
+        ("ALERTMANAGER_TIMEOUT", "alertmanager_timeout", float),
         ("ALERT_WEBHOOK_PORT", "alert_webhook_port", int),
         ("ALERT_WEBHOOK_TOKEN_FILE", "alert_webhook_token_file", str),
         ("ALERT_WEBHOOK_CERT_FILE", "alert_webhook_cert_file", str),

@@ -53,6 +53,7 @@ class AlertmanagerServer:
         repeat_interval: str = "1h",
         send_resolved: bool = True,
         port: int | None = None,
+        bearer_token: str | None = None,
     ) -> None:
         if not os.path.exists(ALERTMANAGER):
             raise RuntimeError(f"{ALERTMANAGER} not found: {INSTALL_HINT}")
@@ -66,6 +67,8 @@ class AlertmanagerServer:
             "repeat_interval": repeat_interval,
         }
         self.send_resolved = send_resolved
+        self.bearer_token = bearer_token
+        """Sent as ``Authorization: Bearer`` on every webhook POST (``http_config``)."""
         self.port = port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"alertmanager-{self.port}.log"
@@ -84,16 +87,14 @@ class AlertmanagerServer:
         return self._proc is not None and self._proc.poll() is None
 
     def _write_config(self) -> pathlib.Path:
+        webhook: dict[str, Any] = {"url": self.webhook_url, "send_resolved": self.send_resolved}
+        if self.bearer_token is not None:
+            webhook["http_config"] = {
+                "authorization": {"type": "Bearer", "credentials": self.bearer_token}
+            }
         config = {
             "route": self.route,
-            "receivers": [
-                {
-                    "name": "test",
-                    "webhook_configs": [
-                        {"url": self.webhook_url, "send_resolved": self.send_resolved}
-                    ],
-                }
-            ],
+            "receivers": [{"name": "test", "webhook_configs": [webhook]}],
         }
         path = self.data_dir.parent / f"alertmanager-{self.port}.yml"
         path.write_text(json.dumps(config))  # YAML is a superset of JSON
@@ -171,6 +172,23 @@ class AlertmanagerServer:
     def alerts(self) -> list[dict[str, Any]]:
         """``GET /api/v2/alerts``: the alerts Alertmanager holds now."""
         return cast(list[dict[str, Any]], self._api("GET", "alerts"))
+
+    def post_alert(
+        self,
+        labels: Mapping[str, str],
+        *,
+        annotations: Mapping[str, str] | None = None,
+        starts_at: dt.datetime | None = None,
+        ends_at: dt.datetime | None = None,
+    ) -> None:
+        """``POST /api/v2/alerts``, as Prometheus does: one alert; an ``ends_at`` in the
+        past resolves it."""
+        body: dict[str, Any] = {"labels": dict(labels), "annotations": dict(annotations or {})}
+        if starts_at is not None:
+            body["startsAt"] = starts_at.isoformat()
+        if ends_at is not None:
+            body["endsAt"] = ends_at.isoformat()
+        self._api("POST", "alerts", [body])
 
     def silence(
         self,

@@ -321,6 +321,42 @@ def test_the_operator_accepts_every_flag_the_chart_passes(helm: Helm) -> None:
     assert args.leader_election is False
 
 
+def test_the_alert_webhook_gets_a_service_its_token_file_and_tls(helm: Helm) -> None:
+    from selfheal.__main__ import parse_args
+
+    docs = helm.template(values_files=[CHART / "ci" / "alert-webhook-values.yaml"])
+    args = parse_args(container(docs)["args"])
+    assert args.alert_webhook_port == 9095
+    assert args.alert_webhook_token_file == "/etc/selfheal/alert-webhook/token"
+    assert args.alert_webhook_cert_file == "/etc/selfheal/alert-webhook-tls/tls.crt"
+    assert args.alert_webhook_key_file == "/etc/selfheal/alert-webhook-tls/tls.key"
+    assert args.alertmanager_url == "http://alertmanager-operated.monitoring:9093"
+    assert args.alertmanager_token_file == "/etc/selfheal/alertmanager/token"
+    mounts = {m["name"]: m["mountPath"] for m in container(docs)["volumeMounts"]}
+    assert mounts["alert-webhook-token"] == "/etc/selfheal/alert-webhook"
+    assert mounts["alertmanager-token"] == "/etc/selfheal/alertmanager"
+    (dep,) = of_kind(docs, "Deployment")
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["alert-webhook-token"]["secret"] == {
+        "secretName": "selfheal-alert-webhook",
+        "items": [{"key": "token", "path": "token"}],
+    }
+    assert volumes["alert-webhook-tls"]["secret"]["secretName"] == "selfheal-alert-webhook-tls"
+    (svc,) = named(docs, "Service", "-alerts")
+    assert svc["spec"]["ports"] == [
+        {"name": "alerts", "port": 9095, "targetPort": "alerts", "protocol": "TCP"}
+    ]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    # The token is mounted, never read through the API: no Secret permission for it.
+    assert "selfheal-alert-webhook" not in json.dumps(of_kind(docs, "Role"))
+    # Off by default: no receiver, no Service.
+    defaults = helm.template({})
+    assert not named(defaults, "Service", "-alerts")
+    assert parse_args(container(defaults)["args"]).alert_webhook_port is None
+    with pytest.raises(HelmError, match=r"needs alertWebhook\.tokenSecret"):
+        helm.template({"alertWebhook": {"enabled": True}})
+
+
 # --- leader election -----------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from selfheal.detect.signal import WorkloadRef
 from selfheal.handlers import watch
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy.model import HealingPolicy
-from selfheal.remediation import machine
+from selfheal.remediation import machine, silences
 from selfheal.remediation.acting import reverts_due
 from selfheal.remediation.facts import Facts
 from selfheal.remediation.records import Record
@@ -107,7 +107,8 @@ async def reconcile_policy(
     due, open or not: all of it read from the stored status."""
     namespace = policy.namespace
     for rec in watch.records_of(remediations, namespace).of_policy(policy.name):
-        if rec.state is None or (rec.final and not _due(rec, policy)):
+        silence_owed = rt.silencer is not None and silences.pending(rec.status)
+        if rec.state is None or (rec.final and not _due(rec, policy) and not silence_owed):
             continue
         info = watch.one(deployments, (namespace, rec.workload))
         facts = watch.facts_for(
@@ -135,6 +136,17 @@ async def reconcile_policy(
             ),
             what=what,
         )
+        if silence_owed and rt.silencer is not None:
+            await watch.isolated(
+                rt.silencer.reconcile(
+                    namespace=namespace,
+                    name=rec.name,
+                    status=rec.status,
+                    policy=policy,
+                    now=time.time(),
+                ),
+                what=f"silence of {namespace}/{rec.name}",
+            )
 
 
 async def _end(

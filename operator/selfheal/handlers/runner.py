@@ -22,6 +22,7 @@ import kopf
 
 from selfheal import metrics
 from selfheal.clients import kube as k
+from selfheal.clients.alertmanager import Alertmanager
 from selfheal.clients.jira import Jira, JiraCredentials, credentials_from_secret
 from selfheal.clients.lease import LeaderElector, Timings, new_identity
 from selfheal.clients.notify import Notifier
@@ -31,6 +32,7 @@ from selfheal.handlers import alert_webhook, reconciler, web
 from selfheal.handlers.runtime import Runtime
 from selfheal.remediation import escalation
 from selfheal.remediation.driver import Driver
+from selfheal.remediation.silences import Silencer
 from selfheal.settings import Settings
 
 logger = logging.getLogger("selfheal")
@@ -71,6 +73,16 @@ async def _jira_credentials(kube: k.Kube, ref: str | None) -> JiraCredentials | 
         raise ValueError(f"jira_secret: {ref!r} must be namespace/name")
     secret = await kube.get(k.core(namespace, "secrets", name))
     return credentials_from_secret(secret, name=ref)
+
+
+def _read_token(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError as e:
+        # Silences will fail with 401 and say so; the rest of the operator keeps serving.
+        logger.error("Alertmanager token file %s unreadable (%s): no token sent", path, e)
+        return None
 
 
 @kopf.on.startup()
@@ -114,6 +126,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         failpoint=cfg.failpoint,
         clock=_clock(cfg.test_clock_file),
     )
+    silencer = None
+    if cfg.alertmanager_url:
+        token = None
+        if cfg.alertmanager_token_file:
+            token = await asyncio.to_thread(_read_token, cfg.alertmanager_token_file)
+        silencer = Silencer(
+            kube=kube,
+            alertmanager=Alertmanager(
+                url=cfg.alertmanager_url, token=token, timeout=cfg.alertmanager_timeout
+            ),
+        )
     health = web.Health()
     rt = Runtime(
         settings=cfg,
@@ -121,6 +144,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         prometheus=PrometheusEvaluator(client=prom),
         health=health,
         elector=memo.get("elector"),
+        silencer=silencer,
     )
     memo["runtime"] = rt
     memo["kube"] = kube
@@ -157,6 +181,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime | None = memo.get("runtime")
     if rt is not None:
         await rt.driver.close()
+        if rt.silencer is not None:
+            await rt.silencer.alertmanager.close()
     for key in ("web", "alert_web"):
         if (runner := memo.get(key)) is not None:
             await runner.cleanup()

@@ -19,6 +19,7 @@ from selfheal.detect.prometheus import PrometheusEvaluator
 from selfheal.handlers.web import Health
 from selfheal.policy.model import HealingPolicy
 from selfheal.remediation.driver import Driver
+from selfheal.remediation.silences import Silencer
 from selfheal.settings import Settings
 
 
@@ -56,6 +57,8 @@ class Runtime:
     alerts: alerts.AlertBook = dataclasses.field(default_factory=alerts.AlertBook)
     """What Alertmanager's webhook said of each alert, by fingerprint (memory only: after
     a restart alert triggers are unknown until Alertmanager resends)."""
+    silencer: Silencer | None = None
+    """Alertmanager silences while healing (``--alertmanager-url``); ``None``: none."""
     elector: LeaderElector | None = None
     """The Lease campaign (``--leader-election``); ``None``: election off, always leads."""
 

@@ -1,0 +1,186 @@
+"""Alertmanager as a trigger source, through the running operator: the real
+Alertmanager delivers to the operator's webhook receiver (bearer token), the operator
+restarts the Deployment the alert names and verifies it once the alert resolved."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import pathlib
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from selfheal import API_VERSION
+from selfheal.clients import kube as k
+from tests.support.alertmanager import AlertmanagerServer
+from tests.support.kubelet import Kubelet
+from tests.support.operator import OperatorProcess
+from tests.support.prometheus import free_port
+from tests.support.workloads import available, deployment, eventually, policy, remediations
+
+TOKEN = "am-to-selfheal-7f3a"
+ALERT = "ShopUnavailable"
+SPEC = {
+    "triggers": [{"name": "shop-down", "alert": {"name": ALERT, "matchers": {"severity": "page"}}}],
+    "remediation": {"steps": [{"restart": {}}], "verify": {"for": "3s", "timeout": "90s"}},
+}
+
+
+class Receiver:
+    """Where the operator's receiver listens, and its token file."""
+
+    def __init__(self, tmp: pathlib.Path) -> None:
+        self.port = free_port()
+        self.token_file = tmp / "alert-webhook-token"
+        self.token_file.write_text(TOKEN + "\n")  # a mounted Secret's key ends in a newline
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alerts"
+
+    @property
+    def args(self) -> list[str]:
+        return [
+            "--alert-webhook-port",
+            str(self.port),
+            "--alert-webhook-token-file",
+            str(self.token_file),
+        ]
+
+    def post(self, body: object, *, token: str | None) -> tuple[int, str]:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(
+            self.url, data=json.dumps(body).encode(), method="POST", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+
+@pytest.fixture
+def receiver(tmp_path: pathlib.Path) -> Receiver:
+    return Receiver(tmp_path)
+
+
+@pytest.fixture
+def am(tmp_path: pathlib.Path, receiver: Receiver) -> Iterator[AlertmanagerServer]:
+    server = AlertmanagerServer(
+        data_dir=tmp_path / "am", webhook_url=receiver.url, bearer_token=TOKEN
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _labels(ns: str) -> dict[str, str]:
+    return {"alertname": ALERT, "namespace": ns, "deployment": "shop", "severity": "page"}
+
+
+async def _post_alert(am: AlertmanagerServer, ns: str, *, ends_in: float) -> None:
+    ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ends_in)
+    await asyncio.to_thread(
+        am.post_alert,
+        _labels(ns),
+        annotations={"summary": "shop answers 503"},
+        ends_at=ends,
+    )
+
+
+async def _leading(proc: OperatorProcess) -> bool:
+    return await asyncio.to_thread(proc.metric, "selfheal_leader") == 1
+
+
+async def _record(kube: k.Kube, ns: str, phase: str) -> dict[str, Any] | None:
+    hits = [
+        r for r in await remediations(kube, ns) if (r.get("status") or {}).get("phase") == phase
+    ]
+    return hits[0] if hits else None
+
+
+async def test_a_firing_alert_restarts_its_deployment_and_its_resolution_verifies_it(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    receiver: Receiver,
+    am: AlertmanagerServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    await kube.create(k.apps(ns, "deployments"), deployment("shop", f"registry.local/{ns}/shop:v1"))
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy("shop", selector={"app": "shop"}, spec=SPEC),
+    )
+    await eventually(lambda: available(kube, ns, "shop"), timeout=60, what="shop available")
+    operator(namespaces=[ns], extra_args=receiver.args)
+
+    await _post_alert(am, ns, ends_in=600)
+    rec = await eventually(lambda: _record(kube, ns, "Verifying"), timeout=120, what="Verifying")
+    assert rec["spec"]["trigger"] == {"name": "shop-down", "kind": "alert"}
+    st = rec["status"]
+    [held] = [a for a in await asyncio.to_thread(am.alerts) if a["labels"]["alertname"] == ALERT]
+    assert st["evidence"]["fingerprint"] == held["fingerprint"]  # Alertmanager's own
+    assert st["evidence"]["alertname"] == ALERT
+    [step] = st["steps"]
+    assert (step["action"], step["result"]) == ("restart", "Succeeded")
+    dep = await kube.get(k.apps(ns, "deployments", "shop"))
+    annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
+    assert "kubectl.kubernetes.io/restartedAt" in annotations
+
+    # Still firing: not healed. Resolved (endsAt now): healthy, so verified.
+    await _post_alert(am, ns, ends_in=-1)
+    done = await eventually(lambda: _record(kube, ns, "Resolved"), timeout=90, what="Resolved")
+    assert len(done["status"]["steps"]) == 1  # one restart, never a second
+    assert len(await remediations(kube, ns)) == 1
+
+
+async def test_the_receiver_refuses_a_wrong_or_missing_bearer_token(
+    kube: k.Kube,
+    namespace: str,
+    receiver: Receiver,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    await kube.create(k.apps(ns, "deployments"), deployment("shop", f"registry.local/{ns}/shop:v1"))
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy("shop", selector={"app": "shop"}, spec=SPEC),
+    )
+    proc = operator(namespaces=[ns], extra_args=receiver.args)
+    body = {
+        "version": "4",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": _labels(ns),
+                "fingerprint": "0123456789abcdef",
+                "startsAt": dt.datetime.now(dt.UTC).isoformat(),
+            }
+        ],
+    }
+    code, text = await asyncio.to_thread(receiver.post, body, token="not-the-token")
+    assert code == 401
+    assert "bearer token" in text
+    code, _ = await asyncio.to_thread(receiver.post, body, token=None)
+    assert code == 401
+    # Once leading, the right token with a body that is not a notification: refused,
+    # naming the field.
+    await eventually(lambda: _leading(proc), timeout=60, what="the operator leads")
+    code, text = await asyncio.to_thread(receiver.post, {"alerts": "x"}, token=TOKEN)
+    assert code == 400
+    assert json.loads(text)["message"].startswith("alerts:")
+    await asyncio.sleep(3)  # two policy ticks: a refused alert acted on nothing
+    assert await remediations(kube, ns) == []
+    assert proc.metric("selfheal_alert_webhook_requests_total", {"code": "401"}) == 2
