@@ -25,7 +25,7 @@ from tests.support.workloads import available, deployment, eventually, policy, r
 
 TOKEN = "am-to-selfheal-7f3a"
 ALERT = "ShopUnavailable"
-SPEC = {
+SPEC: dict[str, Any] = {
     "triggers": [{"name": "shop-down", "alert": {"name": ALERT, "matchers": {"severity": "page"}}}],
     "remediation": {"steps": [{"restart": {}}], "verify": {"for": "3s", "timeout": "90s"}},
 }
@@ -184,3 +184,124 @@ async def test_the_receiver_refuses_a_wrong_or_missing_bearer_token(
     await asyncio.sleep(3)  # two policy ticks: a refused alert acted on nothing
     assert await remediations(kube, ns) == []
     assert proc.metric("selfheal_alert_webhook_requests_total", {"code": "401"}) == 2
+
+
+# --- silences while healing ------------------------------------------------------------------
+
+
+def _selfheal_silences(am: AlertmanagerServer) -> list[dict[str, Any]]:
+    return [s for s in am.silences() if s["createdBy"] == "selfheal"]
+
+
+async def _silence_state(kube: k.Kube, ns: str, state: str) -> dict[str, Any] | None:
+    for r in await remediations(kube, ns):
+        if ((r.get("status") or {}).get("silence") or {}).get("state") == state:
+            return r
+    return None
+
+
+async def _start_silencing(
+    kube: k.Kube,
+    ns: str,
+    receiver: Receiver,
+    am: AlertmanagerServer,
+    operator: Callable[..., OperatorProcess],
+    spec: dict[str, Any],
+) -> OperatorProcess:
+    await kube.create(k.apps(ns, "deployments"), deployment("shop", f"registry.local/{ns}/shop:v1"))
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy("shop", selector={"app": "shop"}, spec=spec),
+    )
+    await eventually(lambda: available(kube, ns, "shop"), timeout=60, what="shop available")
+    return operator(namespaces=[ns], extra_args=[*receiver.args, "--alertmanager-url", am.url])
+
+
+async def _active_silence(kube: k.Kube, ns: str, am: AlertmanagerServer) -> dict[str, Any]:
+    """The record once its silence is Active, checked against Alertmanager's own list."""
+    rec = await eventually(lambda: _silence_state(kube, ns, "Active"), timeout=120, what="silence")
+    [silence] = await asyncio.to_thread(_selfheal_silences, am)
+    assert silence["id"] == rec["status"]["silence"]["id"]
+    assert silence["status"]["state"] == "active"
+    assert f"Remediation {ns}/{rec['metadata']['name']}" in silence["comment"]
+    matchers = {m["name"]: m["value"] for m in silence["matchers"]}
+    assert matchers == {**_labels(ns)}  # the trigger's alert of this workload
+    assert rec["status"]["phase"] in ("Acting", "Verifying")
+    return rec
+
+
+async def test_a_silence_holds_while_verifying_and_is_expired_when_resolved(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    receiver: Receiver,
+    am: AlertmanagerServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    await _start_silencing(kube, ns, receiver, am, operator, SPEC)
+    await _post_alert(am, ns, ends_in=600)
+    await _active_silence(kube, ns, am)
+    # Muted: Alertmanager holds it as suppressed (and will not notify its resolution).
+    [held] = [a for a in await asyncio.to_thread(am.alerts) if a["labels"]["alertname"] == ALERT]
+    assert held["status"]["state"] == "suppressed"
+
+    await _post_alert(am, ns, ends_in=-1)
+    done = await eventually(lambda: _record(kube, ns, "Resolved"), timeout=90, what="Resolved")
+    await eventually(lambda: _silence_state(kube, ns, "Expired"), timeout=30, what="expired")
+    [silence] = await asyncio.to_thread(_selfheal_silences, am)
+    assert silence["status"]["state"] == "expired"
+    assert len(done["status"]["steps"]) == 1
+
+
+async def test_an_escalation_expires_the_silence_so_the_alert_pages(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    receiver: Receiver,
+    am: AlertmanagerServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    spec = {
+        **SPEC,
+        "remediation": {**SPEC["remediation"], "verify": {"for": "3s", "timeout": "8s"}},
+    }
+    await _start_silencing(kube, ns, receiver, am, operator, spec)
+    await _post_alert(am, ns, ends_in=600)
+    await _active_silence(kube, ns, am)
+    # The restart did not help (the alert keeps firing): escalated after the timeout.
+    await eventually(lambda: _record(kube, ns, "Escalated"), timeout=90, what="Escalated")
+    await eventually(lambda: _silence_state(kube, ns, "Expired"), timeout=30, what="expired")
+    [silence] = await asyncio.to_thread(_selfheal_silences, am)
+    assert silence["status"]["state"] == "expired"
+
+    async def paging() -> bool:
+        held = [a for a in await asyncio.to_thread(am.alerts) if a["labels"]["alertname"] == ALERT]
+        return bool(held) and held[0]["status"]["state"] == "active"
+
+    await eventually(paging, timeout=30, what="the alert active (not suppressed) again")
+
+
+async def test_killed_while_verifying_the_silence_is_expired_once_and_none_leaks(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    receiver: Receiver,
+    am: AlertmanagerServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    proc = await _start_silencing(kube, ns, receiver, am, operator, SPEC)
+    await _post_alert(am, ns, ends_in=600)
+    await _active_silence(kube, ns, am)
+    proc.kill()
+    await asyncio.to_thread(proc.start)  # nothing in memory: the book, the silence, all gone
+    await _post_alert(am, ns, ends_in=-1)
+    await eventually(lambda: _record(kube, ns, "Resolved"), timeout=120, what="Resolved")
+    await eventually(lambda: _silence_state(kube, ns, "Expired"), timeout=30, what="expired")
+    silences = await asyncio.to_thread(_selfheal_silences, am)
+    assert [s["status"]["state"] for s in silences] == ["expired"]  # one, never a second
+    [rec] = await remediations(kube, ns)
+    assert rec["status"]["silence"]["id"] == silences[0]["id"]
+    assert len(rec["status"]["steps"]) == 1

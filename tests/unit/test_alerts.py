@@ -72,6 +72,7 @@ def verdicts(
     workloads: tuple[WorkloadRef, ...] = (CHECKOUT, CART),
     pod_owners: dict[tuple[str, str], WorkloadRef] | None = None,
     trigger: AlertTrigger = TRIGGER,
+    listed_at: float | None = None,
 ) -> dict[str, tuple[Health, str]]:
     got = alerts.evaluate(
         policy="shop",
@@ -81,6 +82,7 @@ def verdicts(
         workloads=workloads,
         pod_owners=pod_owners or {},
         now=now,
+        listed_at=listed_at,
     )
     return {s.workload.name: (s.health, s.cause) for s in got}
 
@@ -280,3 +282,38 @@ def test_a_bad_alert_trigger_names_the_field(alert: dict[str, Any], field: str) 
     with pytest.raises(PolicyError) as err:
         parse(_policy({"alert": alert}))
     assert err.value.field == field
+
+
+# --- Alertmanager's own list (a silenced alert's resolution is never notified) -------------
+
+
+def test_the_api_listing_is_firing_and_what_it_lacks_has_resolved() -> None:
+    item = {
+        "fingerprint": "a1b2c3d4e5f60708",
+        "labels": PAYLOAD["alerts"][0]["labels"],
+        "annotations": {},
+        "startsAt": START,
+        "endsAt": "2026-05-28T20:31:40Z",
+        "status": {"state": "suppressed", "silencedBy": ["s1"], "inhibitedBy": []},
+    }
+    (listed,) = alerts.from_api([item, {"labels": {}}])  # the second is no alert: skipped
+    assert listed.firing(T0 + 60)
+    book = alerts.AlertBook()
+    book.replace_matching(TRIGGER, [listed], now=T0 + 60)
+    assert verdicts(book.alerts())["checkout"][0] is Health.UNHEALTHY
+    other = alert(fingerprint="other", labels={**PAYLOAD["alerts"][0]["labels"], "alertname": "X"})
+    book.receive([other], now=T0 + 60)
+    assert book.replace_matching(TRIGGER, [], now=T0 + 70) == 1  # only this trigger's alert
+    assert verdicts(book.alerts(), now=T0 + 71)["checkout"] == (Health.HEALTHY, "AlertResolved")
+    assert {a.fingerprint: a.status for a in book.alerts()}["other"] == "firing"
+
+
+def test_alertmanager_listing_nothing_is_healthy_while_fresh_and_unknown_after() -> None:
+    book = alerts.AlertBook()  # a restarted operator: no webhook word yet
+    assert book.listed_at(TRIGGER) is None
+    book.replace_matching(TRIGGER, [], now=T0)
+    listed = book.listed_at(TRIGGER)
+    fresh = verdicts(book.alerts(), now=T0 + 5, listed_at=listed)
+    assert fresh["checkout"] == (Health.HEALTHY, "NotListed")
+    stale = verdicts(book.alerts(), now=T0 + alerts.LISTING_FRESH + 1, listed_at=listed)
+    assert stale["checkout"][0] is Health.UNKNOWN  # Alertmanager unreachable since: no word

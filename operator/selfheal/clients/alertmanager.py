@@ -94,11 +94,20 @@ class Alertmanager:
         if self._session is not None:
             await self._session.close()
 
-    async def _call(self, method: str, path: str, *, operation: str, body: object = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        body: object = None,
+        params: Sequence[tuple[str, str]] = (),
+    ) -> Any:
         started = time.monotonic()
         status = "error"
+        url = f"{self.url}/api/v2/{path}"
         try:
-            async with self._http().request(method, f"{self.url}/api/v2/{path}", json=body) as resp:
+            async with self._http().request(method, url, json=body, params=params) as resp:
                 status = str(resp.status)
                 text = await resp.text()
                 if resp.status >= 500:
@@ -142,6 +151,17 @@ class Alertmanager:
         if not isinstance(got, Mapping) or not isinstance(got.get("silenceID"), str):
             raise AlertmanagerUnavailable(f"no silenceID in the answer: {str(got)[:ERROR_LIMIT]}")
         return str(got["silenceID"])
+
+    async def alerts(self, *, matchers: Mapping[str, str]) -> Sequence[Mapping[str, Any]]:
+        """``GET /api/v2/alerts`` with equality filters: every alert Alertmanager holds
+        that matches, silenced and inhibited ones too (a silenced alert is not notified,
+        so its resolution never reaches a webhook: this is how it is learned)."""
+        params = [("filter", f'{k}="{v}"') for k, v in sorted(matchers.items())]
+        params += [(p, "true") for p in ("active", "silenced", "inhibited", "unprocessed")]
+        got = await self._call("GET", "alerts", operation="list_alerts", params=params)
+        if not isinstance(got, list):
+            raise AlertmanagerUnavailable("the alerts answer is not a list")
+        return [a for a in got if isinstance(a, Mapping)]
 
     async def silences(self) -> Sequence[Mapping[str, Any]]:
         """``GET /api/v2/silences``: every silence (active, pending, expired)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.policy.model import AlertTrigger
@@ -36,6 +37,8 @@ KEEP_RESOLVED = 6 * 3600.0
 """Seconds a resolved (or expired) alert is remembered: long enough to verify a heal."""
 MAX_ALERTS = 10_000
 """Fingerprints kept at most; beyond it the oldest ended alerts are forgotten first."""
+LISTING_FRESH = 30.0
+"""Seconds Alertmanager's answer "no such alert fires" is trusted (it is asked every 10 s)."""
 _MAX_LABEL = 1024
 """Longest label or annotation value kept (characters); Alertmanager has no limit."""
 
@@ -135,6 +138,34 @@ def parse_payload(body: object) -> list[Alert]:
     return out
 
 
+def from_api(items: Iterable[Mapping[str, Any]]) -> list[Alert]:
+    """Alertmanager's ``GET /api/v2/alerts`` answer as alerts: all of them are firing
+    (active, suppressed by a silence or an inhibition, or unprocessed); resolved alerts
+    are not listed. An item that is not one is skipped."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            labels = _strings(item.get("labels"), f"[{i}].labels")
+            fingerprint = item.get("fingerprint")
+            if not isinstance(fingerprint, str) or not labels.get("alertname"):
+                continue
+            url = item.get("generatorURL")
+            out.append(
+                Alert(
+                    fingerprint=fingerprint,
+                    status=FIRING,
+                    labels=labels,
+                    annotations=_strings(item.get("annotations"), f"[{i}].annotations"),
+                    starts_at=parse_time(item.get("startsAt"), f"[{i}].startsAt"),
+                    ends_at=parse_time(item.get("endsAt"), f"[{i}].endsAt"),
+                    generator_url=url[:_MAX_LABEL] if isinstance(url, str) else "",
+                )
+            )
+        except PayloadError:
+            continue
+    return out
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Seen:
     alert: Alert
@@ -148,6 +179,7 @@ class AlertBook:
 
     def __init__(self) -> None:
         self._by_fp: dict[str, Seen] = {}
+        self._listed: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     def receive(self, alerts: Iterable[Alert], *, now: float) -> int:
         """Record a notification; returns how many alerts it changed (a resend of the
@@ -160,6 +192,21 @@ class AlertBook:
             self._by_fp[alert.fingerprint] = Seen(alert=alert, received=now)
         self.prune(now=now)
         return changed
+
+    def replace_matching(
+        self, trigger: AlertTrigger, listed: Sequence[Alert], *, now: float
+    ) -> int:
+        """A full listing of the alerts matching ``trigger`` (Alertmanager's API): those
+        listed are recorded, and the ones the book holds firing but the listing lacks have
+        resolved (Alertmanager lists every alert it still holds unresolved)."""
+        self._listed[_key(trigger)] = now
+        present = {a.fingerprint for a in listed}
+        gone = [
+            dataclasses.replace(seen.alert, status=RESOLVED, ends_at=now)
+            for fp, seen in self._by_fp.items()
+            if fp not in present and seen.alert.firing(now) and matches(trigger, seen.alert)
+        ]
+        return self.receive([*listed, *gone], now=now)
 
     def prune(self, *, now: float) -> None:
         """Forget ended alerts after ``KEEP_RESOLVED``, and the oldest beyond ``MAX_ALERTS``."""
@@ -177,8 +224,16 @@ class AlertBook:
     def alerts(self) -> list[Alert]:
         return [s.alert for s in self._by_fp.values()]
 
+    def listed_at(self, trigger: AlertTrigger) -> float | None:
+        """When Alertmanager last listed the trigger's alerts in full; ``None``: never."""
+        return self._listed.get(_key(trigger))
+
     def __len__(self) -> int:
         return len(self._by_fp)
+
+
+def _key(trigger: AlertTrigger) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return trigger.alertname, tuple(sorted(trigger.matchers.items()))
 
 
 def _ended(seen: Seen, now: float) -> float:
@@ -251,9 +306,13 @@ def evaluate(
     workloads: Sequence[WorkloadRef],
     pod_owners: Mapping[tuple[str, str], WorkloadRef],
     now: float,
+    listed_at: float | None = None,
 ) -> list[Signal]:
     """One Signal per workload: unhealthy while a matching alert fires, healthy once
-    every matching alert resolved or passed its ``endsAt``, unknown with no word."""
+    every matching alert resolved or passed its ``endsAt``, or when Alertmanager's own
+    list of the trigger's alerts (``listed_at``, if within ``LISTING_FRESH``) has none for
+    it; unknown with no word."""
+    listed = listed_at is not None and now - listed_at <= LISTING_FRESH
     about: dict[tuple[str, str, str], list[Alert]] = {}
     for alert in alerts:
         if not matches(trigger, alert):
@@ -288,6 +347,9 @@ def evaluate(
                 else f"alert {trigger.alertname} was not sent again after its endsAt"
             )
             health, evidence = Health.HEALTHY, {"alertname": trigger.alertname}
+        elif listed:
+            health, cause, evidence = Health.HEALTHY, "NotListed", {"alertname": trigger.alertname}
+            detail = f"Alertmanager holds no firing {trigger.alertname} alert for {w.name}"
         else:
             health, cause = Health.UNKNOWN, "NoData"
             detail = f"Alertmanager has sent no word on alert {trigger.alertname} for {w.name}"

@@ -6,17 +6,21 @@ owners of pods that alerts name (through kopf's indexes) and hands back Signals.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
 
 from selfheal import metrics
+from selfheal.clients.alertmanager import AlertmanagerError
 from selfheal.detect import alerts
 from selfheal.detect.signal import Signal, WorkloadRef
 from selfheal.handlers import watch
 from selfheal.handlers.runtime import Runtime
-from selfheal.policy.model import HealingPolicy
+from selfheal.policy.model import HealingPolicy, Trigger
+
+logger = logging.getLogger(__name__)
 
 
 def _pod_owners(
@@ -43,7 +47,32 @@ def _pod_owners(
     return out
 
 
-def signals(
+POLL_EVERY = 10.0
+"""Seconds between two looks at Alertmanager's own list of a trigger's alerts."""
+
+
+async def _poll(rt: Runtime, policy: HealingPolicy, trigger: Trigger, now: float) -> None:
+    """With ``--alertmanager-url``, ask Alertmanager which of the trigger's alerts it holds:
+    a silenced alert's resolution is never notified, and after a restart this answers at
+    once instead of at the next resend. Errors leave the book as the webhook made it."""
+    if rt.silencer is None or trigger.alert is None:
+        return
+    key = (policy.namespace, policy.name, trigger.name)
+    if now < rt.next_eval.get(key, 0.0):
+        return
+    rt.next_eval[key] = now + POLL_EVERY
+    wanted = {**trigger.alert.matchers, "alertname": trigger.alert.alertname}
+    try:
+        got = await rt.silencer.alertmanager.alerts(matchers=wanted)
+    except AlertmanagerError as e:
+        logger.warning("Alertmanager's alerts for trigger %s unavailable: %s", trigger.name, e)
+        return
+    changed = rt.alerts.replace_matching(trigger.alert, alerts.from_api(got), now=now)
+    if changed:
+        logger.info("Alertmanager lists %d %s alert(s); %d changed", len(got), wanted, changed)
+
+
+async def signals(
     rt: Runtime,
     policy: HealingPolicy,
     workloads: Sequence[watch.DeploymentInfo],
@@ -57,6 +86,8 @@ def signals(
     if not triggers:
         return []
     rt.alerts.prune(now=now)
+    for trigger in triggers:
+        await _poll(rt, policy, trigger, now)
     known = rt.alerts.alerts()
     owners = _pod_owners(
         policy.namespace,
@@ -77,6 +108,7 @@ def signals(
             workloads=refs,
             pod_owners=owners,
             now=now,
+            listed_at=rt.alerts.listed_at(trigger.alert),
         )
         for sig in got:
             metrics.SIGNALS.labels("alert", str(sig.health)).inc()

@@ -184,7 +184,7 @@ async def tick(
             if problem is not None:
                 backend_problem = (problem[0], f"trigger {trigger.name}: {problem[1]}")
             trigger_status.append(_trigger_status(trigger.name, got))
-        for alerted, got in alert_triggers.signals(
+        for alerted, got in await alert_triggers.signals(
             rt, policy, workloads, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs, now=now
         ):
             signals.extend((policy, sig, by_name[sig.workload.name]) for sig in got)
