@@ -19,6 +19,8 @@ class Mode(enum.StrEnum):
     """Decide and record the exact change (server-side dry-run); change nothing."""
     PAUSED = "Paused"
     """Detect nothing, act on nothing; existing Remediations are left as they are."""
+    APPROVE = "Approve"
+    """Decide, then wait in AwaitingApproval for a person's annotation before each step."""
 
 
 class Sensitivity(enum.StrEnum):
@@ -181,6 +183,10 @@ class Remediation:
     jira: JiraEscalation | None = None
     notify: NotifyEscalation | None = None
     """Notify the on-duty expert on escalation, on give-up and on recovery; ``None``: no one."""
+    approval_steps: tuple[int, ...] = ()
+    """Indexes of steps marked ``approval: required`` (every step in mode Approve)."""
+    approval_timeout: float = 3600.0
+    """Seconds an approval request waits before the incident is escalated instead."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -375,12 +375,26 @@ def _remediation(raw: Mapping[str, Any], field: str) -> Remediation:
             jira = _jira(escalate.get("jira"), f"{field}.escalate.jira")
         if escalate.get("notify") is not None:
             notify = _notify(escalate.get("notify"), f"{field}.escalate.notify")
+    approval_steps = []
+    for i, item in enumerate(raw_steps):
+        if "approval" in item:
+            where = f"{field}.steps[{i}].approval"
+            if item["approval"] != "required":
+                raise PolicyError(
+                    where,
+                    f"{item['approval']!r} is not required; write approval: required or remove it",
+                )
+            approval_steps.append(i)
     return Remediation(
         steps=tuple(steps),
         verify_for=verify_for,
         verify_timeout=verify_timeout,
         jira=jira,
         notify=notify,
+        approval_steps=tuple(approval_steps),
+        approval_timeout=_duration(
+            raw.get("approvalTimeout", "1h"), f"{field}.approvalTimeout", positive=True
+        ),
     )
 
 

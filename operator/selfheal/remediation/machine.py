@@ -107,8 +107,13 @@ from selfheal.remediation.state import (
     StepResult,
     Verification,
     VerifyOutcome,
+    format_time,
     parse_time,
 )
+
+APPROVAL_PENDING, APPROVAL_APPROVED = "Pending", "Approved"
+APPROVAL_REJECTED, APPROVAL_EXPIRED = "Rejected", "Expired"
+"""``status.approval.state`` values."""
 
 ESCALATED_RETENTION = 86400.0
 """Default seconds an Escalated record stays open while the workload is not healthy."""
@@ -152,7 +157,23 @@ class EndReason(enum.StrEnum):
     """The HealingPolicy that opened the incident no longer exists."""
 
 
-Event = Signal | ActionDone | TicketDone | Tick
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Approval:
+    """A person's decision on the step awaiting approval (the Remediation's
+    ``selfheal.io/approve`` or ``selfheal.io/reject`` annotation)."""
+
+    approved: bool
+    value: str = "true"
+    """The annotation's value: ``true`` decides the record's first approval; a later one
+    is named ``step-N`` (so an old annotation never decides a new step)."""
+    by: str = ""
+    """Who decided, as far as known."""
+
+
+Event = Signal | ActionDone | TicketDone | Tick | Approval
+
+APPROVE_ANNOTATION = "selfheal.io/approve"
+REJECT_ANNOTATION = "selfheal.io/reject"
 
 
 # --- Effects: what the driver does ----------------------------------------------------
@@ -231,6 +252,10 @@ class EventReason(enum.StrEnum):
     """The incident's ticket was filed (or an open one commented)."""
     TICKET_FAILED = "TicketFailed"
     """The ticket could not be filed: Jira refused it, or the horizon passed."""
+    APPROVAL_REQUESTED = "ApprovalRequested"
+    """A step waits for a person's approval (the Event carries the kubectl command)."""
+    APPROVED = "Approved"
+    """A person approved the awaited step; it runs."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -348,6 +373,13 @@ class _Run:
             return self._advance(self._observe(state, event))
         if state is None:
             return None
+        if state.phase is Phase.AWAITING_APPROVAL:
+            if isinstance(event, ActionDone):
+                return self._proposed(state, event)
+            if isinstance(event, Approval):
+                return self._decided(state, event)
+        if isinstance(event, Approval):
+            return state  # nothing awaits a decision (or it was already taken)
         if isinstance(event, ActionDone):
             return self._action_done(state, event)
         if isinstance(event, TicketDone):
@@ -447,6 +479,19 @@ class _Run:
             if deadline_passed:
                 return self._verify_timed_out(state)
             return state
+        if state.phase is Phase.AWAITING_APPROVAL:
+            if self._window_passed(state):
+                return self._recovered(state)
+            expires = parse_time(state.approval.get("expiresAt"), field="status.approval.expiresAt")
+            if expires is not None and self.now >= expires:
+                approval = {**state.approval, "state": APPROVAL_EXPIRED}
+                state = dataclasses.replace(state, approval=approval)
+                return self._escalate(
+                    state,
+                    reason=f"the approval of {self._proposal(state)} expired after "
+                    f"{human_duration(self.policy.remediation.approval_timeout)}",
+                )
+            return state
         if state.phase is Phase.ESCALATED:
             if self._window_passed(state):
                 return self._recovered(state)
@@ -472,6 +517,8 @@ class _Run:
             step_ = steps[index]
             decision = self._check(state, step=step_)
             if decision.allowed:
+                if self._needs_approval(state, index):
+                    return self._await_approval(state, index=index, step_=step_)
                 return self._act(state, index=index, step_=step_)
             if decision.refusal is Refusal.SKIP_STEP:
                 record = StepRecord(
@@ -497,6 +544,83 @@ class _Run:
                     )
                 return dataclasses.replace(state, waiting_for=decision.message)
             return self._escalate_for(state, decision)
+
+    # Approval.
+
+    def _needs_approval(self, state: RemediationState, index: int) -> bool:
+        if self.policy.mode is Mode.DRY_RUN:
+            return False  # nothing is applied: nothing to approve
+        wanted = self.policy.mode is Mode.APPROVE or index in self.policy.remediation.approval_steps
+        granted = state.approval.get("step") == index and state.approval.get("state") == (
+            APPROVAL_APPROVED
+        )
+        return wanted and not granted
+
+    def _proposal(self, state: RemediationState) -> str:
+        return (
+            f"step {int(str(state.approval.get('step', 0))) + 1} ({state.approval.get('action')})"
+        )
+
+    def _await_approval(
+        self, state: RemediationState, *, index: int, step_: Step
+    ) -> RemediationState:
+        ns, name = self.context.workload.namespace, self.context.name
+        command = f"kubectl -n {ns} annotate remediation {name}"
+        timeout = self.policy.remediation.approval_timeout
+        approved = list(_approved_steps(state))
+        token = approval_token(index, approved)
+        approval: dict[str, object] = {
+            "step": index,
+            "action": step_action(step_),
+            "state": APPROVAL_PENDING,
+            "requestedAt": format_time(self.now),
+            "expiresAt": format_time(self.now + timeout),
+            "approve": f"{command} {APPROVE_ANNOTATION}={token} --overwrite",
+            "reject": f"{command} {REJECT_ANNOTATION}={token} --overwrite",
+            "approvedSteps": approved,
+        }
+        # The exact patch is what a server-side dry run of the action sends.
+        self.effects.append(Act(index=index, step=step_, dry_run=True))
+        self.emit(
+            EventReason.APPROVAL_REQUESTED,
+            f"step {index + 1} ({approval['action']}) on {self.context.workload.name} waits "
+            f"for approval until {approval['expiresAt']}: {approval['approve']}",
+            warning=True,
+        )
+        return dataclasses.replace(
+            state,
+            phase=Phase.AWAITING_APPROVAL,
+            current_step=index,
+            approval=approval,
+            step_deadline=None,
+            waiting_for=f"approval of step {index + 1} ({approval['action']})",
+        )
+
+    def _proposed(self, state: RemediationState, done: ActionDone) -> RemediationState:
+        """The dry run of the awaited step: its exact change, shown for the decision."""
+        if done.index != state.approval.get("step") or "change" in state.approval:
+            return state
+        approval = {**state.approval, "change": dict(done.change), "message": done.message}
+        return dataclasses.replace(state, approval=approval)
+
+    def _decided(self, state: RemediationState, decision: Approval) -> RemediationState:
+        index = int(str(state.approval.get("step", 0)))
+        if decision.value != approval_token(index, _approved_steps(state)):
+            return state  # an annotation left from an earlier step decides nothing now
+        if not decision.approved:
+            approval = {**state.approval, "state": APPROVAL_REJECTED, "by": decision.by}
+            state = dataclasses.replace(state, approval=approval)
+            who = f" by {decision.by}" if decision.by else ""
+            return self._escalate(state, reason=f"{self._proposal(state)} was rejected{who}")
+        approval = {
+            **state.approval,
+            "state": APPROVAL_APPROVED,
+            "by": decision.by,
+            "approvedSteps": [*_approved_steps(state), index],
+        }
+        state = dataclasses.replace(state, approval=approval, phase=Phase.DETECTED)
+        self.emit(EventReason.APPROVED, f"{self._proposal(state)} approved; it runs")
+        return self._try_start(state)
 
     def _check(self, state: RemediationState, *, step: Step | None) -> Decision:
         return guardrails.check(
@@ -762,6 +886,17 @@ END_MESSAGES: dict[str, str] = {
     EndReason.WORKLOAD_DELETED: "closed by selfheal: the workload was deleted",
     EndReason.POLICY_DELETED: "closed by selfheal: its HealingPolicy was deleted",
 }
+
+
+def _approved_steps(state: RemediationState) -> tuple[int, ...]:
+    raw = state.approval.get("approvedSteps")
+    return tuple(int(i) for i in raw) if isinstance(raw, list | tuple) else ()
+
+
+def approval_token(index: int, approved: Sequence[int]) -> str:
+    """The annotation value that decides step ``index``: ``true`` for a record's first
+    approval, ``step-N`` after one was approved."""
+    return "true" if not approved else f"step-{index + 1}"
 
 
 def pending_resolution(*, message: str, recovered: bool) -> dict[str, object]:

@@ -29,6 +29,9 @@ class Phase(enum.StrEnum):
     """A step's action was requested; waiting for its outcome (``ActionDone``)."""
     VERIFYING = "Verifying"
     """The step changed the workload; waiting for it to stay healthy for the verify window."""
+    AWAITING_APPROVAL = "AwaitingApproval"
+    """A step is proposed (``status.approval``: the action and its exact patch) and waits
+    for a person's ``selfheal.io/approve`` or ``selfheal.io/reject`` annotation."""
     RESOLVED = "Resolved"
     """Final: a step healed the workload (verified)."""
     ESCALATED = "Escalated"
@@ -146,6 +149,10 @@ class RemediationState:
     """Telling the ticket the incident ended, as due work: opaque, owned by the ticket
     code (``state`` Pending/Done/Failed, ``retryAt``, ``attempts``, ``message``,
     ``recovered``); empty: nothing to tell."""
+    approval: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    """The last approval asked for: ``step``, ``action``, ``state`` (Pending, Approved,
+    Rejected, Expired), ``requestedAt``, ``expiresAt``, ``change`` (the exact patch, from a
+    dry run), ``approve`` and ``reject`` (the kubectl commands), ``by``; empty: none."""
     notifications: tuple[Mapping[str, object], ...] = ()
     """Messages to the on-duty expert, one entry per kind (``Escalation``, ``GiveUp``,
     ``Recovery``): opaque but for ``kind`` and ``state`` (Pending/Sent/Failed), owned by
@@ -205,6 +212,7 @@ class RemediationState:
             "closedReason": self.closed_reason,
             "resolution": dict(self.resolution),
             "notifications": [dict(n) for n in self.notifications],
+            "approval": dict(self.approval),
             # Convenience for printer columns and selectors; derived, ignored on read.
             "startedAt": format_time(self.started_at),
         }
@@ -260,6 +268,7 @@ class RemediationState:
             notifications=tuple(
                 dict(n) for n in status.get("notifications") or () if isinstance(n, Mapping)
             ),
+            approval=dict(status.get("approval") or {}),
         )
 
 
