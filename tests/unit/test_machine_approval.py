@@ -131,3 +131,25 @@ def test_an_annotation_left_from_the_first_approval_does_not_decide_the_next_ste
     assert inc.phase() is Phase.AWAITING_APPROVAL  # still waiting: the old "true" is stale
     effects = inc.send(machine.Approval(approved=True, value="step-2"), T0 + 80)
     assert [(a.index, a.dry_run) for a in acts(effects)] == [(1, False)]
+
+
+def test_the_approval_message_goes_once_the_patch_is_known_and_carries_the_commands() -> None:
+    from selfheal.actions import notify
+
+    inc = approving(approve_mode(notify=True))
+    first = inc.signal(U, T0)
+    assert not of_type(first, machine.Notify)  # the dry run has not told the patch yet
+    effects = inc.done(0, StepResult.DRY_RUN, T0 + 1, message="would roll back to 6")
+    assert [n.kind for n in of_type(effects, machine.Notify)] == ["Approval"]
+    incident = notify.Incident(
+        namespace="shop",
+        workload="checkout",
+        policy="p",
+        remediation=inc.context.name,
+        trigger="crashloop",
+        approval=inc.current.approval,
+    )
+    body = notify.message(notify.Kind.APPROVAL, incident).body
+    assert "would roll back to 6" in body
+    assert f"annotate remediation {inc.context.name} selfheal.io/approve=true" in body
+    assert "selfheal.io/reject=true" in body

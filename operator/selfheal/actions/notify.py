@@ -49,6 +49,7 @@ class Kind(enum.StrEnum):
     ESCALATION = "Escalation"
     GIVE_UP = "GiveUp"
     RECOVERY = "Recovery"
+    APPROVAL = "Approval"
 
 
 class State(enum.StrEnum):
@@ -84,6 +85,8 @@ class Incident:
     """The redacted evidence summary (``status.ticket.evidenceSummary``)."""
     ending: str = ""
     """Recovery only: how it ended (``status.verification.message``)."""
+    approval: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    """Approval only: ``status.approval`` (the step, its change, the kubectl commands)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -129,6 +132,18 @@ def message(kind: Kind, incident: Incident) -> Message:
             lines.append("Tried: nothing (no step was allowed or configured)")
         if incident.evidence:
             lines.append(f"Evidence: {incident.evidence}")
+    elif kind is Kind.APPROVAL:
+        proposal = incident.approval
+        step = int(str(proposal.get("step", 0))) + 1
+        title = f"[selfheal] approval needed: {where}{cause}"
+        lines = [
+            f"selfheal wants to run step {step} ({proposal.get('action')}) on {where} and "
+            f"waits for a person until {proposal.get('expiresAt')} (then it escalates).",
+            f"Cause: {what or 'unknown'}",
+            f"Change: {proposal.get('message') or 'computing (a dry run)'}",
+            f"Approve: {proposal.get('approve')}",
+            f"Reject:  {proposal.get('reject')}",
+        ]
     elif kind is Kind.GIVE_UP:
         title = f"[selfheal] no ticket could be filed: {where}{cause}"
         lines = [

@@ -127,7 +127,7 @@ async def reconcile_policy(
         ref = WorkloadRef(namespace=namespace, name=rec.workload, uid=info.uid if info else "")
         await watch.isolated(
             rt.driver.handle(
-                event=machine.Tick(),
+                event=rec.approval_decision() or machine.Tick(),
                 policy=policy,
                 workload=ref,
                 trigger=rec.trigger,

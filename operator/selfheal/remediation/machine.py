@@ -587,8 +587,13 @@ class _Run:
             f"for approval until {approval['expiresAt']}: {approval['approve']}",
             warning=True,
         )
+        notifications = state.notifications
+        if self.policy.remediation.notify is not None and not notification(state, NOTIFY_APPROVAL):
+            # One approval message per incident (as for each kind): the first request.
+            notifications = (*notifications, pending_notification(NOTIFY_APPROVAL))
         return dataclasses.replace(
             state,
+            notifications=notifications,
             phase=Phase.AWAITING_APPROVAL,
             current_step=index,
             approval=approval,
@@ -937,6 +942,7 @@ def resolution_due_at(state: RemediationState, *, now: float) -> float | None:
 NOTIFY_ESCALATION = "Escalation"
 NOTIFY_GIVE_UP = "GiveUp"
 NOTIFY_RECOVERY = "Recovery"
+NOTIFY_APPROVAL = "Approval"
 """``status.notifications[].kind`` values."""
 NOTIFY_PENDING = "Pending"
 NOTIFY_SENT = "Sent"
@@ -965,10 +971,19 @@ def _ticket_settled(state: RemediationState) -> bool:
 
 def notifications_due_at(state: RemediationState, *, now: float) -> dict[str, float]:
     """Kind -> when its notification is due, for every kind with work pending."""
+    out: dict[str, float] = {}
+    approval = notification(state, NOTIFY_APPROVAL)
+    # Once the dry run told the exact change, so the message can show it.
+    if (
+        approval is not None
+        and state.phase is Phase.AWAITING_APPROVAL
+        and "change" in state.approval
+        and (at := _due_at(approval, now)) is not None
+    ):
+        out[NOTIFY_APPROVAL] = at
     escalation = notification(state, NOTIFY_ESCALATION)
     if escalation is None:
-        return {}  # the policy notifies no one, or the record never escalated
-    out: dict[str, float] = {}
+        return out  # the policy notifies no one, or the record never escalated
     if _ticket_settled(state) and (at := _due_at(escalation, now)) is not None:
         out[NOTIFY_ESCALATION] = at
     wanted = {
@@ -996,6 +1011,8 @@ def notification_work_pending(status: Mapping[str, object]) -> bool:
     raw = status.get("notifications")
     entries = [n for n in raw if isinstance(n, Mapping)] if isinstance(raw, list) else []
     kinds = {n.get("kind"): n.get("state") for n in entries}
+    if kinds.get(NOTIFY_APPROVAL) == NOTIFY_PENDING:
+        return status.get("phase") == str(Phase.AWAITING_APPROVAL)
     if NOTIFY_ESCALATION not in kinds:
         return False
     if NOTIFY_PENDING in kinds.values():

@@ -35,6 +35,9 @@ class Record:
     """``None``: created but not yet given a status, or malformed (see ``problem``)."""
     problem: str = ""
     """Why the status does not parse; such a record is not ours to decide on."""
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Only the approval decisions (``selfheal.io/approve``, ``selfheal.io/reject``):
+    a person's word on a step awaiting approval."""
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Record:
@@ -58,6 +61,11 @@ class Record:
             status=dict(status),
             state=state,
             problem=problem,
+            annotations={
+                str(k): str(v)
+                for k, v in (meta.get("annotations") or {}).items()
+                if k in (machine.APPROVE_ANNOTATION, machine.REJECT_ANNOTATION)
+            },
         )
 
     def saved(self, state: RemediationState, resource_version: str | None) -> Record:
@@ -108,6 +116,16 @@ class Record:
     def is_open(self) -> bool:
         """Has a state and is not finished (Resolved or Closed)."""
         return self.state is not None and not self.state.phase.final
+
+    def approval_decision(self) -> machine.Approval | None:
+        """A person's annotation on a record awaiting approval (reject wins)."""
+        if self.phase is not Phase.AWAITING_APPROVAL:
+            return None
+        if value := self.annotations.get(machine.REJECT_ANNOTATION):
+            return machine.Approval(approved=False, value=value, by="annotation")
+        if value := self.annotations.get(machine.APPROVE_ANNOTATION):
+            return machine.Approval(approved=True, value=value, by="annotation")
+        return None
 
     def ref(self) -> WorkloadRef:
         return WorkloadRef(namespace=self.namespace, name=self.workload, uid=self.workload_uid)

@@ -376,6 +376,7 @@ def incident(record: Record, state: RemediationState) -> notify_action.Incident:
         ticket_error=str(ticket.get("lastError") or ""),
         evidence=str(ticket.get("evidenceSummary") or ""),
         ending=state.verification.message if state.verification is not None else "",
+        approval=dict(state.approval),
     )
 
 
