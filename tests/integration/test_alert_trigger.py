@@ -97,6 +97,16 @@ async def _post_alert(am: AlertmanagerServer, ns: str, *, ends_in: float) -> Non
     )
 
 
+async def _deploy(kube: k.Kube, ns: str, spec: dict[str, Any], *, wait: bool = True) -> None:
+    await kube.create(k.apps(ns, "deployments"), deployment("shop", f"registry.local/{ns}/shop:v1"))
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"),
+        policy("shop", selector={"app": "shop"}, spec=spec),
+    )
+    if wait:
+        await eventually(lambda: available(kube, ns, "shop"), timeout=60, what="shop available")
+
+
 async def _leading(proc: OperatorProcess) -> bool:
     return await asyncio.to_thread(proc.metric, "selfheal_leader") == 1
 
@@ -117,12 +127,7 @@ async def test_a_firing_alert_restarts_its_deployment_and_its_resolution_verifie
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    await kube.create(k.apps(ns, "deployments"), deployment("shop", f"registry.local/{ns}/shop:v1"))
-    await kube.create(
-        k.group(API_VERSION, ns, "healingpolicies"),
-        policy("shop", selector={"app": "shop"}, spec=SPEC),
-    )
-    await eventually(lambda: available(kube, ns, "shop"), timeout=60, what="shop available")
+    await _deploy(kube, ns, SPEC)
     operator(namespaces=[ns], extra_args=receiver.args)
 
     await _post_alert(am, ns, ends_in=600)
@@ -152,11 +157,7 @@ async def test_the_receiver_refuses_a_wrong_or_missing_bearer_token(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    await kube.create(k.apps(ns, "deployments"), deployment("shop", f"registry.local/{ns}/shop:v1"))
-    await kube.create(
-        k.group(API_VERSION, ns, "healingpolicies"),
-        policy("shop", selector={"app": "shop"}, spec=SPEC),
-    )
+    await _deploy(kube, ns, SPEC, wait=False)
     proc = operator(namespaces=[ns], extra_args=receiver.args)
     body = {
         "version": "4",
@@ -208,12 +209,7 @@ async def _start_silencing(
     operator: Callable[..., OperatorProcess],
     spec: dict[str, Any],
 ) -> OperatorProcess:
-    await kube.create(k.apps(ns, "deployments"), deployment("shop", f"registry.local/{ns}/shop:v1"))
-    await kube.create(
-        k.group(API_VERSION, ns, "healingpolicies"),
-        policy("shop", selector={"app": "shop"}, spec=spec),
-    )
-    await eventually(lambda: available(kube, ns, "shop"), timeout=60, what="shop available")
+    await _deploy(kube, ns, spec)
     return operator(namespaces=[ns], extra_args=[*receiver.args, "--alertmanager-url", am.url])
 
 

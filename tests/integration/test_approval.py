@@ -44,7 +44,8 @@ async def _start(
     jira: JiraServer,
     operator: Callable[..., OperatorProcess],
     timeout: str,
-) -> None:
+) -> dict[str, Any]:
+    """The incident once it awaits approval with its proposed change."""
     image = f"registry.local/{ns}/shop:v1"
     kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
     await kube.create(k.apps(ns, "deployments"), deployment("shop", image, replicas=1))
@@ -54,6 +55,7 @@ async def _start(
     )
     secret = await jira_secret(kube, ns, password=JIRA_PASSWORD)
     operator(namespaces=[ns], jira_url=jira.url, jira_secret=secret)
+    return await eventually(lambda: _proposed(kube, ns), timeout=120, what="AwaitingApproval")
 
 
 async def _phase(kube: k.Kube, ns: str, phase: str) -> dict[str, Any] | None:
@@ -80,8 +82,7 @@ async def test_an_approved_step_runs_once_with_the_patch_it_showed(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    await _start(kube, ns, kubelet, jira_server, operator, timeout="10m")
-    rec = await eventually(lambda: _proposed(kube, ns), timeout=120, what="AwaitingApproval")
+    rec = await _start(kube, ns, kubelet, jira_server, operator, timeout="10m")
     approval = rec["status"]["approval"]
     assert (approval["action"], approval["state"]) == ("restart", "Pending")
     # The exact JSON patch the restart sends, from a server-side dry run of it.
@@ -126,7 +127,6 @@ async def test_an_approval_left_to_expire_files_the_escalation_ticket_and_acts_o
 ) -> None:
     ns = namespace
     await _start(kube, ns, kubelet, jira_server, operator, timeout="8s")
-    await eventually(lambda: _proposed(kube, ns), timeout=120, what="AwaitingApproval")
     before = await _generation(kube, ns)
     rec = await eventually(lambda: _phase(kube, ns, "Escalated"), timeout=60, what="Escalated")
     assert "expired" in rec["status"]["escalation"]["reason"]

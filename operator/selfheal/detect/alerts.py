@@ -22,6 +22,7 @@ import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from selfheal.detect import crashloop
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.policy.model import AlertTrigger
 
@@ -77,13 +78,10 @@ def parse_time(value: object, field: str) -> float | None:
         raise PayloadError(f"{field}: expected an RFC 3339 time string, got {value!r}")
     if value.startswith("0001-01-01"):
         return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise PayloadError(f"{field}: {value!r} is not an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+    parsed = crashloop.parse_time(value)
+    if parsed is None:
+        raise PayloadError(f"{field}: {value!r} is not an RFC 3339 time")
+    return parsed
 
 
 def _strings(value: object, field: str) -> dict[str, str]:

@@ -587,13 +587,11 @@ class _Run:
             f"for approval until {approval['expiresAt']}: {approval['approve']}",
             warning=True,
         )
-        notifications = state.notifications
-        if self.policy.remediation.notify is not None and not notification(state, NOTIFY_APPROVAL):
-            # One approval message per incident (as for each kind): the first request.
-            notifications = (*notifications, pending_notification(NOTIFY_APPROVAL))
+        # One approval message per incident (as for each kind): the first request.
+        wants_notify = self.policy.remediation.notify is not None
         return dataclasses.replace(
             state,
-            notifications=notifications,
+            notifications=_with_notification(state, NOTIFY_APPROVAL, wanted=wants_notify),
             phase=Phase.AWAITING_APPROVAL,
             current_step=index,
             approval=approval,
@@ -809,12 +807,9 @@ class _Run:
         self.emit(EventReason.ESCALATED, reason, warning=True, guardrail=guardrail)
         if wants_ticket:
             self.effects.append(Escalate(reason=reason, related=related))
-        notifications = state.notifications
-        if wants_notify and notification(state, NOTIFY_ESCALATION) is None:
-            notifications = (*notifications, pending_notification(NOTIFY_ESCALATION))
         return dataclasses.replace(
             state,
-            notifications=notifications,
+            notifications=_with_notification(state, NOTIFY_ESCALATION, wanted=wants_notify),
             phase=Phase.ESCALATED,
             escalation_reason=reason,
             escalated_at=self.now,
@@ -951,6 +946,15 @@ NOTIFY_SENT = "Sent"
 def pending_notification(kind: str) -> dict[str, object]:
     """A ``status.notifications`` entry for a message that is due now."""
     return {"kind": kind, "state": NOTIFY_PENDING, "attempts": 0}
+
+
+def _with_notification(
+    state: RemediationState, kind: str, *, wanted: bool
+) -> tuple[Mapping[str, object], ...]:
+    """The notifications with a pending ``kind`` added, when wanted and not there yet."""
+    if not wanted or notification(state, kind) is not None:
+        return state.notifications
+    return (*state.notifications, pending_notification(kind))
 
 
 def notification(state: RemediationState, kind: str) -> Mapping[str, object] | None:
