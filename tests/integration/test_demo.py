@@ -68,7 +68,8 @@ def _started(output: str) -> tuple[dict[str, int], list[int], Path | None]:
     ports = [
         int(p)
         for p in re.findall(
-            r"(?:prometheus|jira|control plane) https?://127\.0\.0\.1:(\d+)", output
+            r"(?:prometheus|jira|alertmanager|control plane) https?://127\.0\.0\.1:(\d+)",
+            output,
         )
     ]
     workdir = re.search(r"work dir (\S+)", output)
@@ -114,7 +115,7 @@ def demo() -> Iterator[subprocess.Popen[str]]:
                 proc.wait(timeout=10)
 
 
-def test_the_demo_plays_both_acts_and_leaves_nothing_running(
+def test_the_demo_plays_its_three_acts_and_leaves_nothing_running(
     demo: subprocess.Popen[str],
 ) -> None:
     try:
@@ -125,7 +126,8 @@ def test_the_demo_plays_both_acts_and_leaves_nothing_running(
         pytest.fail(f"the demo took over {DEMO_TIMEOUT:.0f}s:\n{output[-6000:]}")
     assert demo.returncode == 0, output[-6000:]
     act1 = output.split("=== Act 1", 1)[1].split("=== Act 2", 1)[0]
-    act2 = output.split("=== Act 2", 1)[1].split("=== kubectl get selfheal", 1)[0]
+    act2 = output.split("=== Act 2", 1)[1].split("=== Act 3", 1)[0]
+    act3 = output.split("=== Act 3", 1)[1].split("=== kubectl get selfheal", 1)[0]
     # Act 1: the crash loop is detected, rolled back from revision 2 to 1, verified.
     assert "opened by trigger crashloop" in act1
     assert re.search(r"step 1 rollback: Succeeded \(revision 2 -> 1\)", act1), act1
@@ -136,9 +138,21 @@ def test_the_demo_plays_both_acts_and_leaves_nothing_running(
     assert "-> Escalated" in act2
     key = re.search(r"Escalated, ticket (OPS-\d+)", act2)
     assert key, act2
+    # The on-call got the escalation, with the ticket, on the loopback webhook.
+    assert re.search(r"on-call\s+received: \[selfheal\] escalated: shop/checkout", act2), act2
+    assert f"Ticket: {key.group(1)}" in act2
+    assert re.search(r"silence \w+ of checkout's alerts .* expired: an escalation must page", act2)
+    # Act 3: the alert reaches selfheal through Alertmanager; silenced while healing.
+    assert "opened by trigger queue-backlog" in act3
+    assert re.search(r"silence \w+ active: .*alertname=CheckoutQueueBacklog", act3), act3
+    assert "alert CheckoutQueueBacklog suppressed" in act3
+    assert "step 1 restart: Succeeded" in act3
+    assert re.search(r"silence \w+ expired", act3), act3
+    assert "Resolved; silence expired" in act3
     # The summary lists both records, the ticket on the escalated one.
     table = output.split("=== kubectl get selfheal", 1)[1].split("=== The ticket", 1)[0]
     assert re.search(r"checkout-crashloop-\S+\s+Resolved", table), table
+    assert re.search(r"checkout-queue-backlog-\S+\s+Resolved", table), table
     assert re.search(rf"checkout-error-ratio-\S+\s+Escalated\s.*{key.group(1)}", table), table
     ticket = output.split("=== The ticket", 1)[1]
     assert f"{key.group(1)}  [Open]" in ticket

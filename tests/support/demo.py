@@ -15,11 +15,16 @@ the operator does, read from the Remediation objects and the Events of the names
 - Act 2, a failure a rollback cannot fix: a dependency of checkout goes down, its 5xx
   ratio (from Prometheus) climbs while the pods stay Ready; the rollback is refused
   (there is no healthy revision to go back to), a restart does not help, and the
-  incident is escalated to a Jira ticket carrying the stack and snapshots.
+  incident is escalated to a Jira ticket carrying the stack and snapshots; the on-call
+  is notified (apprise, to a loopback JSON webhook whose messages the demo prints).
+- Act 3, an alert: a Prometheus alert rule fires to the real Alertmanager, which calls
+  the operator's webhook receiver; selfheal silences the alert in Alertmanager,
+  restarts checkout, verifies it once the alert resolved, and expires the silence.
 
 Everything it started is stopped and its data deleted when it ends: on success, on a
 failure and on Ctrl-C (SIGINT) or SIGTERM. Exit status 0 only when Act 1 ended
-``Resolved`` with the rollback verified and Act 2 left exactly one ticket.
+``Resolved`` with the rollback verified, Act 2 left exactly one ticket and one
+notification, and Act 3 ended ``Resolved`` with its silence expired.
 """
 
 from __future__ import annotations
@@ -44,12 +49,14 @@ from typing import Any, TextIO, TypeVar
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
 from tests.support import crds
-from tests.support.cluster import Cluster, ensure_tools
+from tests.support.alertmanager import AlertmanagerServer
+from tests.support.cluster import Cluster, ensure_tools, free_port
 from tests.support.exporter import Exporter
 from tests.support.jira_server import JiraServer, ProjectSpec
 from tests.support.kubelet import Behaviour, Kubelet
+from tests.support.notify_receivers import Webhook
 from tests.support.operator import SYSTEM_NAMESPACE, OperatorProcess
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import PrometheusServer, alert_rule
 from tests.support.workloads import available, deployment, image_of, policy, set_image
 
 T = TypeVar("T")
@@ -70,6 +77,21 @@ ERROR_RATIO = (
 # (30% 503s: over the 5% threshold a few seconds into the outage, despite the 1m window).
 HEALTHY_RPS = 20.0
 OUTAGE_OK_RPS, OUTAGE_5XX_RPS = 14.0, 6.0
+
+# Act 3: an alert rule on checkout's queue, routed by Alertmanager to selfheal.
+ALERT = "CheckoutQueueBacklog"
+QUEUE_DEPTH = f'queue_depth{{namespace="{NAMESPACE}", deployment="{APP}"}}'
+ALERT_POLICY = "checkout-alerts"
+ALERT_WEBHOOK_TOKEN = "demo-alertmanager-to-selfheal-9c2b"
+NOTIFY_SECRET = "oncall"
+ALERT_POLICY_SPEC: dict[str, Any] = {
+    "mode": "Enforce",
+    "triggers": [
+        {"name": "queue-backlog", "alert": {"name": ALERT, "matchers": {"severity": "page"}}}
+    ],
+    "remediation": {"steps": [{"restart": {}}], "verify": {"for": "5s", "timeout": "60s"}},
+    "guardrails": {"cooldown": "1s", "maxRemediations": 5, "window": "1h"},
+}
 
 # Short windows so the story fits in a minute; a real policy uses minutes (see
 # manifests/samples/). One policy, two triggers: the steps are the policy's.
@@ -98,7 +120,8 @@ POLICY_SPEC: dict[str, Any] = {
                 "priority": "High",
                 "labels": ["selfheal", "checkout"],
                 "components": ["checkout"],
-            }
+            },
+            "notify": {"secretRef": {"name": NOTIFY_SECRET}},
         },
     },
     # Act 2 heals the same workload seconds after Act 1: a real cooldown is 30m.
@@ -347,6 +370,8 @@ class Parts:
     exporter: Exporter | None = None
     prometheus: PrometheusServer | None = None
     jira: JiraServer | None = None
+    alertmanager: AlertmanagerServer | None = None
+    webhook: Webhook | None = None
     operator: OperatorProcess | None = None
 
     def close(self, timeline: Timeline, *, keep: bool) -> None:
@@ -358,6 +383,10 @@ class Parts:
             steps.append(("kubelet stand-in", self.kubelet.stop_thread))
         if self.prometheus is not None:
             steps.append(("prometheus", self.prometheus.stop))
+        if self.alertmanager is not None:
+            steps.append(("alertmanager", self.alertmanager.stop))
+        if self.webhook is not None:
+            steps.append(("notification webhook", self.webhook.close))
         if self.exporter is not None:
             steps.append(("exporter", self.exporter.stop))
         if self.jira is not None:
@@ -394,10 +423,10 @@ PLAIN_INSTALL = crds.ROOT / "manifests" / "selfheal.yaml"
 SERVICE_ACCOUNT = f"{SYSTEM_NAMESPACE}/selfheal"
 
 
-def _jira_secret_rbac() -> list[dict[str, Any]]:
-    """What the chart adds with a Jira Secret (helm/selfheal/templates/rbac.yaml): get on
-    that one Secret, by name."""
-    meta = {"name": "selfheal-jira-secret", "namespace": SYSTEM_NAMESPACE}
+def _secret_rbac(namespace: str, secret: str, role: str) -> list[dict[str, Any]]:
+    """What the chart adds for a Secret the operator reads (helm/selfheal/templates/
+    rbac.yaml: the Jira Secret, each of notify.secrets): get on that one Secret, by name."""
+    meta = {"name": role, "namespace": namespace}
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -407,7 +436,7 @@ def _jira_secret_rbac() -> list[dict[str, Any]]:
                 {
                     "apiGroups": [""],
                     "resources": ["secrets"],
-                    "resourceNames": [JIRA_SECRET],
+                    "resourceNames": [secret],
                     "verbs": ["get"],
                 }
             ],
@@ -441,7 +470,7 @@ def install_identity(cluster: Cluster) -> Path:
         raise DemoFailed(
             f"{PLAIN_INSTALL}: expected the operator's identity objects, found {kinds}"
         )
-    for doc in [*docs, *_jira_secret_rbac()]:
+    for doc in [*docs, *_secret_rbac(SYSTEM_NAMESPACE, JIRA_SECRET, "selfheal-jira-secret")]:
         cluster.api("POST", _PATHS[str(doc["kind"])], doc)
     token = cluster.token_for(SYSTEM_NAMESPACE, "selfheal", seconds=3600)
     return cluster.kubeconfig_for_token(token)
@@ -465,6 +494,8 @@ class Running:
     exporter: Exporter
     prometheus: PrometheusServer
     jira: JiraServer
+    alertmanager: AlertmanagerServer
+    webhook: Webhook
     operator: OperatorProcess
 
 
@@ -476,12 +507,36 @@ def start_parts(parts: Parts, timeline: Timeline) -> Running:
     exporter.set_rate("http_requests_total", HEALTHY_RPS, namespace=NAMESPACE, deployment=APP,
                       code="200")  # fmt: skip
     exporter.set_rate("http_requests_total", 0.0, namespace=NAMESPACE, deployment=APP, code="503")
+    exporter.set_gauge("queue_depth", 3, namespace=NAMESPACE, deployment=APP)
+    # The operator's webhook receiver port is chosen first: Alertmanager's config names it.
+    receiver_port = free_port()
+    token_file = parts.workdir / "alert-webhook-token"
+    token_file.write_text(ALERT_WEBHOOK_TOKEN + "\n")
+    parts.alertmanager = am = AlertmanagerServer(
+        data_dir=parts.workdir / "alertmanager" / "data",
+        webhook_url=f"http://127.0.0.1:{receiver_port}/alerts",
+        bearer_token=ALERT_WEBHOOK_TOKEN,
+    )
+    am.start()
+    say("demo", f"alertmanager {am.url} routing every alert to selfheal's webhook receiver")
+    parts.webhook = webhook = Webhook()
+    say("demo", f"on-call notification webhook on 127.0.0.1:{webhook.port}")
+    rule = alert_rule(
+        ALERT,
+        f"{QUEUE_DEPTH} > 100",
+        labels={"severity": "page"},
+        annotations={"summary": "{{ $labels.deployment }} has {{ $value }} orders queued"},
+    )
     parts.prometheus = prom = PrometheusServer(
-        data_dir=parts.workdir / "prometheus" / "tsdb", targets=[exporter.target]
+        data_dir=parts.workdir / "prometheus" / "tsdb",
+        targets=[exporter.target],
+        rules=[rule],
+        alertmanagers=[am.target],
     )
     prom.data_dir.parent.mkdir(parents=True, exist_ok=True)
     prom.start()
     say("demo", f"prometheus {prom.url} scraping the demo exporter {exporter.url} every 1s")
+    say("demo", f"alert rule {ALERT}: {QUEUE_DEPTH} > 100, sent to alertmanager")
     parts.jira = jira = JiraServer(
         users={JIRA_USER: JIRA_PASSWORD},
         tokens={},
@@ -515,11 +570,22 @@ def start_parts(parts: Parts, timeline: Timeline) -> Running:
         "POST", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", deployment(APP, V1, replicas=2)
     )
     cluster.api(
-        "POST",
-        f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/healingpolicies",
-        policy(POLICY, selector={"app": APP}, spec=POLICY_SPEC),
+        "POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", _notify_secret(webhook.url("/oncall"))
     )
-    say("you", f"deployed {NAMESPACE}/{APP} ({V1}, 2 replicas) and HealingPolicy {POLICY}")
+    for doc in _secret_rbac(NAMESPACE, NOTIFY_SECRET, "selfheal-notify-secret"):
+        path = _PATHS[str(doc["kind"])].replace(SYSTEM_NAMESPACE, NAMESPACE)
+        cluster.api("POST", path, doc)
+    for name, spec in ((POLICY, POLICY_SPEC), (ALERT_POLICY, ALERT_POLICY_SPEC)):
+        cluster.api(
+            "POST",
+            f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/healingpolicies",
+            policy(name, selector={"app": APP}, spec=spec),
+        )
+    say(
+        "you",
+        f"deployed {NAMESPACE}/{APP} ({V1}, 2 replicas), HealingPolicies {POLICY} and "
+        f"{ALERT_POLICY}, and the on-call's Secret {NOTIFY_SECRET} (apprise URLs)",
+    )
     # A new CRD answers 429 "storage is (re)initializing" for a moment after it is
     # Established; kopf would log that as an ERROR in the operator's first second.
     _wait_sync(
@@ -535,14 +601,35 @@ def start_parts(parts: Parts, timeline: Timeline) -> Running:
         prometheus_url=prom.url,
         jira_url=jira.url,
         jira_secret=f"{SYSTEM_NAMESPACE}/{JIRA_SECRET}",
-    )
+        extra_args=[
+            "--alert-webhook-port", str(receiver_port),
+            "--alert-webhook-token-file", str(token_file),
+            "--alertmanager-url", am.url,
+        ],
+    )  # fmt: skip
     op.start(wait=60)
     pids = {**cluster.pids, "operator": op.proc.pid if op.proc else 0}
     say("demo", f"operator running as {SERVICE_ACCOUNT}")
     say("demo", "processes: " + ", ".join(f"{n} pid {p}" for n, p in pids.items()))
     return Running(
-        cluster=cluster, kubelet=kubelet, exporter=exporter, prometheus=prom, jira=jira, operator=op
+        cluster=cluster,
+        kubelet=kubelet,
+        exporter=exporter,
+        prometheus=prom,
+        jira=jira,
+        alertmanager=am,
+        webhook=webhook,
+        operator=op,
     )
+
+
+def _notify_secret(url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": NOTIFY_SECRET},
+        "stringData": {"urls": url + "\n"},
+    }
 
 
 def _exists(cluster: Cluster, path: str) -> bool:
@@ -569,6 +656,8 @@ class Outcome:
     act1_resolved: bool = False
     ticket_key: str = ""
     tickets: int = 0
+    notifications: int = 0
+    act3_resolved: bool = False
 
 
 async def play(parts: Running, timeline: Timeline, *, act_timeout: float) -> Outcome:
@@ -594,6 +683,11 @@ async def play(parts: Running, timeline: Timeline, *, act_timeout: float) -> Out
 
         timeline.banner("Act 2: a dependency outage no rollback can fix")
         outcome.ticket_key = await act2(kube, parts, timeline, watcher, timeout=act_timeout)
+        outcome.notifications = await notified(parts, timeline, timeout=act_timeout)
+
+        timeline.banner("Act 3: an alert from Alertmanager, silenced while selfheal heals")
+        await act3(kube, parts, timeline, watcher, timeout=act_timeout)
+        outcome.act3_resolved = True
         stop.set()
         await asyncio.wait_for(task, timeout=10)
         await asyncio.wait_for(watcher.poll(), timeout=10)  # the last moments
@@ -692,11 +786,98 @@ async def act2(
     await wait_for(
         lambda: _attachments(parts.jira, key), timeout=30, what=f"the attachments of {key}"
     )
+    expired = await wait_for(
+        lambda: _silence(parts.alertmanager, rec["metadata"]["name"], "expired"),
+        timeout=30,
+        what="Act 2: the escalation expiring its silence",
+    )
     await watcher.poll()
+    timeline.say(
+        "alertmanager",
+        f"silence {expired['id'][:8]} of {APP}'s alerts (made while verifying) expired: "
+        "an escalation must page",
+    )
     timeline.say("demo", f"Act 2 done: {rec['metadata']['name']} Escalated, ticket {key}")
     for s in rec["status"].get("steps") or []:
         timeline.block(_step_line(s), indent=6)
     return key
+
+
+async def notified(parts: Running, timeline: Timeline, *, timeout: float) -> int:
+    """The on-call's message about the escalation, as the loopback webhook received it."""
+
+    async def escalation() -> list[dict[str, Any]] | None:
+        got = [m for m in parts.webhook.messages() if "escalated" in str(m.get("title"))]
+        return got or None
+
+    got = await wait_for(escalation, timeout=timeout, what="Act 2: the on-call's notification")
+    for message in got:
+        timeline.say("on-call", f"received: {message.get('title')}")
+        timeline.block("\n".join(str(message.get("message", "")).splitlines()[:6]), indent=6)
+    return len(got)
+
+
+async def _silence(am: AlertmanagerServer, record: str, state: str) -> dict[str, Any] | None:
+    """selfheal's silence for the Remediation ``record``, once in ``state``."""
+    for s in await asyncio.to_thread(am.silences):
+        mine = s.get("createdBy") == "selfheal" and f"Remediation {NAMESPACE}/{record} " in str(
+            s.get("comment")
+        )
+        if mine and s["status"]["state"] == state:
+            return s
+    return None
+
+
+async def _suppressed(am: AlertmanagerServer) -> list[dict[str, Any]] | None:
+    held = await asyncio.to_thread(am.alerts)
+    got = [a for a in held if a["labels"].get("alertname") == ALERT]
+    return got if got and all(a["status"]["state"] == "suppressed" for a in got) else None
+
+
+async def act3(
+    kube: k.Kube, parts: Running, timeline: Timeline, watcher: Watcher, *, timeout: float
+) -> None:
+    parts.exporter.set_gauge("queue_depth", 480, namespace=NAMESPACE, deployment=APP)
+    timeline.say("world", f"{APP}'s order queue backs up: {QUEUE_DEPTH} = 480 (rule: > 100)")
+
+    async def verifying() -> dict[str, Any] | None:
+        recs = await _records(kube, "queue-backlog")
+        return next((r for r in recs if _phase_of(r) == "Verifying"), None)
+
+    rec = await wait_for(verifying, timeout=timeout, what="Act 3: the restart verifying")
+    name = rec["metadata"]["name"]
+    silence = await wait_for(
+        lambda: _silence(parts.alertmanager, name, "active"),
+        timeout=timeout,
+        what="Act 3: selfheal's silence in Alertmanager",
+    )
+    matchers = ", ".join(f"{m['name']}={m['value']}" for m in silence["matchers"])
+    timeline.say("alertmanager", f"silence {silence['id'][:8]} active: {matchers}")
+    timeline.block(f"comment: {silence['comment']}", indent=6)
+    await wait_for(
+        lambda: _suppressed(parts.alertmanager), timeout=30, what="Act 3: the alert muted"
+    )
+    timeline.say("alertmanager", f"alert {ALERT} suppressed: nobody is paged while selfheal heals")
+    parts.exporter.set_gauge("queue_depth", 4, namespace=NAMESPACE, deployment=APP)
+    timeline.say("world", f"the restarted pods drain the queue: {QUEUE_DEPTH} = 4")
+
+    async def ended() -> dict[str, Any] | None:
+        recs = await _records(kube, "queue-backlog")
+        return next((r for r in recs if _phase_of(r) in ("Resolved", "Escalated", "Closed")), None)
+
+    rec = await wait_for(ended, timeout=timeout, what="Act 3: the alert incident ending")
+    if _phase_of(rec) != "Resolved":
+        raise DemoFailed(f"Act 3: Remediation {rec['metadata']['name']} ended {_phase_of(rec)}")
+    expired = await wait_for(
+        lambda: _silence(parts.alertmanager, name, "expired"),
+        timeout=30,
+        what="Act 3: the silence expired",
+    )
+    await watcher.poll()
+    timeline.say("alertmanager", f"silence {expired['id'][:8]} expired")
+    timeline.say("demo", f"Act 3 done: {rec['metadata']['name']} Resolved; silence expired")
+    for s in rec["status"].get("steps") or []:
+        timeline.block(_step_line(s), indent=6)
 
 
 async def _attachments(jira: JiraServer, key: str) -> list[str] | None:
@@ -817,6 +998,10 @@ def main(argv: list[str] | None = None) -> int:
             failure = "Act 1 did not end Resolved"
         elif outcome.tickets != 1:
             failure = f"expected exactly one Jira ticket, found {outcome.tickets}"
+        elif outcome.notifications != 1:
+            failure = f"expected one escalation notification, found {outcome.notifications}"
+        elif not outcome.act3_resolved:
+            failure = "Act 3 did not end Resolved"
         else:
             status = 0
     if failure and parts.operator is not None and status not in (130, 143):
@@ -830,7 +1015,8 @@ def main(argv: list[str] | None = None) -> int:
     if status == 0:
         print(
             f"\nDEMO OK in {timeline.elapsed():.0f}s: Act 1 Resolved (rollback verified), "
-            f"Act 2 escalated to {outcome.ticket_key}",
+            f"Act 2 escalated to {outcome.ticket_key} (on-call notified), "
+            "Act 3 Resolved (alert silenced, then the silence expired)",
             flush=True,
         )
     else:
