@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.client
 import json
 import pathlib
+import ssl
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -52,15 +55,18 @@ class Receiver:
             str(self.token_file),
         ]
 
-    def post(self, body: object, *, token: str | None) -> tuple[int, str]:
+    def post(
+        self, body: object, *, token: str | None, tls: ssl.SSLContext | None = None
+    ) -> tuple[int, str]:
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        url = self.url.replace("http://", "https://") if tls else self.url
         req = urllib.request.Request(
-            self.url, data=json.dumps(body).encode(), method="POST", headers=headers
+            url, data=json.dumps(body).encode(), method="POST", headers=headers
         )
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5, context=tls) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
@@ -105,6 +111,22 @@ async def _deploy(kube: k.Kube, ns: str, spec: dict[str, Any], *, wait: bool = T
     )
     if wait:
         await eventually(lambda: available(kube, ns, "shop"), timeout=60, what="shop available")
+
+
+def _notification(ns: str) -> dict[str, Any]:
+    """An Alertmanager webhook notification (version 4) with one firing alert."""
+    return {
+        "version": "4",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": _labels(ns),
+                "fingerprint": "0123456789abcdef",
+                "startsAt": dt.datetime.now(dt.UTC).isoformat(),
+            }
+        ],
+    }
 
 
 async def _leading(proc: OperatorProcess) -> bool:
@@ -159,18 +181,7 @@ async def test_the_receiver_refuses_a_wrong_or_missing_bearer_token(
     ns = namespace
     await _deploy(kube, ns, SPEC, wait=False)
     proc = operator(namespaces=[ns], extra_args=receiver.args)
-    body = {
-        "version": "4",
-        "status": "firing",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": _labels(ns),
-                "fingerprint": "0123456789abcdef",
-                "startsAt": dt.datetime.now(dt.UTC).isoformat(),
-            }
-        ],
-    }
+    body = _notification(ns)
     code, text = await asyncio.to_thread(receiver.post, body, token="not-the-token")
     assert code == 401
     assert "bearer token" in text
@@ -301,3 +312,33 @@ async def test_killed_while_verifying_the_silence_is_expired_once_and_none_leaks
     [rec] = await remediations(kube, ns)
     assert rec["status"]["silence"]["id"] == silences[0]["id"]
     assert len(rec["status"]["steps"]) == 1
+
+
+async def test_the_receiver_serves_tls_with_the_certificate_it_is_given(
+    kube: k.Kube,
+    namespace: str,
+    receiver: Receiver,
+    operator: Callable[..., OperatorProcess],
+    tmp_path: pathlib.Path,
+) -> None:
+    ns = namespace
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    await _deploy(kube, ns, SPEC, wait=False)
+    tls_args = ["--alert-webhook-cert-file", str(cert), "--alert-webhook-key-file", str(key)]
+    proc = operator(namespaces=[ns], extra_args=[*receiver.args, *tls_args])
+    trusted = ssl.create_default_context(cafile=str(cert))
+    code, _ = await asyncio.to_thread(receiver.post, _notification(ns), token="x", tls=trusted)
+    assert code == 401  # TLS, and still the token
+    # Plain HTTP to the TLS port: the server hangs up.
+    with pytest.raises((OSError, http.client.HTTPException)):
+        await asyncio.to_thread(receiver.post, _notification(ns), token=TOKEN)
+    await eventually(lambda: _leading(proc), timeout=60, what="the operator leads")
+    code, text = await asyncio.to_thread(receiver.post, _notification(ns), token=TOKEN, tls=trusted)
+    assert (code, json.loads(text)["received"]) == (200, 1)
