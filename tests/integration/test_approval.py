@@ -14,17 +14,22 @@ from selfheal.clients import kube as k
 from tests.support.fixtures.jira import JIRA_PASSWORD
 from tests.support.jira_server import JiraServer
 from tests.support.kubelet import Behaviour, Kubelet
+from tests.support.notify_receivers import Webhook
 from tests.support.operator import OperatorProcess
 from tests.support.workloads import (
     deployment,
     eventually,
     jira_secret,
+    notify_secret,
     policy,
     remediations,
 )
 
 
-def _spec(timeout: str) -> dict[str, Any]:
+def _spec(timeout: str, *, notify: bool = False) -> dict[str, Any]:
+    escalate: dict[str, Any] = {"jira": {"project": "OPS", "issueType": "Bug"}}
+    if notify:
+        escalate["notify"] = {"secretRef": {"name": "oncall"}}
     return {
         "mode": "Approve",
         "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}}],
@@ -32,7 +37,7 @@ def _spec(timeout: str) -> dict[str, Any]:
             "steps": [{"restart": {}}],
             "approvalTimeout": timeout,
             "verify": {"for": "3s", "timeout": "6s"},
-            "escalate": {"jira": {"project": "OPS", "issueType": "Bug"}},
+            "escalate": escalate,
         },
     }
 
@@ -44,14 +49,17 @@ async def _start(
     jira: JiraServer,
     operator: Callable[..., OperatorProcess],
     timeout: str,
+    webhook: Webhook | None = None,
 ) -> dict[str, Any]:
     """The incident once it awaits approval with its proposed change."""
     image = f"registry.local/{ns}/shop:v1"
+    if webhook is not None:
+        await notify_secret(kube, ns, urls=[webhook.url("/hooks/oncall")])
     kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
     await kube.create(k.apps(ns, "deployments"), deployment("shop", image, replicas=1))
     await kube.create(
         k.group(API_VERSION, ns, "healingpolicies"),
-        policy("shop", selector={"app": "shop"}, spec=_spec(timeout)),
+        policy("shop", selector={"app": "shop"}, spec=_spec(timeout, notify=webhook is not None)),
     )
     secret = await jira_secret(kube, ns, password=JIRA_PASSWORD)
     operator(namespaces=[ns], jira_url=jira.url, jira_secret=secret)
@@ -79,10 +87,11 @@ async def test_an_approved_step_runs_once_with_the_patch_it_showed(
     namespace: str,
     kubelet: Kubelet,
     jira_server: JiraServer,
+    webhook: Webhook,
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    rec = await _start(kube, ns, kubelet, jira_server, operator, timeout="10m")
+    rec = await _start(kube, ns, kubelet, jira_server, operator, timeout="10m", webhook=webhook)
     approval = rec["status"]["approval"]
     assert (approval["action"], approval["state"]) == ("restart", "Pending")
     # The exact JSON patch the restart sends, from a server-side dry run of it.
@@ -95,6 +104,15 @@ async def test_an_approved_step_runs_once_with_the_patch_it_showed(
         f"kubectl -n {ns} annotate remediation {name} selfheal.io/approve=true --overwrite"
     )
     assert rec["status"].get("steps") in (None, [])  # nothing done while it waits
+
+    # The on-call is asked, with the command (apprise to a loopback JSON webhook).
+    async def asked() -> list[dict[str, Any]] | None:
+        got = [m for m in webhook.messages() if "approval needed" in str(m.get("title"))]
+        return got or None
+
+    [message] = await eventually(asked, timeout=60, what="the approval message")
+    assert approval["approve"] in message["message"]
+    assert approval["reject"] in message["message"]
     before = await _generation(kube, ns)
 
     # What the command does: annotate the Remediation.
