@@ -21,9 +21,10 @@ import pytest
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
 from tests.support.alertmanager import AlertmanagerServer
+from tests.support.exporter import Exporter
 from tests.support.kubelet import Kubelet
 from tests.support.operator import OperatorProcess
-from tests.support.prometheus import free_port
+from tests.support.prometheus import PrometheusServer, free_port
 from tests.support.workloads import available, deployment, eventually, policy, remediations
 
 TOKEN = "am-to-selfheal-7f3a"
@@ -342,3 +343,58 @@ async def test_the_receiver_serves_tls_with_the_certificate_it_is_given(
     await eventually(lambda: _leading(proc), timeout=60, what="the operator leads")
     code, text = await asyncio.to_thread(receiver.post, _notification(ns), token=TOKEN, tls=trusted)
     assert (code, json.loads(text)["received"]) == (200, 1)
+
+
+# --- verify.alertResolved ----------------------------------------------------------------------
+
+
+def _value_is(want: str) -> Callable[[list[dict[str, object]]], bool]:
+    def check(result: list[dict[str, object]]) -> bool:
+        value = result[0].get("value") if result else None
+        return isinstance(value, list) and value[1] == want
+
+    return check
+
+
+async def test_verification_waits_for_the_workloads_alert_to_resolve(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    receiver: Receiver,
+    am: AlertmanagerServer,
+    exporter: Exporter,
+    prometheus: PrometheusServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    query = f'queue_depth{{namespace="{ns}"}}'
+    exporter.set_gauge("queue_depth", 50, namespace=ns, deployment="shop")
+    spec = {
+        "triggers": [
+            {
+                "name": "depth",
+                "prometheus": {"query": query, "above": 10, "for": "1s", "interval": "1s"},
+            }
+        ],
+        "remediation": {
+            "steps": [{"restart": {}}],
+            "verify": {"for": "3s", "timeout": "120s", "alertResolved": True},
+        },
+    }
+    await _deploy(kube, ns, spec)
+    await _post_alert(am, ns, ends_in=600)  # the SREs' own alert on shop
+    args = [*receiver.args, "--alertmanager-url", am.url]
+    operator(namespaces=[ns], prometheus_url=prometheus.url, extra_args=args)
+    await eventually(lambda: _record(kube, ns, "Verifying"), timeout=120, what="Verifying")
+
+    # The metric heals; the alert still fires: the step is not counted as healed.
+    exporter.set_gauge("queue_depth", 3, namespace=ns, deployment="shop")
+    await asyncio.to_thread(prometheus.wait_until, query, _value_is("3"))
+    await asyncio.sleep(8)  # well past verify.for (3s) with the metric healthy
+    rec = await _record(kube, ns, "Verifying")
+    assert rec is not None, await remediations(kube, ns)
+    assert rec["status"]["lastHealth"] == "unknown"  # waiting, never acting
+
+    await _post_alert(am, ns, ends_in=-1)  # resolved (silenced: learned from the list)
+    done = await eventually(lambda: _record(kube, ns, "Resolved"), timeout=90, what="Resolved")
+    assert len(done["status"]["steps"]) == 1

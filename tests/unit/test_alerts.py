@@ -5,12 +5,13 @@ no word)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
 
 from selfheal.detect import alerts
-from selfheal.detect.signal import Health, WorkloadRef
+from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.handlers.alert_webhook import authorized
 from selfheal.handlers.runner import check
 from selfheal.policy.model import AlertTrigger, PolicyError
@@ -317,3 +318,44 @@ def test_alertmanager_listing_nothing_is_healthy_while_fresh_and_unknown_after()
     assert fresh["checkout"] == (Health.HEALTHY, "NotListed")
     stale = verdicts(book.alerts(), now=T0 + alerts.LISTING_FRESH + 1, listed_at=listed)
     assert stale["checkout"][0] is Health.UNKNOWN  # Alertmanager unreachable since: no word
+
+
+# --- verify.alertResolved: a healthy verdict waits for the workload's alerts -----------------
+
+
+def _healthy(workload: WorkloadRef = CHECKOUT) -> Signal:
+    return Signal(
+        policy="shop", workload=workload, trigger="crashloop", health=Health.HEALTHY, at=T0 + 60
+    )
+
+
+def test_a_healthy_verdict_waits_while_an_alert_about_the_workload_fires() -> None:
+    firing = alert()  # HighErrorRate about shop/checkout
+    gated = alerts.gate(_healthy(), [firing], now=T0 + 60)
+    assert (gated.health, gated.cause) == (Health.UNKNOWN, "AlertFiring")  # never an action
+    assert "HighErrorRate" in gated.detail
+    resolved = alert(status="resolved", endsAt=START)
+    assert alerts.gate(_healthy(), [resolved], now=T0 + 60).health is Health.HEALTHY
+    assert alerts.gate(_healthy(CART), [firing], now=T0 + 60).health is Health.HEALTHY
+    unhealthy = dataclasses.replace(_healthy(), health=Health.UNHEALTHY)
+    assert alerts.gate(unhealthy, [firing], now=T0 + 60) == unhealthy  # only healthy waits
+
+
+def test_a_listing_for_a_workload_resolves_only_that_workloads_alerts() -> None:
+    book = alerts.AlertBook()
+    labels = PAYLOAD["alerts"][0]["labels"]
+    cart = alert(fingerprint="cart1", labels={**labels, "deployment": "cart"})
+    book.receive([alert(), cart], now=T0)
+    book.replace_listed([], covers=lambda a: alerts.about(a, CHECKOUT), now=T0 + 10)
+    states = {a.fingerprint: a.status for a in book.alerts()}
+    assert states == {"a1b2c3d4e5f60708": "resolved", "cart1": "firing"}
+
+
+def test_verify_alert_resolved_parses() -> None:
+    body = _policy({"crashLoop": {}})
+    body["spec"]["remediation"]["verify"] = {"for": "1m", "alertResolved": True}
+    assert parse(body).remediation.verify_alert_resolved
+    body["spec"]["remediation"]["verify"]["alertResolved"] = "yes"
+    with pytest.raises(PolicyError) as err:
+        parse(body)
+    assert err.value.field == "spec.remediation.verify.alertResolved"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from selfheal.detect import crashloop
@@ -198,11 +198,18 @@ class AlertBook:
         listed are recorded, and the ones the book holds firing but the listing lacks have
         resolved (Alertmanager lists every alert it still holds unresolved)."""
         self._listed[_key(trigger)] = now
+        return self.replace_listed(listed, covers=lambda a: matches(trigger, a), now=now)
+
+    def replace_listed(
+        self, listed: Sequence[Alert], *, covers: Callable[[Alert], bool], now: float
+    ) -> int:
+        """A full listing of the alerts ``covers`` selects: record them, and resolve the
+        firing ones it selects that the listing lacks."""
         present = {a.fingerprint for a in listed}
         gone = [
             dataclasses.replace(seen.alert, status=RESOLVED, ends_at=now)
             for fp, seen in self._by_fp.items()
-            if fp not in present and seen.alert.firing(now) and matches(trigger, seen.alert)
+            if fp not in present and seen.alert.firing(now) and covers(seen.alert)
         ]
         return self.receive([*listed, *gone], now=now)
 
@@ -365,3 +372,26 @@ def evaluate(
             )
         )
     return out
+
+
+def about(alert: Alert, workload: WorkloadRef) -> bool:
+    """The alert's ``namespace`` and ``deployment`` (or ``statefulset``) labels name it."""
+    return workload_of(alert, pod_owners={}) == (workload.kind, workload.namespace, workload.name)
+
+
+def gate(signal: Signal, alerts: Iterable[Alert], *, now: float) -> Signal:
+    """``verify.alertResolved``: a healthy verdict counts only while no alert about the
+    workload fires; otherwise it becomes unknown (the verify window waits, nothing acts)."""
+    if signal.health is not Health.HEALTHY:
+        return signal
+    firing = sorted({a.name for a in alerts if a.firing(now) and about(a, signal.workload)})
+    if not firing:
+        return signal
+    return dataclasses.replace(
+        signal,
+        health=Health.UNKNOWN,
+        cause="AlertFiring",
+        detail=f"trigger {signal.trigger} says healthy, but alert {', '.join(firing)} still "
+        f"fires for {signal.workload.name}: verification waits for it to resolve",
+        evidence={**signal.evidence, "firing": firing},
+    )

@@ -6,8 +6,9 @@ owners of pods that alerts name (through kopf's indexes) and hands back Signals.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import kopf
@@ -114,3 +115,32 @@ async def signals(
             metrics.SIGNALS.labels("alert", str(sig.health)).inc()
         out.append((trigger.name, got))
     return out
+
+
+async def poll_workloads(
+    rt: Runtime, policy: HealingPolicy, workloads: Iterable[str], *, now: float
+) -> None:
+    """``verify.alertResolved``: Alertmanager's list of the alerts about each workload
+    with an open incident (silenced ones too: their resolution is never notified)."""
+    if rt.silencer is None or not policy.remediation.verify_alert_resolved:
+        return
+    for name in sorted(workloads):
+        key = (policy.namespace, policy.name, f"verify:{name}")
+        if now < rt.next_eval.get(key, 0.0):
+            continue
+        rt.next_eval[key] = now + POLL_EVERY
+        ref = WorkloadRef(namespace=policy.namespace, name=name)
+        try:
+            got = await rt.silencer.alertmanager.alerts(
+                matchers={"namespace": policy.namespace, "deployment": name}
+            )
+        except AlertmanagerError as e:
+            logger.warning("Alertmanager's alerts for %s unavailable: %s", ref, e)
+            continue
+        rt.alerts.replace_listed(
+            alerts.from_api(got), covers=functools.partial(_about, ref), now=now
+        )
+
+
+def _about(ref: WorkloadRef, alert: alerts.Alert) -> bool:
+    return alerts.about(alert, ref)

@@ -204,6 +204,7 @@ async def tick(
                 for s in watch.crash_signals(rt, namespace, info, pods=pods, now=now)
                 if s[0] is policy
             )
+        await alert_triggers.poll_workloads(rt, policy, open_names, now=now)
         await watch.feed(rt, signals, remediations=remediations, rs_by_deployment=rs_by_deployment)
     if now >= rt.next_prune.get(namespace, 0.0):
         rt.next_prune[namespace] = now + min(PRUNE_EVERY, rt.settings.retention / 2)

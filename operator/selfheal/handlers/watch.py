@@ -29,7 +29,7 @@ import kopf
 from kopf._cogs.aiokits import aiotoggles
 
 from selfheal import GROUP, VERSION, metrics
-from selfheal.detect import crashloop
+from selfheal.detect import alerts, crashloop
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy.model import HealingPolicy
@@ -300,7 +300,12 @@ async def feed(
 ) -> None:
     """Send signals to the driver: unhealthy ones, and any for an open incident."""
     open_fps = rt.driver.open_incidents()
-    signals = list(signals)
+    known = rt.alerts.alerts()
+    signals = [
+        # verify.alertResolved: healthy only while no alert about the workload fires.
+        (p, alerts.gate(s, known, now=s.at) if p.remediation.verify_alert_resolved else s, i)
+        for p, s, i in signals
+    ]
     # Mark the whole batch first: the storm brake must see every workload of it.
     for policy, signal, info in signals:
         if signal.health is Health.UNKNOWN:

@@ -183,6 +183,9 @@ class Remediation:
     jira: JiraEscalation | None = None
     notify: NotifyEscalation | None = None
     """Notify the on-duty expert on escalation, on give-up and on recovery; ``None``: no one."""
+    verify_alert_resolved: bool = False
+    """A heal is verified only while no Alertmanager alert about the workload fires (its
+    ``namespace`` and ``deployment`` labels), whatever the trigger says."""
     approval_steps: tuple[int, ...] = ()
     """Indexes of steps marked ``approval: required`` (every step in mode Approve)."""
     approval_timeout: float = 3600.0

@@ -392,6 +392,9 @@ def _remediation(raw: Mapping[str, Any], field: str) -> Remediation:
         jira=jira,
         notify=notify,
         approval_steps=tuple(approval_steps),
+        verify_alert_resolved=_bool(
+            verify.get("alertResolved", False), f"{field}.verify.alertResolved"
+        ),
         approval_timeout=_duration(
             raw.get("approvalTimeout", "1h"), f"{field}.approvalTimeout", positive=True
         ),
