@@ -31,7 +31,7 @@ from selfheal.evidence.changes import (
     template_changes,
 )
 from selfheal.evidence.changes import to_json as changes_json
-from selfheal.evidence.dependencies import Dependency, dependency_health
+from selfheal.evidence.dependencies import Dependency, DependencyReport, dependency_health
 from selfheal.evidence.redact import Redactor, env_values
 
 T = TypeVar("T")
@@ -414,7 +414,12 @@ async def collect(
             bundle.termination.message if bundle.termination else "",
         ]
         report = await dependency_health(
-            kube=kube, namespace=namespace, texts=texts, timeout=request_timeout
+            kube=kube,
+            namespace=namespace,
+            texts=texts,
+            timeout=request_timeout,
+            own_labels=_template_labels(dep) if dep is not None else None,
+            incidents=True,
         )
         bundle.dependencies = report.dependencies
         c.unavailable.update(report.unavailable)
@@ -433,6 +438,60 @@ async def collect(
     bundle.redactions = dict(r.counts)
     bundle.redactor = r
     return bundle
+
+
+async def dependency_report(
+    *,
+    kube: k8s.Kube,
+    namespace: str,
+    deployment: str,
+    pod: str | None = None,
+    container: str | None = None,
+    timeout: float = 5.0,
+    log_tail_lines: int = 200,
+) -> DependencyReport:
+    """The dependencies checked before a step: the Services named in the crashed
+    container's logs, termination message and env, but the workload's own, each with its
+    ready endpoints and open incidents.
+
+    ``pod=None``: the Deployment's pod with the most restarts. A read that failed is
+    named in ``unavailable`` (logs that do not exist, a 400 or 404, are not a failure:
+    there is nothing to search). Never raises for the API server; the texts are searched
+    for host names and dropped, nothing of them is kept.
+    """
+    c = _Collector(kube=kube, namespace=namespace, timeout=timeout)
+    dep = await c.get("deployment", k8s.apps(namespace, "deployments", deployment))
+    if dep is None:
+        return DependencyReport(unavailable=dict(c.unavailable))
+    pod_obj = await c.get("pod", k8s.core(namespace, "pods", pod)) if pod else None
+    if pod_obj is None:
+        # The pod the signal blamed may be gone (restarted, rolled): take the worst one.
+        c.unavailable.pop("pod", None)
+        pod_obj = await _worst_pod(c, dep)
+    texts = env_values(pod_obj or dep)
+    if pod_obj is not None:
+        name = container or _crashed_container(pod_obj)
+        found = _terminated(pod_obj, name)
+        if found is not None:
+            texts.append(str(found[1].get("message") or ""))
+        text, _ = await _logs(
+            c, _name(pod_obj), name, log_tail_lines, DEFAULT_LOG_MAX_BYTES, crashed=bool(found)
+        )
+        failed = {k: v for k, v in c.unavailable.items() if k.endswith(" logs")}
+        for what, why in failed.items():
+            if text is not None or why.startswith(("400", "404")):
+                del c.unavailable[what]  # read the other one, or no such log: nothing lost
+        texts.append(text or "")
+    report = await dependency_health(
+        kube=kube,
+        namespace=namespace,
+        texts=texts,
+        timeout=timeout,
+        own_labels=_template_labels(dep),
+        incidents=True,
+    )
+    report.unavailable = {**c.unavailable, **report.unavailable}
+    return report
 
 
 def _digest(
@@ -717,6 +776,11 @@ def _selector(dep: Mapping[str, Any]) -> str | None:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None
 
 
+def _template_labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    meta = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+
+
 def _template_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
 
@@ -740,13 +804,22 @@ def _crashed_container(pod: Mapping[str, Any]) -> str | None:
     return str(containers[0].get("name")) if containers else None
 
 
-def _termination(pod: Mapping[str, Any], container: str | None, r: Redactor) -> Termination | None:
+def _terminated(
+    pod: Mapping[str, Any], container: str | None
+) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    """(container status, its last ``terminated`` state) of ``container``; ``None``: none."""
     for s in _statuses(pod):
         if s.get("name") != container:
             continue
         t = (s.get("lastState") or {}).get("terminated") or (s.get("state") or {}).get("terminated")
-        if not t:
-            return None
+        return (s, t) if t else None
+    return None
+
+
+def _termination(pod: Mapping[str, Any], container: str | None, r: Redactor) -> Termination | None:
+    found = _terminated(pod, container)
+    if found is not None:
+        s, t = found
         return Termination(
             container=str(container),
             exit_code=t.get("exitCode"),

@@ -21,9 +21,10 @@ import dataclasses
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from selfheal import API_VERSION
 from selfheal.clients import kube as k8s
 
 MAX_DEPENDENCIES = 10
@@ -60,18 +61,32 @@ class Dependency:
     total: int
     kind: str = "ClusterIP"
     """The Service's type; ``ExternalName`` Services have no endpoints to count."""
+    selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """The Service's ``spec.selector``: which workload's pods back it."""
+    incidents: tuple[str, ...] = ()
+    """Open Remediations of the workloads the Service selects (their names)."""
 
     @property
     def healthy(self) -> bool:
+        """It has a ready endpoint (or is an ExternalName, which has none to count)."""
         return self.kind == "ExternalName" or self.ready > 0
 
+    @property
+    def failing(self) -> bool:
+        """No ready endpoint, or its workload has an incident of its own."""
+        return not self.healthy or bool(self.incidents)
+
     def line(self) -> str:
-        """``payments.shop: 0 of 3 endpoints ready``."""
+        """``payments.shop: 0 of 3 endpoints ready``, then ``; open incident NAME``."""
         if self.kind == "ExternalName":
-            return f"{self.service}.{self.namespace}: ExternalName, not checked"
-        if self.total == 0:
-            return f"{self.service}.{self.namespace}: no endpoints"
-        return f"{self.service}.{self.namespace}: {self.ready} of {self.total} endpoints ready"
+            text = f"{self.service}.{self.namespace}: ExternalName, not checked"
+        elif self.total == 0:
+            text = f"{self.service}.{self.namespace}: no endpoints"
+        else:
+            text = f"{self.service}.{self.namespace}: {self.ready} of {self.total} endpoints ready"
+        if self.incidents:
+            text += f"; open incident {', '.join(self.incidents)}"
+        return text
 
     def to_json(self) -> dict[str, object]:
         return {**dataclasses.asdict(self), "healthy": self.healthy}
@@ -167,17 +182,49 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """A Service ``selector`` picks pods with ``labels`` (an empty selector picks none)."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def open_incidents(
+    selector: Mapping[str, str],
+    *,
+    records: Iterable[Mapping[str, Any]],
+    templates: Mapping[str, Mapping[str, str]],
+) -> tuple[str, ...]:
+    """Names of the open Remediations (``records``, one namespace) of the Deployments
+    whose pod template labels (``templates``: name -> labels) the Service selects."""
+    out = []
+    for rec in records:
+        phase = (rec.get("status") or {}).get("phase")
+        if not phase or phase in _FINAL:
+            continue
+        workload = str(((rec.get("spec") or {}).get("workload") or {}).get("name") or "")
+        if workload in templates and selects(selector, templates[workload]):
+            out.append(str((rec.get("metadata") or {}).get("name") or ""))
+    return tuple(sorted(out))
+
+
+_FINAL = ("Resolved", "Closed")
+
+
 async def dependency_health(
     *,
     kube: k8s.Kube,
     namespace: str,
     texts: Sequence[str],
     timeout: float = 5.0,
+    own_labels: Mapping[str, str] | None = None,
+    incidents: bool = False,
 ) -> DependencyReport:
     """The Services named in ``texts`` (logs, stack, env values) and their readiness.
 
     Services are listed cluster-wide (``svc.other-ns`` is common); when that is
-    forbidden, in ``namespace`` only. Never raises for the API server.
+    forbidden, in ``namespace`` only. ``own_labels``: the workload's pod template
+    labels; a Service selecting them is the workload's own, not a dependency.
+    ``incidents``: also name each dependency's open Remediations (``list`` on
+    remediations and deployments of its namespace). Never raises for the API server.
     """
     report = DependencyReport()
     hosts = candidates(texts)
@@ -208,11 +255,30 @@ async def dependency_health(
         for s in services:
             # A namespaced list's items carry their namespace; a cluster-wide one too.
             s.setdefault("metadata", {}).setdefault("namespace", namespace)
-    found = match(hosts, services, namespace=namespace)[:MAX_DEPENDENCIES]
+    selectors = {
+        (str(s["metadata"].get("namespace", "")), str(s["metadata"].get("name", ""))): {
+            str(k): str(v) for k, v in ((s.get("spec") or {}).get("selector") or {}).items()
+        }
+        for s in services
+    }
+    found = [
+        f
+        for f in match(hosts, services, namespace=namespace)
+        if own_labels is None or not selects(selectors.get((f[0], f[1]), {}), own_labels)
+    ][:MAX_DEPENDENCIES]
 
     async def one(ns: str, name: str, kind: str, seen: str) -> Dependency | None:
+        selector = selectors.get((ns, name), {})
         if kind == "ExternalName":
-            return Dependency(namespace=ns, service=name, seen_as=seen, ready=0, total=0, kind=kind)
+            return Dependency(
+                namespace=ns,
+                service=name,
+                seen_as=seen,
+                ready=0,
+                total=0,
+                kind=kind,
+                selector=selector,
+            )
         body = await get(
             f"endpointslices of {name}.{ns}",
             f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
@@ -222,12 +288,46 @@ async def dependency_health(
             return None
         ready, total = endpoint_counts(body.get("items") or [])
         return Dependency(
-            namespace=ns, service=name, seen_as=seen, ready=ready, total=total, kind=kind
+            namespace=ns,
+            service=name,
+            seen_as=seen,
+            ready=ready,
+            total=total,
+            kind=kind,
+            selector=selector,
         )
 
     results = await asyncio.gather(*(one(*f) for f in found))
     report.dependencies = [d for d in results if d is not None]
+    if incidents:
+        spaces = sorted({d.namespace for d in report.dependencies if d.selector})
+        found_incidents = await asyncio.gather(*(_incidents(get, ns) for ns in spaces))
+        by_ns = dict(zip(spaces, found_incidents, strict=True))
+        report.dependencies = [
+            dataclasses.replace(d, incidents=by_ns[d.namespace](d.selector))
+            if d.namespace in by_ns
+            else d
+            for d in report.dependencies
+        ]
     return report
+
+
+_Get = Callable[..., Awaitable[dict[str, Any] | None]]
+
+
+async def _incidents(get: _Get, ns: str) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
+    """For namespace ``ns``: selector -> the open incidents of the workloads it selects."""
+    listing = await get(f"remediations in {ns}", k8s.group(API_VERSION, ns, "remediations"))
+    records = [r for r in (listing or {}).get("items", []) if isinstance(r, dict)]
+    open_ = [r for r in records if (r.get("status") or {}).get("phase") not in (None, *_FINAL)]
+    templates: dict[str, dict[str, str]] = {}
+    if open_:
+        deps = await get(f"deployments in {ns}", k8s.apps(ns, "deployments"))
+        for d in (deps or {}).get("items", []):
+            meta = ((d.get("spec") or {}).get("template") or {}).get("metadata") or {}
+            name = str((d.get("metadata") or {}).get("name") or "")
+            templates[name] = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    return lambda selector: open_incidents(selector, records=open_, templates=templates)
 
 
 __all__ = [
@@ -238,4 +338,6 @@ __all__ = [
     "dependency_health",
     "endpoint_counts",
     "match",
+    "open_incidents",
+    "selects",
 ]

@@ -31,6 +31,7 @@ from selfheal.detect.prometheus import PrometheusEvaluator
 from selfheal.handlers import alert_webhook, reconciler, web
 from selfheal.handlers.runtime import Runtime
 from selfheal.remediation import escalation
+from selfheal.remediation.dependency_probe import DependencyProbe
 from selfheal.remediation.driver import Driver
 from selfheal.remediation.silences import Silencer
 from selfheal.settings import Settings
@@ -117,6 +118,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         if (cfg.prometheus_url)
         else None
     )
+    clock = _clock(cfg.test_clock_file)
     driver = Driver(
         kube=kube,
         jira=jira,
@@ -124,7 +126,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ticket_horizon=cfg.ticket_horizon,
         notifier=Notifier(),
         failpoint=cfg.failpoint,
-        clock=_clock(cfg.test_clock_file),
+        clock=clock,
+        # The same clock: facts are judged fresh against the driver's "now".
+        dependencies=DependencyProbe(kube=kube, clock=clock),
     )
     silencer = None
     if cfg.alertmanager_url:

@@ -173,6 +173,30 @@ class NotifyEscalation:
     secret_ref: SecretKeyRef
 
 
+class OnDependencyUnhealthy(enum.StrEnum):
+    """What a step does when a dependency of the workload (another workload's Service
+    named in its logs, stack or env) has no ready endpoint or an open incident."""
+
+    IGNORE = "Ignore"
+    """Run the step as if nothing was checked (the default: today's behaviour)."""
+    ESCALATE = "Escalate"
+    """Skip the step (``Refused``, reason ``DependencyUnhealthy``); with no step left
+    that may run, escalate. A dependency whose health cannot be read does not skip."""
+    WAIT = "Wait"
+    """Hold the step while the dependency is unhealthy or its health cannot be read,
+    re-checked on every pass, at most ``wait_for``; then skip it and escalate."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DependencyRule:
+    """``remediation.dependencies`` (or a step's own ``dependencies``)."""
+
+    on_unhealthy: OnDependencyUnhealthy = OnDependencyUnhealthy.IGNORE
+    wait_for: float | None = None
+    """Seconds a step waits (``Wait``) before the incident escalates; ``None``: until the
+    step's deadline (``verify.timeout``, default twice ``verify.for``)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Remediation:
     steps: tuple[Step, ...] = ()
@@ -190,6 +214,16 @@ class Remediation:
     """Indexes of steps marked ``approval: required`` (every step in mode Approve)."""
     approval_timeout: float = 3600.0
     """Seconds an approval request waits before the incident is escalated instead."""
+    dependencies: DependencyRule = dataclasses.field(default_factory=DependencyRule)
+    """What a step does when a dependency is unhealthy (``remediation.dependencies``)."""
+    step_dependencies: tuple[DependencyRule | None, ...] = ()
+    """Per step (same index as ``steps``): the step's own rule, its unset fields taken
+    from ``dependencies``; ``None`` or missing: ``dependencies``."""
+
+    def dependency_rule(self, index: int) -> DependencyRule:
+        """The rule that applies to step ``index``."""
+        own = self.step_dependencies[index] if index < len(self.step_dependencies) else None
+        return self.dependencies if own is None else own
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -21,12 +21,14 @@ from selfheal.policy.model import (
     AlertTrigger,
     AnomalySpec,
     CrashLoopTrigger,
+    DependencyRule,
     Guardrails,
     HealingPolicy,
     JiraEscalation,
     LabelSelectorRequirement,
     Mode,
     NotifyEscalation,
+    OnDependencyUnhealthy,
     PolicyError,
     PrometheusTrigger,
     Remediation,
@@ -61,7 +63,7 @@ _JIRA_CUSTOM_FIELD = re.compile(r"^customfield_[0-9]+$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _MIN_AVAILABLE = re.compile(r"^(100|[1-9]?[0-9])%$")
 
-_E = TypeVar("_E", Mode, Sensitivity, RollbackTo)
+_E = TypeVar("_E", Mode, Sensitivity, RollbackTo, OnDependencyUnhealthy)
 
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 _MAX_TRIGGERS = 16
@@ -347,9 +349,18 @@ def _anomaly(raw: Mapping[str, Any], field: str) -> AnomalySpec:
 def _remediation(raw: Mapping[str, Any], field: str) -> Remediation:
     steps: list[Step] = []
     raw_steps = _list(raw.get("steps"), f"{field}.steps", max_items=_MAX_STEPS)
+    dependencies = _dependency_rule(
+        raw.get("dependencies"), f"{field}.dependencies", inherit=DependencyRule()
+    )
+    step_dependencies: list[DependencyRule | None] = []
     for i, item in enumerate(raw_steps):
-        steps.append(
-            _step(_mapping(item, f"{field}.steps[{i}]", required=True), f"{field}.steps[{i}]")
+        body = _mapping(item, f"{field}.steps[{i}]", required=True)
+        steps.append(_step(body, f"{field}.steps[{i}]"))
+        own = body.get("dependencies")
+        step_dependencies.append(
+            None
+            if own is None
+            else _dependency_rule(own, f"{field}.steps[{i}].dependencies", inherit=dependencies)
         )
 
     verify = _mapping(raw.get("verify"), f"{field}.verify")
@@ -398,7 +409,27 @@ def _remediation(raw: Mapping[str, Any], field: str) -> Remediation:
         approval_timeout=_duration(
             raw.get("approvalTimeout", "1h"), f"{field}.approvalTimeout", positive=True
         ),
+        dependencies=dependencies,
+        step_dependencies=tuple(step_dependencies) if any(step_dependencies) else (),
     )
+
+
+def _dependency_rule(value: object, field: str, *, inherit: DependencyRule) -> DependencyRule:
+    """``{onUnhealthy, waitFor}``; an unset field is ``inherit``'s (a step's own rule
+    inherits from ``remediation.dependencies``)."""
+    raw = _mapping(value, field)
+    unknown = sorted(set(raw) - {"onUnhealthy", "waitFor"})
+    if unknown:
+        raise PolicyError(
+            f"{field}.{unknown[0]}", "is not a field of dependencies; use onUnhealthy or waitFor"
+        )
+    on = inherit.on_unhealthy
+    if raw.get("onUnhealthy") is not None:
+        on = _enum(raw["onUnhealthy"], f"{field}.onUnhealthy", OnDependencyUnhealthy)
+    wait_for = inherit.wait_for
+    if raw.get("waitFor") is not None:
+        wait_for = _duration(raw["waitFor"], f"{field}.waitFor", positive=True)
+    return DependencyRule(on_unhealthy=on, wait_for=wait_for)
 
 
 def _step(raw: Mapping[str, Any], field: str) -> Step:

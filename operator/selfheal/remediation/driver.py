@@ -35,8 +35,9 @@ from selfheal.clients.jira import Jira
 from selfheal.clients.notify import Notifier
 from selfheal.detect.signal import WorkloadRef
 from selfheal.policy.model import HealingPolicy
-from selfheal.remediation import acting, machine, naming
+from selfheal.remediation import acting, dependency_gate, machine, naming
 from selfheal.remediation.acting import reverts_due
+from selfheal.remediation.dependency_probe import DependencyProbe
 from selfheal.remediation.events import EventRecorder, obj_ref
 from selfheal.remediation.facts import Facts
 from selfheal.remediation.records import Record, Records
@@ -60,8 +61,11 @@ class Driver:
         ticket_horizon: float = ticket_action.GIVE_UP_AFTER,
         notifier: Notifier | None = None,
         failpoint: str = "",
+        dependencies: DependencyProbe | None = None,
     ) -> None:
         self.kube = kube
+        self.dependencies = dependencies
+        """Gathers dependency facts for policies with ``remediation.dependencies``."""
         self.jira = jira
         self.events = events or EventRecorder(kube=kube, clock=clock)
         self.clock = clock
@@ -185,6 +189,8 @@ class Driver:
     async def close(self) -> None:
         await self.events.drain()
         await self.background.close()
+        if self.dependencies is not None:
+            await self.dependencies.close()
 
     # --- the Ledger the background work writes through -----------------------------------
 
@@ -221,6 +227,20 @@ class Driver:
 
     def _lock(self, namespace: str) -> asyncio.Lock:
         return self._locks.setdefault(namespace, asyncio.Lock())
+
+    def _dependency_facts(
+        self,
+        state: RemediationState | None,
+        policy: HealingPolicy,
+        workload: WorkloadRef,
+        facts: Facts,
+    ) -> dependency_gate.DependencyFacts | None:
+        """Facts for the dependency gate, only where a step may start (never awaited)."""
+        if self.dependencies is None or not dependency_gate.wanted(policy):
+            return None
+        if state is not None and state.phase not in (Phase.DETECTED, Phase.ACTING):
+            return None
+        return self.dependencies.facts(workload, pod=facts.pod, container=facts.container)
 
     async def _apply(
         self,
@@ -267,6 +287,7 @@ class Driver:
                 records=self._summaries(workload.namespace, facts),
                 unhealthy=facts.unhealthy,
                 availability=facts.availability,
+                dependencies=self._dependency_facts(old, policy, workload, facts),
             )
             new, effects = machine.step(
                 old, event=ev, policy=policy, context=context, now=self.clock()

@@ -17,6 +17,7 @@ from selfheal.evidence.collect import collect as collect_bundle
 from selfheal.evidence.redact import Redactor
 from selfheal.evidence.usage import collect_usage
 from selfheal.policy.model import HealingPolicy
+from selfheal.remediation.dependency_gate import DEPENDENCY_UNHEALTHY
 from selfheal.remediation.facts import Facts
 from selfheal.remediation.state import RemediationState
 
@@ -125,6 +126,11 @@ def _outcome(state: RemediationState, related: Sequence[str]) -> str:
     """A few words for the ticket's summary line; the reason itself is in the description."""
     if related:
         return f"storm: {len(related)} workloads unhealthy at once"
+    skipped = [s for s in state.steps if s.reason == DEPENDENCY_UNHEALTHY]
+    if skipped:
+        # The cause is elsewhere: say which dependency, not only that nothing ran.
+        why = skipped[-1].message.removeprefix("skipped: ")
+        return f"{' and '.join(s.action for s in skipped)} skipped: {why}"
     tried = [s.action for s in state.steps if str(s.result) != "Refused"]
     if tried:
         return f"{' then '.join(tried)} did not heal it"

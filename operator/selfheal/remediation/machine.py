@@ -91,6 +91,7 @@ from collections.abc import Mapping, Sequence
 
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.policy.model import HealingPolicy, Mode, Step, step_action
+from selfheal.remediation import dependency_gate as dg
 from selfheal.remediation import guardrails
 from selfheal.remediation.guardrails import (
     Availability,
@@ -256,6 +257,8 @@ class EventReason(enum.StrEnum):
     """A step waits for a person's approval (the Event carries the kubectl command)."""
     APPROVED = "Approved"
     """A person approved the awaited step; it runs."""
+    DEPENDENCY_UNHEALTHY = "DependencyUnhealthy"
+    """A step was skipped, or waits, because a dependency of the workload is failing."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -288,6 +291,9 @@ class Context:
     """The workload's replicas; ``None``: unknown (refuses disruptive steps when
     ``guardrails.minAvailable`` > 0)."""
     escalated_retention: float = ESCALATED_RETENTION
+    dependencies: dg.DependencyFacts | None = None
+    """The workload's failing dependencies, for steps whose policy looks at them
+    (``remediation.dependencies``); ``None``: not gathered (yet)."""
 
 
 # --- The machine -----------------------------------------------------------------------
@@ -464,6 +470,8 @@ class _Run:
             if exhausted or state.last_health is Health.UNHEALTHY:
                 state = self._try_start(state)
             if state.phase is Phase.DETECTED and deadline_passed:
+                if state.waiting_for.startswith(dg.WAITING):
+                    return self._gave_up_on_dependency(state)
                 return self._escalate(state, reason=self._gave_up_waiting(state))
             return state
         if state.phase is Phase.ACTING:
@@ -517,9 +525,17 @@ class _Run:
             step_ = steps[index]
             decision = self._check(state, step=step_)
             if decision.allowed:
+                rule = self.policy.remediation.dependency_rule(index)
+                gate = dg.gate(rule, self.context.dependencies, now=self.now)
+                if gate.verdict is dg.Verdict.SKIP:
+                    state = self._skip_for_dependency(state, index=index, step_=step_, why=gate)
+                    continue
+                if gate.verdict is not dg.Verdict.RUN:
+                    return self._hold_for_dependency(state, index=index, step_=step_, gate=gate)
+                # A step that cannot help is not put before a person for approval.
                 if self._needs_approval(state, index):
                     return self._await_approval(state, index=index, step_=step_)
-                return self._act(state, index=index, step_=step_)
+                return self._act(state, index=index, step_=step_, note=gate.message)
             if decision.refusal is Refusal.SKIP_STEP:
                 record = StepRecord(
                     index=index,
@@ -638,14 +654,56 @@ class _Run:
             exclude=self.context.name,
         )
 
-    def _act(self, state: RemediationState, *, index: int, step_: Step) -> RemediationState:
+    def _skip_for_dependency(
+        self, state: RemediationState, *, index: int, step_: Step, why: dg.Gate
+    ) -> RemediationState:
+        """Record step ``index`` Refused (``DependencyUnhealthy``) and move past it."""
+        record = StepRecord(
+            index=index,
+            action=step_action(step_),
+            started_at=self.now,
+            finished_at=self.now,
+            result=StepResult.REFUSED,
+            reason=dg.DEPENDENCY_UNHEALTHY,
+            message=f"skipped: {why.message}",
+        )
+        self.emit(EventReason.DEPENDENCY_UNHEALTHY, self._step_line(record), warning=True)
+        return dataclasses.replace(
+            state, steps=(*state.steps, record), current_step=index + 1, waiting_for=""
+        )
+
+    def _hold_for_dependency(
+        self, state: RemediationState, *, index: int, step_: Step, gate: dg.Gate
+    ) -> RemediationState:
+        """Keep step ``index`` waiting: for the facts (Check), or for the dependency."""
+        waiting = state.waiting_for.startswith(dg.WAITING)
+        if gate.verdict is dg.Verdict.CHECK:
+            # Facts gone stale mid-wait keep the wait (and its deadline) as it was.
+            return state if waiting else dataclasses.replace(state, waiting_for=gate.message)
+        deadline = state.step_deadline
+        wait_for = self.policy.remediation.dependency_rule(index).wait_for
+        if not waiting and wait_for is not None:
+            deadline = self.now + wait_for  # the wait starts now; set once per step
+        if gate.message != state.waiting_for:
+            bound = human_duration((deadline or self.now) - self.now)
+            self.emit(
+                EventReason.DEPENDENCY_UNHEALTHY,
+                f"step {index + 1} ({step_action(step_)}) on {self.context.workload.name} "
+                f"waits, at most {bound}: {gate.message.removeprefix(dg.WAITING)}",
+                warning=True,
+            )
+        return dataclasses.replace(state, waiting_for=gate.message, step_deadline=deadline)
+
+    def _act(
+        self, state: RemediationState, *, index: int, step_: Step, note: str = ""
+    ) -> RemediationState:
         dry_run = self.policy.mode is Mode.DRY_RUN
         record = StepRecord(index=index, action=step_action(step_), started_at=self.now)
         self.effects.append(Act(index=index, step=step_, dry_run=dry_run))
         self.emit(
             EventReason.STEP_STARTED,
             f"step {index + 1} ({record.action}{', dry run' if dry_run else ''}) on "
-            f"{self.context.workload.name}",
+            f"{self.context.workload.name}" + (f"; {note}" if note else ""),
         )
         return dataclasses.replace(
             state,
@@ -859,7 +917,28 @@ class _Run:
             VerifyOutcome.PASSED
         ):
             tried += f"; {state.verification.message}"
+        if any(s.reason == dg.DEPENDENCY_UNHEALTHY for s in state.steps):
+            return f"a dependency of {name} is unhealthy; no step is left that may run: {tried}"
         return f"every remediation step was tried and {name} is still not healthy: {tried}"
+
+    def _gave_up_on_dependency(self, state: RemediationState) -> RemediationState:
+        """The wait for a dependency ran out: the step is skipped and humans are told."""
+        steps = self.policy.remediation.steps
+        index = state.current_step
+        why = state.waiting_for.removeprefix(dg.WAITING)
+        state = self._skip_for_dependency(
+            state,
+            index=index,
+            step_=steps[index],
+            why=dg.Gate(verdict=dg.Verdict.SKIP, message=f"dependency unhealthy: {why}"),
+        )
+        return self._escalate(
+            state,
+            reason=(
+                f"step {index + 1} ({step_action(steps[index])}) waited for a dependency of "
+                f"{self.context.workload.name} until its deadline and was skipped: {why}"
+            ),
+        )
 
     def _gave_up_waiting(self, state: RemediationState) -> str:
         steps = self.policy.remediation.steps

@@ -78,6 +78,9 @@ class StepRecord:
     result: StepResult | None = None
     """``None`` while the action is in flight."""
     message: str = ""
+    reason: str = ""
+    """Why a Refused step was not run, when selfheal decided it (``DependencyUnhealthy``);
+    empty otherwise."""
     change: Mapping[str, object] = dataclasses.field(default_factory=dict)
     """What the action changed (or would change): keys ``fromRevision``, ``toRevision``,
     ``fromReplicas``, ``toReplicas``, ``patch``; all optional, JSON-able, set by the driver."""
@@ -280,6 +283,7 @@ def _step_to_status(step: StepRecord) -> dict[str, Any]:
         "finishedAt": format_time(step.finished_at),
         "result": None if step.result is None else str(step.result),
         "message": step.message,
+        "reason": step.reason,
         "change": dict(step.change),
     }
 
@@ -320,6 +324,7 @@ def _step_from_status(raw: Mapping[str, Any], position: int) -> StepRecord:
         finished_at=parse_time(raw.get("finishedAt"), field=f"{field}.finishedAt"),
         result=None if result is None else StepResult(result),
         message=raw.get("message") or "",
+        reason=raw.get("reason") or "",
         change=dict(raw.get("change") or {}),
     )
 
