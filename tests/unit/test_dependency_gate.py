@@ -86,8 +86,8 @@ def fine(at: float = T0) -> DependencyFacts:
 
 
 def test_ignore_runs_whatever_the_facts_say() -> None:
-    assert gate(DependencyRule(), down(), now=T0).verdict is Verdict.RUN
-    assert gate(DependencyRule(), None, now=T0).verdict is Verdict.RUN
+    assert gate(DependencyRule(), down(), now=T0, since=T0 - 60).verdict is Verdict.RUN
+    assert gate(DependencyRule(), None, now=T0, since=T0 - 60).verdict is Verdict.RUN
 
 
 @pytest.mark.parametrize("on", [ESCALATE, WAIT])
@@ -95,24 +95,54 @@ def test_no_facts_or_old_facts_are_checked_first_never_taken_as_healthy(
     on: OnDependencyUnhealthy,
 ) -> None:
     rule = DependencyRule(on_unhealthy=on)
-    assert gate(rule, None, now=T0).verdict is Verdict.CHECK
-    assert gate(rule, fine(T0 - dg.MAX_AGE - 1), now=T0).verdict is Verdict.CHECK
-    assert gate(rule, fine(T0 - dg.MAX_AGE), now=T0).verdict is Verdict.RUN
+    assert gate(rule, None, now=T0, since=T0 - 60).verdict is Verdict.CHECK
+    assert gate(rule, fine(T0 - dg.MAX_AGE - 1), now=T0, since=T0 - 60).verdict is Verdict.CHECK
+    assert gate(rule, fine(T0 - dg.MAX_AGE), now=T0, since=T0 - 60).verdict is Verdict.RUN
+    # Gathered before the incident opened (or its last action): the world may have moved.
+    assert gate(rule, fine(T0 - 5), now=T0, since=T0 - 4).verdict is Verdict.CHECK
+
+
+def test_facts_older_than_the_incident_are_gathered_again_before_the_first_step() -> None:
+    inc = incident(with_rule(ESCALATE), fine(T0 - 3))  # from before payments went down
+    effects = inc.signal(Health.UNHEALTHY, T0)
+    assert acts(effects) == []
+    assert inc.current.waiting_for == dg.CHECKING
+    see(inc, down(T0 + 1))
+    effects = inc.tick(T0 + 2)
+    assert acts(effects) == []
+    assert inc.current.steps[0].reason == dg.DEPENDENCY_UNHEALTHY
+
+
+def test_after_an_action_the_next_step_needs_facts_gathered_since() -> None:
+    policy = with_rule(ESCALATE, steps=(ScaleStep(by=1, max=5), RestartStep()))
+    policy = dataclasses.replace(
+        policy,
+        remediation=dataclasses.replace(
+            policy.remediation, step_dependencies=(DependencyRule(on_unhealthy=IGNORE), None)
+        ),
+    )
+    inc = incident(policy, fine(T0))
+    inc.signal(Health.UNHEALTHY, T0)
+    inc.done(0, StepResult.SUCCEEDED, T0 + 1)
+    effects = inc.tick(T0 + 601)  # the scale did not heal it: the restart is due
+    assert acts(effects) == []
+    assert inc.current.waiting_for == dg.CHECKING
+    assert dg.fresh_since(inc.current, now=T0 + 601) == T0 + 1
 
 
 def test_a_failing_dependency_skips_under_escalate_and_holds_under_wait() -> None:
-    skip = gate(DependencyRule(on_unhealthy=ESCALATE), down(), now=T0)
+    skip = gate(DependencyRule(on_unhealthy=ESCALATE), down(), now=T0, since=T0 - 60)
     assert (skip.verdict, skip.message) == (Verdict.SKIP, f"dependency unhealthy: {DOWN}")
-    hold = gate(DependencyRule(on_unhealthy=WAIT), down(), now=T0)
+    hold = gate(DependencyRule(on_unhealthy=WAIT), down(), now=T0, since=T0 - 60)
     assert (hold.verdict, hold.message) == (Verdict.WAIT, f"{dg.WAITING}{DOWN}")
 
 
 def test_unreadable_health_holds_under_wait_and_runs_with_a_note_under_escalate() -> None:
     facts = DependencyFacts(at=T0, unknown=("endpointslices of payments.shop: 403 Forbidden",))
-    hold = gate(DependencyRule(on_unhealthy=WAIT), facts, now=T0)
+    hold = gate(DependencyRule(on_unhealthy=WAIT), facts, now=T0, since=T0 - 60)
     assert hold.verdict is Verdict.WAIT
     assert "403 Forbidden" in hold.message
-    run = gate(DependencyRule(on_unhealthy=ESCALATE), facts, now=T0)
+    run = gate(DependencyRule(on_unhealthy=ESCALATE), facts, now=T0, since=T0 - 60)
     assert run.verdict is Verdict.RUN
     assert run.message == (
         "dependency health unknown (endpointslices of payments.shop: 403 Forbidden)"

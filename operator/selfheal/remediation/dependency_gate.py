@@ -11,8 +11,9 @@ Pure: ``gate()`` decides from ``DependencyFacts``, which the driver gathers befo
 step (``selfheal.remediation.dependency_probe``) and passes in the machine's
 ``Context``. Missing or old facts never mean "healthy":
 
-- no facts yet (or older than ``MAX_AGE``): ``Check``; the step waits for them (the
-  driver gathers them off the decision path, the next pass decides);
+- no facts yet, or facts from before the incident opened or the last action (the world
+  they describe may be gone), or older than ``MAX_AGE``: ``Check``; the step waits for
+  them (the driver gathers them off the decision path, the next pass decides);
 - a dependency named but its health unreadable (a 403, a timeout): under ``Wait`` the
   step keeps waiting (the SRE asked not to act while a dependency may be down, and the
   wait is bounded, ending in an escalation, never in a blind action); under
@@ -28,6 +29,7 @@ import enum
 
 from selfheal.evidence.dependencies import DependencyReport
 from selfheal.policy.model import DependencyRule, HealingPolicy, OnDependencyUnhealthy
+from selfheal.remediation.state import RemediationState
 
 DEPENDENCY_UNHEALTHY = "DependencyUnhealthy"
 """``status.steps[].reason`` of a step skipped for a failing dependency."""
@@ -86,11 +88,20 @@ def wanted(policy: HealingPolicy) -> bool:
     )
 
 
-def gate(rule: DependencyRule, facts: DependencyFacts | None, *, now: float) -> Gate:
-    """What a step under ``rule`` does, given ``facts`` (``None``: none gathered yet)."""
+def fresh_since(state: RemediationState | None, *, now: float) -> float:
+    """Facts for ``state``'s next step must be gathered after this: after the incident
+    opened (``now`` for one not opened yet) and after its last action."""
+    if state is None:
+        return now
+    return max(state.detected_at, state.last_acted_at or state.detected_at)
+
+
+def gate(rule: DependencyRule, facts: DependencyFacts | None, *, now: float, since: float) -> Gate:
+    """What a step under ``rule`` does, given ``facts`` (``None``: none gathered yet),
+    which must have been gathered after ``since`` (``fresh_since``)."""
     if rule.on_unhealthy is OnDependencyUnhealthy.IGNORE:
         return Gate(verdict=Verdict.RUN)
-    if facts is None or now - facts.at > MAX_AGE:
+    if facts is None or facts.at < since or now - facts.at > MAX_AGE:
         return Gate(verdict=Verdict.CHECK, message=CHECKING)
     if facts.failing:
         what = "; ".join(facts.failing)
@@ -114,6 +125,7 @@ __all__ = [
     "Gate",
     "Verdict",
     "facts_from",
+    "fresh_since",
     "gate",
     "wanted",
 ]

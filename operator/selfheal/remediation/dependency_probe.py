@@ -52,13 +52,19 @@ class DependencyProbe:
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def facts(
-        self, workload: WorkloadRef, *, pod: str | None = None, container: str | None = None
+        self,
+        workload: WorkloadRef,
+        *,
+        since: float,
+        pod: str | None = None,
+        container: str | None = None,
     ) -> DependencyFacts | None:
-        """The latest facts for ``workload`` (``None``: none yet); refreshed in the
-        background when older than ``ttl``."""
+        """The latest facts for ``workload`` (``None``: none yet); gathered again in the
+        background when older than ``ttl`` or than ``since``."""
         key = (workload.namespace, workload.name)
         cached = self._facts.get(key)
-        if (cached is None or self.clock() - cached.at >= self.ttl) and key not in self._tasks:
+        stale = cached is None or cached.at < since or self.clock() - cached.at >= self.ttl
+        if stale and key not in self._tasks:
             task = asyncio.create_task(self._gather(key, pod, container), name=f"deps {key}")
             self._tasks[key] = task
             task.add_done_callback(lambda _: self._tasks.pop(key, None))

@@ -238,9 +238,14 @@ class Driver:
         """Facts for the dependency gate, only where a step may start (never awaited)."""
         if self.dependencies is None or not dependency_gate.wanted(policy):
             return None
-        if state is not None and state.phase not in (Phase.DETECTED, Phase.ACTING):
+        if state is not None and state.phase is not Phase.DETECTED:
             return None
-        return self.dependencies.facts(workload, pod=facts.pod, container=facts.container)
+        return self.dependencies.facts(
+            workload,
+            since=dependency_gate.fresh_since(state, now=self.clock()),
+            pod=facts.pod,
+            container=facts.container,
+        )
 
     async def _apply(
         self,

@@ -526,7 +526,8 @@ class _Run:
             decision = self._check(state, step=step_)
             if decision.allowed:
                 rule = self.policy.remediation.dependency_rule(index)
-                gate = dg.gate(rule, self.context.dependencies, now=self.now)
+                since = dg.fresh_since(state, now=self.now)
+                gate = dg.gate(rule, self.context.dependencies, now=self.now, since=since)
                 if gate.verdict is dg.Verdict.SKIP:
                     state = self._skip_for_dependency(state, index=index, step_=step_, why=gate)
                     continue
