@@ -132,9 +132,13 @@ def test_the_demo_plays_its_three_acts_and_leaves_nothing_running(
     assert "opened by trigger crashloop" in act1
     assert re.search(r"step 1 rollback: Succeeded \(revision 2 -> 1\)", act1), act1
     assert re.search(r"Verifying -> Resolved \(verification Passed", act1), act1
-    # Act 2: the metric trigger fires, nothing heals it, one ticket is filed.
+    # Act 2: payments goes down, the metric trigger fires; checkout's steps are skipped
+    # for the failing dependency (nothing rolled back or restarted), one ticket is filed.
     assert "opened by trigger error-ratio" in act2
     assert "step 1 rollback: Refused" in act2
+    assert "step 2 restart: Refused" in act2
+    assert "Succeeded" not in act2
+    assert "DependencyUnhealthy Deployment/checkout" in act2
     assert "-> Escalated" in act2
     key = re.search(r"Escalated, ticket (OPS-\d+)", act2)
     assert key, act2
@@ -156,6 +160,9 @@ def test_the_demo_plays_its_three_acts_and_leaves_nothing_running(
     assert re.search(rf"checkout-error-ratio-\S+\s+Escalated\s.*{key.group(1)}", table), table
     ticket = output.split("=== The ticket", 1)[1]
     assert f"{key.group(1)}  [Open]" in ticket
+    down = "payments.shop: 0 of 3 endpoints ready"
+    assert f"skipped: dependency unhealthy: {down}" in ticket  # the summary line
+    assert f"Dependency payments.shop is down*: {down}" in ticket  # what to check first
     assert "stack.txt" in ticket
     assert "deployment.yaml" in ticket
     assert f"escalated to {key.group(1)}" in output

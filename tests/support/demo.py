@@ -12,19 +12,23 @@ the operator does, read from the Remediation objects and the Events of the names
 
 - Act 1, a bad release: ``checkout:v2-crash`` crash-loops; the operator rolls back to
   v1 and verifies it: the Remediation ends ``Resolved``.
-- Act 2, a failure a rollback cannot fix: a dependency of checkout goes down, its 5xx
-  ratio (from Prometheus) climbs while the pods stay Ready; the rollback is refused
-  (there is no healthy revision to go back to), a restart does not help, and the
-  incident is escalated to a Jira ticket carrying the stack and snapshots; the on-call
-  is notified (apprise, to a loopback JSON webhook whose messages the demo prints).
+- Act 2, a failure a rollback cannot fix: ``payments`` (a real Deployment and Service
+  checkout calls) goes down, its pods crash and its EndpointSlice has no ready endpoint;
+  checkout's 5xx ratio (from Prometheus) climbs while its pods stay Ready. Its logs name
+  ``payments.shop.svc``, so the policy (``remediation.dependencies.onUnhealthy:
+  Escalate``) skips the rollback and the restart (``DependencyUnhealthy``): checkout is
+  not touched, and the incident is escalated to a Jira ticket that names payments and
+  its endpoint count, with the stack and snapshots; the on-call is notified (apprise, to
+  a loopback JSON webhook whose messages the demo prints).
 - Act 3, an alert: a Prometheus alert rule fires to the real Alertmanager, which calls
   the operator's webhook receiver; selfheal silences the alert in Alertmanager,
   restarts checkout, verifies it once the alert resolved, and expires the silence.
 
 Everything it started is stopped and its data deleted when it ends: on success, on a
 failure and on Ctrl-C (SIGINT) or SIGTERM. Exit status 0 only when Act 1 ended
-``Resolved`` with the rollback verified, Act 2 left exactly one ticket and one
-notification, and Act 3 ended ``Resolved`` with its silence expired.
+``Resolved`` with the rollback verified, Act 2 left exactly one ticket (naming payments,
+with checkout not restarted) and one notification, and Act 3 ended ``Resolved`` with its
+silence expired.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ APP = "checkout"
 V1 = "registry.local/checkout:v1"
 V2 = "registry.local/checkout:v2-crash"
 POLICY = "checkout"
+PAYMENTS = "payments"
+PAYMENTS_IMAGE = "registry.local/payments:v1"
+PAYMENTS_REPLICAS = 3
+PAYMENTS_DOWN = f"{PAYMENTS}.{NAMESPACE}: 0 of {PAYMENTS_REPLICAS} endpoints ready"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 JIRA_USER = "selfheal"
 JIRA_PASSWORD = "demo-jira-s3cret-4d1e"
 JIRA_SECRET = "jira-credentials"
@@ -113,6 +122,9 @@ POLICY_SPEC: dict[str, Any] = {
     "remediation": {
         "steps": [{"rollback": {"to": "LastHealthy"}}, {"restart": {}}],
         "verify": {"for": "5s", "timeout": "10s"},
+        # Restarting or rolling back checkout cannot help while a Service it calls has no
+        # ready endpoint: skip those steps and tell humans which dependency is down.
+        "dependencies": {"onUnhealthy": "Escalate"},
         "escalate": {
             "jira": {
                 "project": "OPS",
@@ -570,6 +582,12 @@ def start_parts(parts: Parts, timeline: Timeline) -> Running:
         "POST", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", deployment(APP, V1, replicas=2)
     )
     cluster.api(
+        "POST",
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments",
+        deployment(PAYMENTS, PAYMENTS_IMAGE, replicas=PAYMENTS_REPLICAS),
+    )
+    cluster.api("POST", f"/api/v1/namespaces/{NAMESPACE}/services", _service(PAYMENTS))
+    cluster.api(
         "POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", _notify_secret(webhook.url("/oncall"))
     )
     for doc in _secret_rbac(NAMESPACE, NOTIFY_SECRET, "selfheal-notify-secret"):
@@ -583,7 +601,8 @@ def start_parts(parts: Parts, timeline: Timeline) -> Running:
         )
     say(
         "you",
-        f"deployed {NAMESPACE}/{APP} ({V1}, 2 replicas), HealingPolicies {POLICY} and "
+        f"deployed {NAMESPACE}/{APP} ({V1}, 2 replicas), the {PAYMENTS} Deployment and "
+        f"Service it calls ({PAYMENTS_REPLICAS} replicas), HealingPolicies {POLICY} and "
         f"{ALERT_POLICY}, and the on-call's Secret {NOTIFY_SECRET} (apprise URLs)",
     )
     # A new CRD answers 429 "storage is (re)initializing" for a moment after it is
@@ -632,6 +651,26 @@ def _notify_secret(url: str) -> dict[str, Any]:
     }
 
 
+def _service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "https", "port": 443}]},
+    }
+
+
+async def _ready_endpoints(kube: k.Kube, service: str) -> tuple[int, int]:
+    """(ready, all) endpoints of ``service``'s EndpointSlices, as the controller wrote them."""
+    slices = await kube.get(
+        f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices",
+        labelSelector=f"kubernetes.io/service-name={service}",
+    )
+    eps = [e for s in slices.get("items") or [] for e in s.get("endpoints") or []]
+    ready = sum(1 for e in eps if (e.get("conditions") or {}).get("ready"))
+    return ready, len(eps)
+
+
 def _exists(cluster: Cluster, path: str) -> bool:
     try:
         cluster.api("GET", path)
@@ -671,9 +710,16 @@ async def play(parts: Running, timeline: Timeline, *, act_timeout: float) -> Out
             lambda: available(kube, NAMESPACE, APP), timeout=60, what=f"{APP} v1 available"
         )
         await wait_for(
+            lambda: available(kube, NAMESPACE, PAYMENTS), timeout=60, what=f"{PAYMENTS} available"
+        )
+        await wait_for(
             lambda: _policy_ready(kube), timeout=30, what=f"HealingPolicy {POLICY} Ready"
         )
-        timeline.say("demo", f"{APP} v1 available (2/2 ready); policy {POLICY} Ready")
+        timeline.say(
+            "demo",
+            f"{APP} v1 available (2/2 ready), {PAYMENTS} available "
+            f"({PAYMENTS_REPLICAS}/{PAYMENTS_REPLICAS}); policy {POLICY} Ready",
+        )
         await watcher.prime()
         task = asyncio.create_task(watcher.run(stop))
 
@@ -754,6 +800,15 @@ async def act1(
 async def act2(
     kube: k.Kube, parts: Running, timeline: Timeline, watcher: Watcher, *, timeout: float
 ) -> str:
+    # payments' pods crash: its Service has no ready endpoint left.
+    parts.kubelet.behave(PAYMENTS_IMAGE, Behaviour(kind="crashloop", restart_every=20.0))
+
+    async def payments_down() -> tuple[int, int] | None:
+        ready, total = await _ready_endpoints(kube, PAYMENTS)
+        return (ready, total) if ready == 0 and total == PAYMENTS_REPLICAS else None
+
+    await wait_for(payments_down, timeout=timeout, what=f"Act 2: {PAYMENTS_DOWN}")
+    timeline.say("world", f"{PAYMENTS} is down: {PAYMENTS_DOWN}")
     parts.kubelet.behave(V1, Behaviour(kind="running", logs=OUTAGE_LOGS))
     parts.exporter.set_rate("http_requests_total", OUTAGE_OK_RPS, namespace=NAMESPACE,
                             deployment=APP, code="200")  # fmt: skip
@@ -762,8 +817,7 @@ async def act2(
     share = OUTAGE_5XX_RPS / (OUTAGE_OK_RPS + OUTAGE_5XX_RPS)
     timeline.say(
         "world",
-        f"payments goes down: {share:.0%} of checkout's requests fail with 503 "
-        "(its pods stay Running and Ready)",
+        f"{share:.0%} of checkout's requests fail with 503 (its pods stay Running and Ready)",
     )
 
     async def ticketed() -> dict[str, Any] | None:
@@ -786,19 +840,24 @@ async def act2(
     await wait_for(
         lambda: _attachments(parts.jira, key), timeout=30, what=f"the attachments of {key}"
     )
-    expired = await wait_for(
-        lambda: _silence(parts.alertmanager, rec["metadata"]["name"], "expired"),
-        timeout=30,
-        what="Act 2: the escalation expiring its silence",
-    )
+    # No step ran (the dependency is down): nothing was silenced, the escalation pages.
     await watcher.poll()
+    steps = rec["status"].get("steps") or []
+    skipped = [s for s in steps if s.get("reason") == "DependencyUnhealthy"]
+    if not skipped or len(skipped) != len(steps):
+        raise DemoFailed(f"Act 2: steps not all skipped for {PAYMENTS}: {json.dumps(steps)}")
+    dep = await kube.get(k.apps(NAMESPACE, "deployments", APP))
+    if RESTARTED_AT in (dep["spec"]["template"]["metadata"].get("annotations") or {}):
+        raise DemoFailed(f"Act 2: {APP} was restarted although {PAYMENTS} is down")
+    issue = next(i for i in parts.jira.issues() if i["key"] == key)
+    if PAYMENTS_DOWN not in str(issue["fields"].get("description") or ""):
+        raise DemoFailed(f"Act 2: ticket {key} does not say {PAYMENTS_DOWN!r}")
     timeline.say(
-        "alertmanager",
-        f"silence {expired['id'][:8]} of {APP}'s alerts (made while verifying) expired: "
-        "an escalation must page",
+        "demo",
+        f"Act 2 done: {rec['metadata']['name']} Escalated, ticket {key}; {APP} not restarted "
+        f"or rolled back: {PAYMENTS_DOWN}",
     )
-    timeline.say("demo", f"Act 2 done: {rec['metadata']['name']} Escalated, ticket {key}")
-    for s in rec["status"].get("steps") or []:
+    for s in steps:
         timeline.block(_step_line(s), indent=6)
     return key
 
