@@ -12,11 +12,17 @@ restarted as before; with ``Wait`` the restart runs once payments is back.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
+from selfheal.evidence.collect import dependency_report
+from selfheal.policy.model import DependencyRule, OnDependencyUnhealthy
+from selfheal.remediation import dependency_gate as dg
+from selfheal.remediation.state import Phase, RemediationState
 from tests.support.audit import workload_writes
 from tests.support.cluster import Cluster
 from tests.support.fixtures.jira import JIRA_PASSWORD
@@ -217,3 +223,73 @@ async def test_wait_holds_the_restart_until_payments_is_back_then_runs_it(
     step = rec["status"]["steps"][0]
     assert step["action"] == "restart"
     assert step["result"] != "Refused"
+
+
+async def test_the_facts_name_an_open_incident_never_the_own_service_and_never_raise(
+    crds: list[str], cluster: Cluster, kube: k.Kube, namespace: str, kubelet: Kubelet
+) -> None:
+    """``dependency_report`` (what the driver gathers before a step) on the real API:
+    payments has ready endpoints but an open incident of its own; checkout's own Service
+    is named in its log and left out; without permission the facts say what is unknown."""
+    ns = namespace
+    checkout = f"registry.local/{ns}/checkout:facts"
+    kubelet.behave(
+        checkout, Behaviour(kind="crashloop", restart_every=0.5, previous_logs=checkout_log(ns))
+    )
+    for name, image, replicas in (
+        ("payments", f"registry.local/{ns}/payments:ok", 2),
+        ("checkout", checkout, 1),
+    ):
+        await kube.create(k.core(ns, "services"), service(name))
+        await kube.create(k.apps(ns, "deployments"), deployment(name, image, replicas=replicas))
+    incident = {
+        "apiVersion": API_VERSION,
+        "kind": "Remediation",
+        "metadata": {"name": "payments-error-ratio-0a1b2c-1"},
+        "spec": {
+            "policy": "payments",
+            "workload": {"kind": "Deployment", "name": "payments", "uid": "u"},
+            "trigger": {"name": "error-ratio", "kind": "prometheus"},
+        },
+    }
+    path = k.group(API_VERSION, ns, "remediations")
+    await kube.create(path, incident)
+    now = time.time()
+    status = RemediationState(phase=Phase.ESCALATED, detected_at=now, escalated_at=now)
+    await kube.patch(
+        f"{path}/payments-error-ratio-0a1b2c-1",
+        {"status": status.to_status()},
+        subresource="status",
+    )
+
+    async def facts() -> dg.DependencyFacts | None:
+        report = await dependency_report(kube=kube, namespace=ns, deployment="checkout")
+        got = dg.facts_from(report, at=time.time())
+        return got if got.failing and "2 of 2" in got.failing[0] else None
+
+    got = await eventually(facts, timeout=60, what="payments ready with its open incident")
+    assert got.failing == (
+        f"payments.{ns}: 2 of 2 endpoints ready; open incident payments-error-ratio-0a1b2c-1",
+    )
+    assert got.unknown == ()
+    assert not any(f"checkout.{ns}" in line for line in got.failing)
+
+    await kube.create(
+        k.core(ns, "serviceaccounts"),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "blind"}},
+    )
+    token = await asyncio.to_thread(cluster.token_for, ns, "blind")
+    blind = k.Kube.from_token(host=cluster.server, token=token, ca_file=str(cluster.ca_file))
+    try:
+        report = await dependency_report(kube=blind, namespace=ns, deployment="checkout")
+    finally:
+        await blind.close()
+    unknown = dg.facts_from(report, at=time.time())
+    assert unknown.failing == ()
+    [why] = unknown.unknown
+    assert why.startswith("deployment: 403 Forbidden")
+    # Unreadable is never healthy under Wait; Escalate acts, saying what it could not read.
+    wait = dg.gate(
+        DependencyRule(on_unhealthy=OnDependencyUnhealthy.WAIT), unknown, now=time.time(), since=0
+    )
+    assert wait.verdict is dg.Verdict.WAIT

@@ -538,4 +538,22 @@ INVALID_POLICIES: tuple[BadPolicy, ...] = (
         "spec.triggers",
         "must have at most 16 items",
     ),
+    BadPolicy(
+        "dependencies-on-unhealthy-typo",
+        _set("remediation.dependencies", {"onUnhealthy": "Skip"}),
+        "spec.remediation.dependencies.onUnhealthy",
+        "supported values",
+    ),
+    BadPolicy(
+        "dependencies-wait-for-unitless",
+        _set("remediation.dependencies", {"onUnhealthy": "Wait", "waitFor": "300"}),
+        "spec.remediation.dependencies.waitFor",
+        "should match",
+    ),
+    BadPolicy(
+        "step-dependencies-typo",
+        _set("remediation.steps.0.dependencies", {"onUnhealthy": "Later"}),
+        "spec.remediation.steps[0].dependencies.onUnhealthy",
+        "supported values",
+    ),
 )
