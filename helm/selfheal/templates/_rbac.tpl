@@ -20,7 +20,9 @@ runs a whole remediation with exactly these rules and fails on any 403.
 {{- end }}
 {{- if .Values.rbac.evidence.dependencies }}
 # Services and their EndpointSlices: the ticket names the failing dependency found in
-# the stack, logs and env, with its ready endpoints (evidence/dependencies.py).
+# the stack, logs and env, with its ready endpoints (evidence/dependencies.py); a policy
+# with remediation.dependencies checks them before a step (remediation/dependency_probe.py).
+# Without them that check reads "unknown": Wait then holds the step, Escalate acts.
 - apiGroups: [""]
   resources: [services]
   verbs: [list]
@@ -41,7 +43,8 @@ runs a whole remediation with exactly these rules and fails on any 403.
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]
-# Deployments: kopf index `deployments` lists and watches them; get for the actions'
+# Deployments: kopf index `deployments` lists and watches them (and evidence/dependencies.py,
+# to map a dependency's Service to its workload); get for the actions'
 # reads and the evidence snapshot. patch only when an action writes the Deployment
 # itself: rollback (actions/rollback.py, the pod template) or restart
 # (actions/restart.py, the restartedAt annotation).
@@ -79,7 +82,8 @@ runs a whole remediation with exactly these rules and fails on any 403.
   verbs: [patch]
 # Remediations: kopf index `remediations` lists and watches them; the driver gets one
 # on resume and creates it (creating it is the lock against acting twice); the
-# retention sweep deletes Resolved and Closed ones past `retention` (driver.prune).
+# retention sweep deletes Resolved and Closed ones past `retention` (driver.prune);
+# evidence/dependencies.py lists them to name a dependency's own open incident.
 - apiGroups: [selfheal.dev]
   resources: [remediations]
   verbs: [get, list, watch, create, delete]
