@@ -538,18 +538,7 @@ class _Run:
                     return self._await_approval(state, index=index, step_=step_)
                 return self._act(state, index=index, step_=step_, note=gate.message)
             if decision.refusal is Refusal.SKIP_STEP:
-                record = StepRecord(
-                    index=index,
-                    action=step_action(step_),
-                    started_at=self.now,
-                    finished_at=self.now,
-                    result=StepResult.REFUSED,
-                    message=decision.message,
-                )
-                self.emit(EventReason.STEP_REFUSED, self._step_line(record), warning=True)
-                state = dataclasses.replace(
-                    state, steps=(*state.steps, record), current_step=index + 1
-                )
+                state = self._refuse(state, index=index, step_=step_, message=decision.message)
                 continue
             if decision.refusal is Refusal.WAIT:
                 if decision.message != state.waiting_for:
@@ -655,22 +644,41 @@ class _Run:
             exclude=self.context.name,
         )
 
-    def _skip_for_dependency(
-        self, state: RemediationState, *, index: int, step_: Step, why: dg.Gate
+    def _refuse(
+        self,
+        state: RemediationState,
+        *,
+        index: int,
+        step_: Step,
+        message: str,
+        reason: str = "",
+        event: EventReason = EventReason.STEP_REFUSED,
     ) -> RemediationState:
-        """Record step ``index`` Refused (``DependencyUnhealthy``) and move past it."""
+        """Record step ``index`` Refused without running it, and move past it."""
         record = StepRecord(
             index=index,
             action=step_action(step_),
             started_at=self.now,
             finished_at=self.now,
             result=StepResult.REFUSED,
-            reason=dg.DEPENDENCY_UNHEALTHY,
-            message=f"skipped: {why.message}",
+            reason=reason,
+            message=message,
         )
-        self.emit(EventReason.DEPENDENCY_UNHEALTHY, self._step_line(record), warning=True)
+        self.emit(event, self._step_line(record), warning=True)
         return dataclasses.replace(
             state, steps=(*state.steps, record), current_step=index + 1, waiting_for=""
+        )
+
+    def _skip_for_dependency(
+        self, state: RemediationState, *, index: int, step_: Step, why: dg.Gate
+    ) -> RemediationState:
+        return self._refuse(
+            state,
+            index=index,
+            step_=step_,
+            message=f"skipped: {why.message}",
+            reason=dg.DEPENDENCY_UNHEALTHY,
+            event=EventReason.DEPENDENCY_UNHEALTHY,
         )
 
     def _hold_for_dependency(
