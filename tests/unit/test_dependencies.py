@@ -97,3 +97,16 @@ def test_an_unhealthy_dependency_comes_first_in_the_checklist_and_the_ticket() -
     text = describe(b)
     assert "* (x) payments.shop: 0 of 3 endpoints ready (named as payments:8080)" in text
     assert "* (/) db.shop: 2 of 2 endpoints ready (named as db)" in text
+
+
+def test_a_dependency_with_its_own_open_incident_is_named_with_it() -> None:
+    b = bundle()
+    b.dependencies = [
+        Dependency(namespace="shop", service="payments", seen_as="payments", ready=2, total=2,
+                   incidents=("payments-error-ratio-0a1b2c-1",)),
+    ]  # fmt: skip
+    [first, *_] = checklist(b, cause="CrashLoopBackOff")
+    assert first.title == "Dependency payments.shop has an open incident"
+    line = "payments.shop: 2 of 2 endpoints ready; open incident payments-error-ratio-0a1b2c-1"
+    assert first.detail == f"{line} (named as payments): fix it first"
+    assert f"* (x) {line} (named as payments)" in describe(b)

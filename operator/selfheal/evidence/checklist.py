@@ -75,10 +75,11 @@ def checklist(
 
     # A dependency without ready endpoints explains a crash that no rollback will heal.
     for d in bundle.dependencies:
-        if not d.healthy:
+        if d.failing:
+            state = "is down" if not d.healthy else "has an open incident"
             out.append(
                 Check(
-                    title=f"Dependency {d.service}.{d.namespace} is down",
+                    title=f"Dependency {d.service}.{d.namespace} {state}",
                     detail=f"{d.line()} (named as {d.seen_as}): fix it first",
                 )
             )

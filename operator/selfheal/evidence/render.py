@@ -154,7 +154,7 @@ def render_description(
     if bundle.dependencies:
         out.append("h3. Dependencies")
         out.extend(
-            f"* {'(/)' if d.healthy else '(x)'} {esc(d.line())} (named as {esc(d.seen_as)})"
+            f"* {'(x)' if d.failing else '(/)'} {esc(d.line())} (named as {esc(d.seen_as)})"
             for d in bundle.dependencies
         )
         out.append("")
