@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from selfheal.policy.model import (
+    DependencyRule,
     Mode,
+    OnDependencyUnhealthy,
     PolicyError,
     RestartStep,
     RollbackStep,
@@ -93,6 +95,9 @@ def test_error_ratio_sample_has_a_static_threshold_and_two_steps() -> None:
     assert (prom.for_, prom.interval) == (120.0, 30.0)
     assert dict(prom.workload_labels) == {"namespace": "namespace", "name": "deployment"}
     assert policy.remediation.steps == (RollbackStep(to=RollbackTo.PREVIOUS), RestartStep())
+    assert policy.remediation.dependency_rule(1) == DependencyRule(
+        on_unhealthy=OnDependencyUnhealthy.WAIT, wait_for=900.0
+    )
     assert policy.guardrails.cooldown == 3600.0
 
 
