@@ -407,3 +407,17 @@ def test_a_bad_per_step_option_names_the_step() -> None:
     with pytest.raises(PolicyError) as err:
         parse(body({"steps": [{"restart": {}, "dependencies": {"onUnhealthy": "Later"}}]}))
     assert err.value.field == "spec.remediation.steps[0].dependencies.onUnhealthy"
+
+
+def test_a_victim_that_recovers_with_its_dependency_closes_without_any_action() -> None:
+    inc = incident(with_rule(WAIT), down())
+    inc.signal(Health.UNHEALTHY, T0)
+    see(inc, fine(T0 + 20))
+    inc.signal(Health.HEALTHY, T0 + 20)  # payments is back, and so is checkout
+    effects = inc.tick(T0 + 320)  # healthy for verify.for
+    assert acts(effects) == []
+    state = inc.current
+    assert state.phase is Phase.CLOSED
+    assert state.steps == ()
+    assert state.verification is not None
+    assert "recovered before any step changed it" in state.verification.message
