@@ -79,6 +79,12 @@ Rules the driver can rely on:
   A missing entry of a due kind, or a Pending one whose ``retryAt`` passed, is due;
   Sent and Failed are done. ``due_work()`` derives them from the state alone, also
   after a ``TicketDone`` (the filed ticket's key is what the message waits for).
+- **Dependencies** (``remediation.dependencies``, ``dependency_gate``): before a step
+  allowed by the guardrails, ``Context.dependencies`` decides: ``Escalate`` records the
+  step Refused (``reason: DependencyUnhealthy``) and tries the next; ``Wait`` holds it
+  (``waitingFor``) until the dependency is healthy, at most ``waitFor`` (else the
+  step's deadline), then skips it and escalates. Missing or stale facts hold the step
+  (never read as healthy); the driver gathers them and the next pass decides.
 - **Persisting.** When nothing changed the input state object itself is returned
   (``new is old``); otherwise write ``new.to_status()``.
 """
