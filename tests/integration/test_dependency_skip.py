@@ -12,7 +12,6 @@ restarted as before; with ``Wait`` the restart runs once payments is back.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +28,14 @@ from tests.support.fixtures.jira import JIRA_PASSWORD
 from tests.support.jira_server import JiraServer
 from tests.support.kubelet import Behaviour, Kubelet
 from tests.support.operator import OperatorProcess
-from tests.support.workloads import deployment, eventually, jira_secret, policy, remediations
+from tests.support.workloads import (
+    blind_client,
+    deployment,
+    eventually,
+    jira_secret,
+    policy,
+    remediations,
+)
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
@@ -274,12 +280,7 @@ async def test_the_facts_name_an_open_incident_never_the_own_service_and_never_r
     assert got.unknown == ()
     assert not any(f"checkout.{ns}" in line for line in got.failing)
 
-    await kube.create(
-        k.core(ns, "serviceaccounts"),
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "blind"}},
-    )
-    token = await asyncio.to_thread(cluster.token_for, ns, "blind")
-    blind = k.Kube.from_token(host=cluster.server, token=token, ca_file=str(cluster.ca_file))
+    blind = await blind_client(cluster, kube, ns)
     try:
         report = await dependency_report(kube=blind, namespace=ns, deployment="checkout")
     finally:

@@ -20,6 +20,7 @@ from selfheal.policy.model import HealingPolicy
 from tests.integration.test_evidence import crashed_pod, eventually
 from tests.support.cluster import Cluster
 from tests.support.kubelet import Behaviour, Kubelet
+from tests.support.workloads import blind_client
 
 pytestmark = pytest.mark.integration
 
@@ -282,12 +283,7 @@ async def test_dependencies_named_in_logs_and_env_with_their_ready_endpoints(
 async def test_dependency_health_without_permission_says_so_and_never_raises(
     cluster: Cluster, kube: k.Kube, namespace: str
 ) -> None:
-    await kube.create(
-        k.core(namespace, "serviceaccounts"),
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "blind"}},
-    )
-    token = await asyncio.to_thread(cluster.token_for, namespace, "blind")
-    blind = k.Kube.from_token(host=cluster.server, token=token, ca_file=str(cluster.ca_file))
+    blind = await blind_client(cluster, kube, namespace)
     try:
         report = await dependency_health(
             kube=blind, namespace=namespace, texts=["GET http://payments:8080/ refused"]

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
+from tests.support.cluster import Cluster
 
 T = TypeVar("T")
 
@@ -168,3 +169,13 @@ async def grant_secret(kube: k.Kube, namespace: str, *, secret: str, role: str) 
             ],
         },
     )
+
+
+async def blind_client(cluster: Cluster, kube: k.Kube, namespace: str) -> k.Kube:
+    """A client as a new ServiceAccount of ``namespace`` that may read nothing (close it)."""
+    await kube.create(
+        k.core(namespace, "serviceaccounts"),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "blind"}},
+    )
+    token = await asyncio.to_thread(cluster.token_for, namespace, "blind")
+    return k.Kube.from_token(host=cluster.server, token=token, ca_file=str(cluster.ca_file))
