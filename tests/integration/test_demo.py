@@ -145,7 +145,8 @@ def test_the_demo_plays_its_three_acts_and_leaves_nothing_running(
     # The on-call got the escalation, with the ticket, on the loopback webhook.
     assert re.search(r"on-call\s+received: \[selfheal\] escalated: shop/checkout", act2), act2
     assert f"Ticket: {key.group(1)}" in act2
-    assert re.search(r"silence \w+ of checkout's alerts .* expired: an escalation must page", act2)
+    # No step ran on checkout, so nothing was silenced: the escalation pages.
+    assert "silence" not in act2
     # Act 3: the alert reaches selfheal through Alertmanager; silenced while healing.
     assert "opened by trigger queue-backlog" in act3
     assert re.search(r"silence \w+ active: .*alertname=CheckoutQueueBacklog", act3), act3
