@@ -259,10 +259,17 @@ INVALID_POLICIES: tuple[BadPolicy, ...] = (
     BadPolicy("mode-typo", _set("mode", "Enforcing"), "spec.mode", "supported values"),
     BadPolicy("target-missing", _drop("target"), "spec.target", "Required value"),
     BadPolicy(
-        "target-kind-statefulset",
-        _set("target.kind", "StatefulSet"),
+        "target-kind-cronjob",
+        _set("target.kind", "CronJob"),
         "spec.target.kind",
         "supported values",
+    ),
+    BadPolicy(
+        "daemonset-scale",
+        _set("target.kind", "DaemonSet"),
+        "spec.remediation.steps",
+        "no replicas to scale",
+        parse_field="spec.remediation.steps[1].scale",
     ),
     BadPolicy(
         "selector-empty",

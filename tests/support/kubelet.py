@@ -1,6 +1,9 @@
 """A kubelet stand-in for the local control plane (no container ever runs).
 
-It registers one Node, binds every unbound Pod to it (there is no scheduler),
+It registers one Node (more on request: ``add_nodes``), binds every unbound Pod
+(there is no scheduler): a Pod pinned to a Node by nodeAffinity ``matchFields``
+``metadata.name``, as the DaemonSet controller writes it, to that Node when it is
+one of the stand-in's, every other Pod to the first Node;
 writes Pod status the way a kubelet would, confirms the termination of deleted
 Pods, keeps the Node's Lease fresh, and serves container logs over TLS so that
 ``kubectl logs --previous`` and the ``pods/log`` API work through the real API
@@ -224,6 +227,8 @@ class PodRun:
     delete_sent: bool = False
     failures: int = 0
     announced: dict[str, Kind] = dataclasses.field(default_factory=dict)
+    pinned: str | None = None
+    """The Node its nodeAffinity requires by name (DaemonSet pods); ``None``: any."""
 
 
 def restart_count(run: ContainerRun, b: Behaviour, now: float) -> int:
@@ -436,6 +441,30 @@ def adopt(pod: PodRun, status: Mapping[str, Any]) -> None:
         pod.runs[name] = run
 
 
+def pinned_node(spec: Mapping[str, Any]) -> str | None:
+    """The Node a Pod's required nodeAffinity names with ``matchFields`` ``metadata.name``
+    (how the DaemonSet controller places its pods since scheduling moved to the
+    scheduler), else ``spec.nodeSelector["kubernetes.io/hostname"]``; ``None``: any Node."""
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    for term in affinity.get("nodeSelectorTerms") or ():
+        for field in term.get("matchFields") or ():
+            values = field.get("values") or ()
+            if field.get("key") == "metadata.name" and field.get("operator") == "In" and values:
+                return str(values[0])
+    host = (spec.get("nodeSelector") or {}).get("kubernetes.io/hostname")
+    return str(host) if host else None
+
+
+def placement(pinned: str | None, nodes: list[str]) -> str | None:
+    """Where the stand-in binds a Pod: its pinned Node when that is one of ``nodes``
+    (``None`` when it is not), else the first Node."""
+    if pinned is None:
+        return nodes[0]
+    return pinned if pinned in nodes else None
+
+
 # --- the stand-in ----------------------------------------------------------------------------
 
 
@@ -464,6 +493,8 @@ class Kubelet:
         self.client_cert, self.client_key = client_cert, client_key
         self.serving_cert, self.serving_key = serving_cert, serving_key
         self.node_name = node_name
+        self.node_names: list[str] = [node_name]
+        """Every Node the stand-in runs; the first one takes Pods that are not pinned."""
         self.workers = workers
         self.port = 0
         self._lock = threading.Lock()
@@ -517,6 +548,37 @@ class Kubelet:
             b = self._behaviours.get(image)
         return b if b is not None else default_behaviour(image)
 
+    def add_nodes(self, count: int, *, timeout: float = 30.0) -> list[str]:
+        """Makes sure the stand-in runs at least ``count`` Ready Nodes (any thread) and
+        returns their names, the first Node first. Nodes are never removed: a DaemonSet
+        runs on every one of them."""
+        if count < 1:
+            raise ValueError(f"add_nodes(count={count}): ask for at least 1 Node")
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            raise RuntimeError("add_nodes: start the stand-in first")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("add_nodes: call it from another thread than the stand-in's")
+        future = asyncio.run_coroutine_threadsafe(self._add_nodes(count), loop)
+        return future.result(timeout)
+
+    async def _add_nodes(self, count: int) -> list[str]:
+        # selfheal-node-1 -> selfheal-node-2, -3, ...
+        base = self.node_name.rsplit("-", 1)[0] if self.node_name[-1:].isdigit() else self.node_name
+        while len(self.node_names) < count:
+            name = f"{base}-{len(self.node_names) + 1}"
+            self.node_names.append(name)
+            await self._register_one(name)
+        # Pods pinned to a Node that did not exist yet can be bound now.
+        for uid, pod in self._pods.items():
+            if not pod.node and pod.pinned in self.node_names:
+                self._enqueue(uid)
+        return list(self.node_names[:count])
+
     def _requeue_threadsafe(self, image: str) -> None:
         loop = self._loop
         if loop is not None and loop.is_running():
@@ -552,7 +614,6 @@ class Kubelet:
         try:
             await self._serve_logs()
             await self._register_node()
-            await self._renew_lease()
         except BaseException:
             await self.stop()
             raise
@@ -650,7 +711,7 @@ class Kubelet:
 
     # -- node and lease
 
-    def _node_status(self, now: float) -> Body:
+    def _node_status(self, now: float, name: str) -> Body:
         resources = {"cpu": "64", "memory": "256Gi", "pods": "110000", "ephemeral-storage": "1Ti"}
         heartbeat = ts(now)
 
@@ -690,7 +751,7 @@ class Kubelet:
             ],
             "addresses": [
                 {"type": "InternalIP", "address": NODE_IP},
-                {"type": "Hostname", "address": self.node_name},
+                {"type": "Hostname", "address": name},
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
             "nodeInfo": {
@@ -709,13 +770,17 @@ class Kubelet:
 
     async def _register_node(self) -> None:
         self._started = time.time()
+        for name in self.node_names:
+            await self._register_one(name)
+
+    async def _register_one(self, name: str) -> None:
         node = {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {
-                "name": self.node_name,
+                "name": name,
                 "labels": {
-                    "kubernetes.io/hostname": self.node_name,
+                    "kubernetes.io/hostname": name,
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
                 },
@@ -723,26 +788,31 @@ class Kubelet:
         }
         status, body = await self._call("POST", "/api/v1/nodes", node)
         if status not in (201, 409):
-            raise RuntimeError(f"registering Node {self.node_name}: HTTP {status}: {body}")
-        await self._post_node_status()
+            raise RuntimeError(f"registering Node {name}: HTTP {status}: {body}")
+        await self._post_node_status(name)
+        await self._renew_lease(name)
 
-    async def _post_node_status(self) -> None:
-        path = f"/api/v1/nodes/{self.node_name}/status"
-        body = {"status": self._node_status(time.time())}
+    async def _post_node_status(self, name: str) -> None:
+        path = f"/api/v1/nodes/{name}/status"
+        body = {"status": self._node_status(time.time(), name)}
         status, resp = await self._call(
             "PATCH", path, body, content_type="application/merge-patch+json"
         )
         if status == 404:
-            await self._register_node()
+            await self._register_one(name)
         elif status != 200:
             raise RuntimeError(f"PATCH {path}: HTTP {status}: {resp}")
 
-    async def _renew_lease(self) -> None:
+    async def _renew_leases(self) -> None:
+        for name in list(self.node_names):
+            await self._renew_lease(name)
+
+    async def _renew_lease(self, name: str) -> None:
         # The node lifecycle controller marks a Node NotReady (and then evicts its
         # Pods) when its Lease is not renewed within the grace period.
-        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
         spec = {
-            "holderIdentity": self.node_name,
+            "holderIdentity": name,
             "leaseDurationSeconds": LEASE_SECONDS,
             "renewTime": ts_micro(time.time()),
         }
@@ -753,7 +823,7 @@ class Kubelet:
             lease = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
                 "spec": spec,
             }
             await self._call("POST", path.rsplit("/", 1)[0], lease)
@@ -763,9 +833,10 @@ class Kubelet:
         while True:
             await asyncio.sleep(LEASE_RENEW_EVERY)
             try:
-                await self._renew_lease()
+                await self._renew_leases()
                 if time.monotonic() - last_status >= NODE_STATUS_EVERY:
-                    await self._post_node_status()
+                    for name in list(self.node_names):
+                        await self._post_node_status(name)
                     last_status = time.monotonic()
             except (aiohttp.ClientError, TimeoutError, RuntimeError) as e:
                 log.warning("kubelet stand-in: heartbeat failed: %s", e)
@@ -851,7 +922,7 @@ class Kubelet:
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
         uid = str(meta.get("uid", ""))
         node = str(spec.get("nodeName") or "")
-        if not uid or node not in ("", self.node_name):
+        if not uid or (node and node not in self.node_names):
             if uid in self._pods:
                 self._forget_pod(uid)
             return None
@@ -872,6 +943,7 @@ class Kubelet:
                 phase=str(status.get("phase") or "Pending"),
                 bound_at=now,
                 ip=self._allocate_ip(),
+                pinned=pinned_node(spec),
             )
             if node and status.get("containerStatuses"):
                 adopt(pod, status)
@@ -974,11 +1046,14 @@ class Kubelet:
         if pod.phase in ("Succeeded", "Failed"):
             return
         if not pod.node:
+            target = placement(pod.pinned, self.node_names)
+            if target is None:
+                return  # pinned to a Node of someone else's: not ours to run
             binding = {
                 "apiVersion": "v1",
                 "kind": "Binding",
                 "metadata": {"name": pod.name, "namespace": pod.namespace},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": target},
             }
             status, resp = await self._call("POST", base + "/binding", binding)
             if status == 404:
@@ -988,7 +1063,7 @@ class Kubelet:
                 return  # bound meanwhile: the watch says by whom
             if status not in (200, 201):
                 raise _RetryError(f"POST {base}/binding: HTTP {status}: {resp}")
-            pod.node = self.node_name
+            pod.node = target
             pod.bound_at = time.time()
         now = time.time()
         desired, due = pod_status(pod, self.behaviour_for, now)
@@ -1049,9 +1124,9 @@ class Kubelet:
                 "reason": reason,
                 "message": message,
                 "type": "Warning",
-                "source": {"component": "kubelet", "host": self.node_name},
+                "source": {"component": "kubelet", "host": pod.node or self.node_name},
                 "reportingComponent": "kubelet",
-                "reportingInstance": self.node_name,
+                "reportingInstance": pod.node or self.node_name,
                 "firstTimestamp": ts(now),
                 "lastTimestamp": ts(now),
                 "count": 1,
@@ -1158,6 +1233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", required=True, help="API server URL")
     p.add_argument("--pki", required=True, type=Path, help="the cluster's pki directory")
     p.add_argument("--node", default=NODE_NAME)
+    p.add_argument("--nodes", type=int, default=1, help="how many Nodes to run (DaemonSets)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     pki: Path = args.pki
@@ -1177,6 +1253,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with kubelet:
+            await kubelet._add_nodes(max(1, args.nodes))
             log.info("kubelet stand-in: node %s, logs on port %d", kubelet.node_name, kubelet.port)
             await stop.wait()
 

@@ -23,6 +23,7 @@ from selfheal.actions.result import (
     guarded_patch,
 )
 from selfheal.clients import kube as k
+from selfheal.policy.ownership import PLURALS
 
 ACTION = "restart"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -70,10 +71,12 @@ async def restart(
     name: str,
     requested_at: dt.datetime,
     dry_run: bool,
+    kind: str = "Deployment",
 ) -> ActionResult:
-    """Restart ``namespace/name``'s pods with a rolling update; refuses a paused Deployment."""
-    where = f"Deployment {namespace}/{name}"
-    path = k.apps(namespace, "deployments", name)
+    """Restart ``namespace/name``'s pods with a rolling update; refuses a paused Deployment
+    and an ``OnDelete`` StatefulSet or DaemonSet (a new template replaces no pod there)."""
+    where = f"{kind} {namespace}/{name}"
+    path = k.apps(namespace, PLURALS[kind], name)
     at = rfc3339(requested_at)
     for attempt in (1, 2):
         try:
@@ -95,6 +98,18 @@ async def restart(
                 result=Outcome.SUCCEEDED,
                 reason=Reason.ALREADY_RESTARTED,
                 message=f"{where} was already restarted at {done}, not before {at}; nothing to do",
+                change=change,
+            )
+        strategy = (spec.get("updateStrategy") or {}).get("type")
+        if kind != "Deployment" and strategy == "OnDelete":
+            return ActionResult(
+                action=ACTION,
+                result=Outcome.REFUSED,
+                reason=Reason.ON_DELETE,
+                message=(
+                    f"{where} uses updateStrategy OnDelete: a restart would replace no pod. "
+                    "Delete its pods by hand, or use a rollback step (which deletes them)."
+                ),
                 change=change,
             )
         if spec.get("paused"):

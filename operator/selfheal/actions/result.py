@@ -61,6 +61,9 @@ class Reason(enum.StrEnum):
     # restart
     RESTARTED = "Restarted"
     ALREADY_RESTARTED = "AlreadyRestarted"
+    ON_DELETE = "OnDeleteStrategy"
+    """A StatefulSet or DaemonSet with ``updateStrategy: OnDelete``: a restart would
+    change the template and replace no pod."""
     # shared
     PAUSED = "DeploymentPaused"
     """``spec.paused``: a person is holding the rollout; acting would fight them."""

@@ -189,9 +189,15 @@ def revisions(
 
 
 def choose_target(
-    *, revisions: Sequence[Revision], to: RollbackTo, known_bad: frozenset[str]
+    *,
+    revisions: Sequence[Revision],
+    to: RollbackTo,
+    known_bad: frozenset[str],
+    kind: str = "Deployment",
 ) -> Choice:
-    """Where to roll back to; pure. ``known_bad`` holds pod-template-hashes."""
+    """Where to roll back to; pure. ``known_bad`` holds pod-template-hashes (or, for a
+    StatefulSet or DaemonSet, ControllerRevision hashes)."""
+    history = "ReplicaSet" if kind == "Deployment" else "ControllerRevision"
     current = next((r for r in reversed(revisions) if r.current), None)
     if current is None:
         return Choice(
@@ -199,8 +205,8 @@ def choose_target(
             target=None,
             reason=Reason.ROLLOUT_NOT_OBSERVED,
             message=(
-                "no ReplicaSet has the Deployment's current pod template yet, so its revision "
-                "is unknown; the deployment controller has not caught up. The step can be "
+                f"no {history} has the {kind}'s current pod template yet, so its revision "
+                f"is unknown; the {kind.lower()} controller has not caught up. The step can be "
                 "retried in a moment."
             ),
         )
@@ -226,7 +232,7 @@ def choose_target(
             target=None,
             reason=Reason.NO_ROLLOUT_HISTORY,
             message=(
-                f"the Deployment keeps no revision older than the running {current.label()} "
+                f"the {kind} keeps no revision older than the running {current.label()} "
                 "(first rollout, or spec.revisionHistoryLimit pruned them). Roll forward a fix."
             ),
         )
@@ -311,7 +317,8 @@ def gitops_manager(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _change(choice: Choice, patch: object = None) -> dict[str, Any]:
+def change_of(choice: Choice, patch: object = None) -> dict[str, Any]:
+    """A rollback step's ``change``: from and to revision (number and hash), the patch."""
     cur, tgt = choice.current, choice.target
     return {
         "fromRevision": cur.number if cur else None,
@@ -364,7 +371,7 @@ async def rollback(
                     f"{where} is managed by {manager}, which would undo a rollback. Revert the "
                     "change in Git (or set guardrails.allowGitOps: true to let selfheal act)."
                 ),
-                change={**_change(choice), "gitOps": manager},
+                change={**change_of(choice), "gitOps": manager},
             )
         if deployment.get("spec", {}).get("paused"):
             return _result(
@@ -392,7 +399,7 @@ async def rollback(
             doing=f"patching {where}",
             path=path,
             patch=patch,
-            change=_change(choice, patch),
+            change=change_of(choice, patch),
             dry_run=dry_run,
             last_attempt=attempt == 2,
         )
@@ -422,6 +429,6 @@ def _result(
         result=outcome,
         reason=reason or choice.reason,
         message=message,
-        change=_change(choice, patch),
+        change=change_of(choice, patch),
         retryable=retryable,
     )

@@ -26,11 +26,13 @@ from selfheal.actions.result import (
     guarded_patch,
 )
 from selfheal.clients import kube as k
+from selfheal.policy.ownership import PLURALS, STATEFULSET
 
 ACTION = "scale"
 REVERT = "revert-scale"
 HPA_API = "autoscaling/v2"
 HPA_KIND = "HorizontalPodAutoscaler"
+SCALABLE = ("Deployment", STATEFULSET)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,13 +90,15 @@ def plan_scale(
     )
 
 
-def targeting_hpa(hpas: Iterable[Mapping[str, Any]], *, name: str) -> Mapping[str, Any] | None:
-    """The HPA whose ``scaleTargetRef`` is the Deployment ``name`` (the first by name)."""
+def targeting_hpa(
+    hpas: Iterable[Mapping[str, Any]], *, name: str, kind: str = "Deployment"
+) -> Mapping[str, Any] | None:
+    """The HPA whose ``scaleTargetRef`` is the ``kind`` ``name`` (the first by name)."""
     matches = []
     for hpa in hpas:
         ref = hpa.get("spec", {}).get("scaleTargetRef") or {}
         api = str(ref.get("apiVersion", "apps/v1"))
-        if ref.get("kind") == "Deployment" and ref.get("name") == name and api.startswith("apps/"):
+        if ref.get("kind") == kind and ref.get("name") == name and api.startswith("apps/"):
             matches.append(hpa)
     matches.sort(key=lambda h: str(h.get("metadata", {}).get("name", "")))
     return matches[0] if matches else None
@@ -119,19 +123,21 @@ async def scale(
     by: int,
     max_replicas: int,
     dry_run: bool,
+    kind: str = "Deployment",
 ) -> ActionResult:
     """Scale ``namespace/name`` out by ``by``, up to ``max_replicas`` (see the module docstring).
+    ``kind``: ``Deployment`` or ``StatefulSet`` (both have a ``scale`` subresource).
 
     ``change`` records ``target`` (``Deployment/<name>`` or ``HorizontalPodAutoscaler/<name>``),
     ``fromReplicas`` and ``toReplicas``: pass it to ``revert_scale`` after recovery.
     """
-    where = f"Deployment {namespace}/{name}"
-    dpath = k.apps(namespace, "deployments", name)
+    where = f"{kind} {namespace}/{name}"
+    dpath = k.apps(namespace, PLURALS[kind], name)
     for attempt in (1, 2):
         try:
-            await kube.get(dpath)  # NotFound here names the Deployment, not an HPA
+            await kube.get(dpath)  # NotFound here names the workload, not an HPA
             hpas = await kube.get(k.group(HPA_API, namespace, "horizontalpodautoscalers"))
-            hpa = targeting_hpa(hpas.get("items") or (), name=name)
+            hpa = targeting_hpa(hpas.get("items") or (), name=name, kind=kind)
             if hpa is not None:
                 hname = hpa["metadata"]["name"]
                 target, obj = f"{HPA_KIND}/{hname}", hpa
@@ -145,7 +151,7 @@ async def scale(
                 )
             else:
                 obj = await kube.get(f"{dpath}/scale")
-                target, path = f"Deployment/{name}", dpath
+                target, path = f"{kind}/{name}", dpath
                 subresource, field = "scale", "/spec/replicas"
                 current = int(obj.get("spec", {}).get("replicas", 0))
                 plan = plan_scale(current=current, by=by, max_replicas=max_replicas)
@@ -214,18 +220,18 @@ async def revert_scale(
     target = str(change.get("target", ""))
     kind, _, tname = target.partition("/")
     before, after = change.get("fromReplicas"), change.get("toReplicas")
-    if kind not in ("Deployment", HPA_KIND) or not isinstance(before, int) or after is None:
+    if kind not in (*SCALABLE, HPA_KIND) or not isinstance(before, int) or after is None:
         raise ValueError(
             f"change: not a scale result's change ({dict(change)!r}); pass ActionResult.change "
             "of a Succeeded scale"
         )
-    if kind == "Deployment":
-        path = k.apps(namespace, "deployments", tname)
+    if kind in SCALABLE:
+        path = k.apps(namespace, PLURALS[kind], tname)
         subresource, field, getter = "scale", "/spec/replicas", "replicas"
     else:
         path = k.group(HPA_API, namespace, "horizontalpodautoscalers", tname)
         subresource, field, getter = None, "/spec/minReplicas", "minReplicas"
-    where = f"{target} in {namespace} (for Deployment {name})"
+    where = f"{target} in {namespace} (for {name})"
     for attempt in (1, 2):
         try:
             obj = await kube.get(f"{path}/scale" if subresource else path)

@@ -50,6 +50,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from selfheal.detect.signal import Health, Signal, WorkloadRef
+from selfheal.policy import ownership
 from selfheal.policy.model import CrashLoopTrigger
 
 MAX_POINTS = 64
@@ -106,6 +107,13 @@ class PodSummary:
     started: float | None = None
     """``status.startTime``, else ``metadata.creationTimestamp`` (Unix seconds)."""
     containers: tuple[ContainerSummary, ...] = ()
+    owner_kind: str = ""
+    """``StatefulSet`` or ``DaemonSet`` when one of those controls the pod directly
+    (see :mod:`selfheal.detect.ownership`), else ""."""
+    owner: str = ""
+    """That workload's name."""
+    revision_hash: str = ""
+    """The hash of the ControllerRevision the pod runs."""
 
     @property
     def restarts(self) -> int:
@@ -186,7 +194,11 @@ def summarize(pod: Mapping[str, Any]) -> PodSummary:
         for c in status.get("containerStatuses") or ()
         if isinstance(c, Mapping)
     )
+    direct = ownership.owner_of(pod)
     return PodSummary(
+        owner_kind=direct.kind if direct else "",
+        owner=direct.name if direct else "",
+        revision_hash=direct.revision_hash if direct else "",
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),

@@ -39,7 +39,7 @@ class LabelSelectorRequirement:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:
     kind: str = "Deployment"
-    """Only ``Deployment`` today; the field exists so StatefulSets can come later."""
+    """``Deployment``, ``StatefulSet`` or ``DaemonSet``."""
     match_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     match_expressions: tuple[LabelSelectorRequirement, ...] = ()
 

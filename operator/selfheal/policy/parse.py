@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from selfheal.policy import ownership
 from selfheal.policy.model import (
     AlertTrigger,
     AnomalySpec,
@@ -67,6 +68,7 @@ _E = TypeVar("_E", Mode, Sensitivity, RollbackTo, OnDependencyUnhealthy)
 
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 _MAX_TRIGGERS = 16
+TARGET_KINDS = ("Deployment", *ownership.KINDS)
 _MAX_STEPS = 8
 _PROMETHEUS_MAX_POINTS = 11_000
 """Prometheus refuses a range query with more points per series than this."""
@@ -134,6 +136,14 @@ def parse(body: Mapping[str, Any]) -> HealingPolicy:
             "add a step (rollback, scale, restart) or escalate.jira, or set mode: DryRun",
         )
 
+    for i, step in enumerate(remediation.steps):
+        if isinstance(step, ScaleStep) and target.kind == ownership.DAEMONSET:
+            raise PolicyError(
+                f"spec.remediation.steps[{i}].scale",
+                "a DaemonSet runs one pod per node and has no replicas to scale; use rollback "
+                "or restart, or target a Deployment or StatefulSet",
+            )
+
     guardrails = _guardrails(_mapping(spec.get("guardrails"), "spec.guardrails"), "spec.guardrails")
     redaction = _mapping(spec.get("redaction"), "spec.redaction")
     patterns = tuple(
@@ -158,8 +168,10 @@ def parse(body: Mapping[str, Any]) -> HealingPolicy:
 
 def _target(raw: Mapping[str, Any], field: str) -> Target:
     kind = _string(raw.get("kind", "Deployment"), f"{field}.kind")
-    if kind != "Deployment":
-        raise PolicyError(f"{field}.kind", f"{kind!r} is not supported; use Deployment")
+    if kind not in TARGET_KINDS:
+        raise PolicyError(
+            f"{field}.kind", f"{kind!r} is not supported; use one of {', '.join(TARGET_KINDS)}"
+        )
     selector = _mapping(raw.get("selector"), f"{field}.selector", required=True)
     sel = f"{field}.selector"
     labels = _mapping(selector.get("matchLabels"), f"{sel}.matchLabels")

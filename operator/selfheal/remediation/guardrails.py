@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from selfheal.detect.signal import WorkloadRef
+from selfheal.policy import ownership
 from selfheal.policy.model import HealingPolicy, Mode, ScaleStep, Step, step_action
 from selfheal.remediation.state import (
     Phase,
@@ -93,6 +94,12 @@ class Availability:
 
     available: int
     desired: int
+
+    @classmethod
+    def of(cls, kind: str, *, spec: Mapping[str, Any], status: Mapping[str, Any]) -> Availability:
+        """From the workload's own status, per kind (``ownership.availability``)."""
+        available, desired = ownership.availability(kind, spec=spec, status=status)
+        return cls(available=available, desired=desired)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
