@@ -144,6 +144,10 @@ def test_defaults_install_cluster_wide_with_the_crds_kept(helm: Helm) -> None:
     assert of_kind(docs, "ConfigMap") == []
 
 
+POD_DELETE = {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}
+"""The one rule that deletes a workload's object: a rollback replacing pods, one at a time."""
+
+
 def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
     # The list each rule's comment in templates/_rbac.tpl justifies; a new permission
     # must be added here on purpose (and proven by tests/e2e/test_rbac_e2e.py).
@@ -154,7 +158,7 @@ def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
             for res in r["resources"]:
                 got[(g, res)] = sorted({*got.get((g, res), []), *r["verbs"]})
     assert got == {
-        ("", "pods"): ["get", "list", "watch"],
+        ("", "pods"): ["delete", "get", "list", "watch"],
         ("", "pods/log"): ["get"],
         ("", "services"): ["list"],
         ("discovery.k8s.io", "endpointslices"): ["list"],
@@ -164,6 +168,10 @@ def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
         ("apps", "deployments/scale"): ["get", "patch"],
         ("autoscaling", "horizontalpodautoscalers"): ["get", "list", "patch"],
         ("apps", "replicasets"): ["get", "list", "watch"],
+        ("apps", "statefulsets"): ["get", "list", "patch", "watch"],
+        ("apps", "daemonsets"): ["get", "list", "patch", "watch"],
+        ("apps", "statefulsets/scale"): ["get", "patch"],
+        ("apps", "controllerrevisions"): ["get", "list", "watch"],
         ("selfheal.dev", "healingpolicies"): ["get", "list", "patch", "watch"],
         ("selfheal.dev", "healingpolicies/status"): ["patch"],
         ("selfheal.dev", "remediations"): ["create", "delete", "get", "list", "watch"],
@@ -171,12 +179,13 @@ def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
         ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
         ("coordination.k8s.io", "leases"): ["create", "get", "update"],
     }
-    # Never: deleting anything but its own expired Remediations, reading Secrets
-    # cluster-wide, touching nodes or RBAC. The one update is the Lease's (a PUT with
-    # resourceVersion is the election's lock).
+    # Never: deleting anything but its own expired Remediations and the pods a rollback
+    # of a StatefulSet or DaemonSet replaces, reading Secrets cluster-wide, touching nodes
+    # or RBAC. The one update is the Lease's (a PUT with resourceVersion is the election's
+    # lock).
     for _, _, r in rules(docs):
         forbidden = {"delete", "deletecollection", "escalate", "bind"}
-        if r["resources"] == ["remediations"]:
+        if r["resources"] == ["remediations"] or (r == POD_DELETE):
             forbidden.discard("delete")
         if r["resources"] != ["leases"]:
             forbidden.add("update")
@@ -192,9 +201,18 @@ def test_switching_actions_off_drops_their_permissions(helm: Helm) -> None:
     assert grants(docs, "autoscaling", "horizontalpodautoscalers") == set()
     assert "patch" in grants(docs, "apps", "deployments")  # rollback and restart still may
 
+    assert grants(docs, "apps", "statefulsets/scale") == set()
+    assert "patch" in grants(docs, "apps", "statefulsets")
+
+    docs = helm.template({"rbac": {"actions": {"rollback": False}}})
+    assert grants(docs, "", "pods") == {"get", "list", "watch"}  # no pod is ever deleted
+    assert "patch" in grants(docs, "apps", "daemonsets")  # restart still may
+
     off = {"rollback": False, "restart": False, "scale": False}
     docs = helm.template({"rbac": {"actions": off, "evidence": {"logs": False}}})
     assert grants(docs, "apps", "deployments") == {"get", "list", "watch"}
+    assert grants(docs, "apps", "statefulsets") == {"get", "list", "watch"}
+    assert grants(docs, "apps", "daemonsets") == {"get", "list", "watch"}
     assert grants(docs, "", "pods/log") == set()
     writes = {"patch", "create", "update", "delete"}
     written = {res for _, _, r in rules(docs) if writes & set(r["verbs"]) for res in r["resources"]}

@@ -70,6 +70,33 @@ runs a whole remediation with exactly these rules and fails on any 403.
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [get, list, watch]
+# StatefulSets and DaemonSets: kopf indexes `statefulsets` and `daemonsets` list and
+# watch them (handlers/watch.py); get for the actions' reads and the evidence. patch
+# when rollback (actions/revisions.py, the pod template) or restart (actions/restart.py)
+# may write them.
+- apiGroups: [apps]
+  resources: [statefulsets, daemonsets]
+  verbs: [get, list, watch{{ if or $a.rollback $a.restart }}, patch{{ end }}]
+{{- if $a.scale }}
+# A StatefulSet's scale subresource: actions/scale.py, as for Deployments.
+- apiGroups: [apps]
+  resources: [statefulsets/scale]
+  verbs: [get, patch]
+{{- end }}
+# ControllerRevisions, the history of StatefulSets and DaemonSets: kopf index
+# `controller_revisions` (handlers/watch.py), actions/revisions.py lists them for a
+# rollback, the evidence lists the rollout history.
+- apiGroups: [apps]
+  resources: [controllerrevisions]
+  verbs: [get, list, watch]
+{{- if $a.rollback }}
+# Deleting pods, one at a time: a rollback of an OnDelete StatefulSet or DaemonSet, or
+# of a StatefulSet stuck on an unready pod (actions/revisions.py `replace_pods`); each
+# delete carries the pod's uid as a precondition.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [delete]
+{{- end }}
 # HealingPolicies: kopf's handlers list and watch them (handlers/policies.py) and patch
 # kopf's progress annotations (AnnotationsProgressStorage under selfheal.dev); the
 # reconciler gets one to confirm it is gone before closing its incidents (reconciler.py).

@@ -33,6 +33,7 @@ from selfheal.evidence.changes import (
 from selfheal.evidence.changes import to_json as changes_json
 from selfheal.evidence.dependencies import Dependency, DependencyReport, dependency_health
 from selfheal.evidence.redact import Redactor, env_values
+from selfheal.policy import ownership
 
 T = TypeVar("T")
 
@@ -172,6 +173,8 @@ class Bundle:
     dependencies: list[Dependency] = dataclasses.field(default_factory=list)
     """Services named in the logs, stack and env, with their ready endpoints."""
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES
+    kind: str = "Deployment"
+    """The workload's kind; its snapshot is still filed under ``deployment``."""
     redactor: Redactor | None = dataclasses.field(default=None, repr=False, compare=False)
     """The incident's redactor (the policy's plus the pod's env values), for text added
     after collection, e.g. the steps' messages in the description."""
@@ -308,10 +311,13 @@ async def collect(
     known_bad: Collection[str] = (),
     dependencies: bool = False,
     config_changes: bool = False,
+    kind: str = "Deployment",
 ) -> Bundle:
     """The redacted evidence of one incident; never raises for an API failure.
 
-    ``pod=None``: the Deployment's pod with the most restarts is chosen.
+    ``kind``: the workload's kind (``deployment`` is its name); a StatefulSet's or
+    DaemonSet's history is its ControllerRevisions, numbered by ``revision``.
+    ``pod=None``: the workload's pod with the most restarts is chosen.
     ``container=None``: the pod's container that terminated last (most restarts).
     ``prometheus_usage``: container name -> ``{"cpu": cores, "memory": bytes}`` and their
     ``cpu_peak`` / ``memory_peak`` (numbers are formatted, strings kept) as measured by
@@ -337,8 +343,9 @@ async def collect(
         container=container,
         collected_at=time.time() if now is None else now,
         max_total_bytes=max_total_bytes,
+        kind=kind,
     )
-    dep = await c.get("deployment", k8s.apps(namespace, "deployments", deployment))
+    dep = await c.get("deployment", k8s.apps(namespace, ownership.PLURALS[kind], deployment))
     pod_obj: dict[str, Any] | None = None
     if pod:
         pod_obj = await c.get("pod", k8s.core(namespace, "pods", pod))
@@ -346,7 +353,7 @@ async def collect(
         pod_obj = await _worst_pod(c, dep)
         bundle.pod = _name(pod_obj) if pod_obj else None
         if pod_obj is None and "pod" not in c.unavailable:
-            c.unavailable["pod"] = "no pod of the Deployment exists"
+            c.unavailable["pod"] = f"no pod of the {kind} exists"
 
     # Every literal env value of the pod and the template is redacted wherever it appears.
     r = redactor.with_literals([*env_values(pod_obj or {}), *env_values(dep or {})])
@@ -365,7 +372,7 @@ async def collect(
     if dep is not None:
         bundle.revision = str(_annotations(dep).get(REVISION, ""))
 
-    rs_name = _owner(pod_obj, "ReplicaSet") if pod_obj else None
+    rs_name = _owner(pod_obj, "ReplicaSet") if pod_obj and kind == "Deployment" else None
     logs_task = _logs(
         c,
         bundle.pod,
@@ -375,8 +382,14 @@ async def collect(
         crashed=pod_obj is None or bundle.termination is not None,
     )
     rs_task = c.get("replicaset", k8s.apps(namespace, "replicasets", rs_name)) if rs_name else None
-    history_task = _history(c, dep) if dep is not None else None
-    names = [("Deployment", deployment)]
+    history_task = (
+        None
+        if dep is None
+        else _history(c, dep)
+        if kind == "Deployment"
+        else _revision_history(c, dep)
+    )
+    names = [(kind, deployment)]
     if rs_name:
         names.append(("ReplicaSet", rs_name))
     if bundle.pod:
@@ -387,6 +400,8 @@ async def collect(
         logs_task, _maybe(rs_task), _maybe(history_task), events_task
     )
     history, templates = found if found is not None else ([], {})
+    if kind != "Deployment" and dep is not None:
+        bundle.revision = _current_revision(dep, templates)
     bundle.changes_since, bundle.changes = _changes(
         bundle.revision, templates, last_healthy, redactor, known_bad
     )
@@ -519,6 +534,8 @@ def _digest(
         if obj is not None:
             # List items carry no apiVersion/kind; a snapshot should apply as it reads.
             typed = {"apiVersion": _API_VERSION[kind], "kind": _KIND[kind], **obj}
+            if kind == "deployment":
+                typed["kind"] = bundle.kind
             snap = yaml.safe_dump(r.redact_object(typed), sort_keys=False, width=120)
             if len(snap.encode()) > SNAPSHOT_MAX_BYTES:
                 cut_snap = _cut_bytes(snap.encode(), SNAPSHOT_MAX_BYTES, tail=False)
@@ -657,6 +674,63 @@ async def _history(
         templates[rev] = rs
     out.sort(key=lambda r: r.revision)
     return out[-MAX_REVISIONS:], templates
+
+
+async def _revision_history(
+    c: _Collector, obj: Mapping[str, Any]
+) -> tuple[list[Revision], dict[int, dict[str, Any]]]:
+    """A StatefulSet's or DaemonSet's ControllerRevisions as the rollout history, each with
+    the number of its pods now, and each one's template shaped like a ReplicaSet's (its
+    revision hash as ``pod-template-hash``) for the template diff."""
+    selector = _selector(obj)
+    meta = obj.get("metadata") or {}
+    uid, name = meta.get("uid"), str(meta.get("name", ""))
+    listing, pods = await asyncio.gather(
+        c.get(
+            "rollout history", k8s.apps(c.namespace, "controllerrevisions"), labelSelector=selector
+        ),
+        c.get("pods of the revisions", k8s.core(c.namespace, "pods"), labelSelector=selector),
+    )
+    per_hash: dict[str, int] = {}
+    for p in (pods or {}).get("items", []):
+        owner = ownership.owner_of(p)
+        if owner is not None and owner.name == name:
+            per_hash[owner.revision_hash] = per_hash.get(owner.revision_hash, 0) + 1
+    out: list[Revision] = []
+    templates: dict[int, dict[str, Any]] = {}
+    for cr in (listing or {}).get("items", []):
+        owners = (cr.get("metadata") or {}).get("ownerReferences") or []
+        if uid and not any(o.get("uid") == uid for o in owners):
+            continue
+        rev = int(cr.get("revision") or 0)
+        hash_ = ownership.revision_hash(name, _name(cr))
+        template = dict(((cr.get("data") or {}).get("spec") or {}).get("template") or {})
+        template.pop("$patch", None)
+        shaped = {
+            "metadata": {**(cr.get("metadata") or {}), "labels": {"pod-template-hash": hash_}},
+            "spec": {"template": template},
+        }
+        out.append(
+            Revision(
+                revision=rev,
+                replicaset=_name(cr),
+                images=tuple(_images(_template_spec(shaped))),
+                change_cause="",
+                created=str((cr.get("metadata") or {}).get("creationTimestamp", "")),
+                replicas=per_hash.get(hash_, 0),
+                limits=_limits(_template_spec(shaped)),
+            )
+        )
+        templates[rev] = shaped
+    out.sort(key=lambda r: r.revision)
+    return out[-MAX_REVISIONS:], templates
+
+
+def _current_revision(obj: Mapping[str, Any], templates: Mapping[int, Mapping[str, Any]]) -> str:
+    """The number of the newest revision whose template is the object's: what runs."""
+    current = (obj.get("spec") or {}).get("template") or {}
+    numbers = [n for n, t in templates.items() if (t.get("spec") or {}).get("template") == current]
+    return str(max(numbers)) if numbers else ""
 
 
 async def _config_changes(

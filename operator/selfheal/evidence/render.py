@@ -244,7 +244,8 @@ def render_description(
 
     if bundle.rollout_history:
         out.append("h3. Rollout history")
-        out.append("||Revision||ReplicaSet||Images||Change cause||Created||")
+        holder = "ReplicaSet" if bundle.kind == "Deployment" else "ControllerRevision"
+        out.append(f"||Revision||{holder}||Images||Change cause||Created||")
         for h in bundle.rollout_history:
             rev = (
                 f"{h.revision} (current)" if str(h.revision) == bundle.revision else str(h.revision)
@@ -280,7 +281,7 @@ def render_description(
         if rem
         else f"kubectl -n {ns} get remediations",
         f"kubectl -n {policy.namespace} get healingpolicy {policy.name} -o yaml",
-        f"kubectl -n {ns} rollout history deployment/{name}",
+        f"kubectl -n {ns} rollout history {bundle.kind.lower()}/{name}",
         f"kubectl -n {ns} get events --field-selector involvedObject.name={name}",
     ]
     if bundle.pod:

@@ -146,19 +146,26 @@ async def tick(
     rs_by_deployment: kopf.Index[Any, Any],
     deployments: kopf.Index[Any, Any],
     remediations: kopf.Index[Any, Any],
+    statefulsets: kopf.Index[Any, Any],
+    daemonsets: kopf.Index[Any, Any],
+    controller_revisions: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     rt: Runtime = memo["runtime"]
     rt.indexes.update(
-        remediations=remediations, deployments=deployments, rs_by_deployment=rs_by_deployment
+        remediations=remediations,
+        deployments=deployments,
+        rs_by_deployment=rs_by_deployment,
+        controller_revisions=controller_revisions,
     )
+    by_kind = {"deployments": deployments, "statefulsets": statefulsets, "daemonsets": daemonsets}
     policy = rt.policies.get((namespace, name))
     if policy is None or not rt.is_leader:
         return  # a standby evaluates nothing and writes nothing: the leader does
     now = time.time()
     workloads = [
         info
-        for info in deployments.get(namespace, ())
+        for info in watch.workload_infos(namespace, *by_kind.values())
         if policy in watch.matching_policies(rt, namespace, info)
     ]
     by_name = {w.name: w for w in workloads}
@@ -173,7 +180,10 @@ async def tick(
             if now < rt.next_eval.get(key, 0.0):
                 continue
             rt.next_eval[key] = now + trigger.prometheus.interval
-            refs = [WorkloadRef(namespace=namespace, name=w.name, uid=w.uid) for w in workloads]
+            refs = [
+                WorkloadRef(namespace=namespace, name=w.name, uid=w.uid, kind=w.kind)
+                for w in workloads
+            ]
             got = await rt.prometheus.evaluate(
                 policy=policy, trigger=trigger, workloads=refs, now=now
             )
@@ -195,7 +205,11 @@ async def tick(
         has_crash = any(t.crash_loop is not None for t in policy.triggers)
         for info in workloads if has_crash else ():
             pods = watch.workload_pods(
-                namespace, info.name, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs
+                namespace,
+                info.name,
+                rs_by_deployment=rs_by_deployment,
+                pods_by_rs=pods_by_rs,
+                kind=info.kind,
             )
             if info.name not in open_names and all(p.ready for p in pods):
                 continue
@@ -221,6 +235,8 @@ async def tick(
         remediations=remediations,
         deployments=deployments,
         rs_by_deployment=rs_by_deployment,
+        statefulsets=statefulsets,
+        daemonsets=daemonsets,
     )
     if policy.remediation.jira is not None:
         ok, reason, message = await _check_jira(rt, policy.remediation.jira.project, now)

@@ -102,6 +102,8 @@ async def reconcile_policy(
     remediations: Any,
     deployments: Any,
     rs_by_deployment: Any,
+    statefulsets: Any = None,
+    daemonsets: Any = None,
 ) -> None:
     """Time passes for every open incident of ``policy``, and every record with work
     due, open or not: all of it read from the stored status."""
@@ -110,7 +112,14 @@ async def reconcile_policy(
         silence_owed = rt.silencer is not None and silences.pending(rec.status)
         if rec.state is None or (rec.final and not _due(rec, policy) and not silence_owed):
             continue
-        info = watch.one(deployments, (namespace, rec.workload))
+        info = watch.find_workload(
+            namespace,
+            rec.workload_kind,
+            rec.workload,
+            deployments=deployments,
+            statefulsets=statefulsets,
+            daemonsets=daemonsets,
+        )
         facts = watch.facts_for(
             namespace,
             info or _gone(rec),
@@ -124,7 +133,12 @@ async def reconcile_policy(
             # The workload is gone (or was recreated): nothing left to heal or to file.
             await _end(rt, rec, machine.EndReason.WORKLOAD_DELETED, facts, policy=policy)
             continue
-        ref = WorkloadRef(namespace=namespace, name=rec.workload, uid=info.uid if info else "")
+        ref = WorkloadRef(
+            namespace=namespace,
+            name=rec.workload,
+            uid=info.uid if info else "",
+            kind=rec.workload_kind,
+        )
         await watch.isolated(
             rt.driver.handle(
                 event=rec.approval_decision() or machine.Tick(),
@@ -173,7 +187,12 @@ def _due(rec: Record, policy: HealingPolicy) -> bool:
 def _gone(rec: Record) -> watch.DeploymentInfo:
     """What is known of a workload the cache no longer holds."""
     return watch.DeploymentInfo(
-        name=rec.workload, uid=rec.workload_uid, labels=(), desired=0, available=0
+        name=rec.workload,
+        uid=rec.workload_uid,
+        labels=(),
+        desired=0,
+        available=0,
+        kind=rec.workload_kind,
     )
 
 

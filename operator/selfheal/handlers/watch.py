@@ -8,6 +8,9 @@ frozen tuples, never whole bodies:
 - ``rs_owner``: (namespace, ReplicaSet) -> the Deployment that controls it;
 - ``rs_by_deployment``: (namespace, Deployment) -> RsInfo of each of its ReplicaSets;
 - ``deployments``: (namespace, name) -> DeploymentInfo;
+- ``statefulsets``, ``daemonsets``: (namespace, name) -> DeploymentInfo of that kind; their
+  pods are in ``pods_by_rs`` under (namespace, kind, name), with no ReplicaSet between;
+- ``controller_revisions``: (namespace, kind, owner) -> RevInfo of each ControllerRevision;
 - ``remediations``: namespace -> ``Record`` of each Remediation (typed, status parsed).
 
 A pod event costs an index update; only pods in namespaces that some policy covers
@@ -32,6 +35,7 @@ from selfheal import GROUP, VERSION, metrics
 from selfheal.detect import alerts, crashloop
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.handlers.runtime import Runtime
+from selfheal.policy import ownership
 from selfheal.policy.model import HealingPolicy
 from selfheal.policy.selector import selector_matches
 from selfheal.remediation import naming
@@ -52,14 +56,40 @@ class RsInfo:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DeploymentInfo:
+    """A watched workload: a Deployment, or a StatefulSet or DaemonSet (``kind``)."""
+
     name: str
     uid: str
     labels: tuple[tuple[str, str], ...]
     desired: int
     available: int
+    kind: str = "Deployment"
 
     def availability(self) -> Availability:
         return Availability(available=self.available, desired=self.desired)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevInfo:
+    """A ControllerRevision of a StatefulSet or DaemonSet."""
+
+    name: str
+    revision: int
+    revision_hash: str
+
+
+def _workload_info(
+    kind: str, name: str, uid: str, body: Mapping[str, Any], spec: Mapping[str, Any]
+) -> DeploymentInfo:
+    avail = Availability.of(kind, spec=spec, status=body.get("status") or {})
+    return DeploymentInfo(
+        name=name,
+        uid=uid,
+        labels=tuple(sorted((body.get("metadata", {}).get("labels") or {}).items())),
+        desired=avail.desired,
+        available=avail.available,
+        kind=kind,
+    )
 
 
 def _controller(body: Mapping[str, Any], kind: str) -> str | None:
@@ -185,6 +215,8 @@ def _rfc3339(t: float) -> str:
 @kopf.index("pods")  # type: ignore[arg-type]
 async def pods_by_rs(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
     summary = crashloop.summarize(body)
+    if summary.owner_kind:
+        return {(namespace, summary.owner_kind, summary.owner): summary}
     if not summary.replicaset:
         return None
     return {(namespace, summary.replicaset): summary}
@@ -223,6 +255,38 @@ async def deployments(
     return {(namespace, name): info, namespace: info}
 
 
+@kopf.index("apps", "v1", "statefulsets")  # type: ignore[arg-type]
+async def statefulsets(
+    namespace: str, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, **_: Any
+) -> dict[Any, Any]:
+    info = _workload_info(ownership.STATEFULSET, name, uid, body, spec)
+    return {(namespace, name): info, namespace: info}
+
+
+@kopf.index("apps", "v1", "daemonsets")  # type: ignore[arg-type]
+async def daemonsets(
+    namespace: str, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, **_: Any
+) -> dict[Any, Any]:
+    info = _workload_info(ownership.DAEMONSET, name, uid, body, spec)
+    return {(namespace, name): info, namespace: info}
+
+
+@kopf.index("apps", "v1", "controllerrevisions")  # type: ignore[arg-type]
+async def controller_revisions(
+    namespace: str, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any] | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or ():
+        if ref.get("controller") and ref.get("kind") in ownership.KINDS:
+            owner = str(ref.get("name"))
+            info = RevInfo(
+                name=name,
+                revision=int(body.get("revision") or 0),
+                revision_hash=ownership.revision_hash(owner, name),
+            )
+            return {(namespace, str(ref.get("kind")), owner): info}
+    return None
+
+
 @kopf.index(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
 async def remediations(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     # Parsed once here, when the watch delivers it, not once per decision.
@@ -247,7 +311,10 @@ def workload_pods(
     *,
     rs_by_deployment: kopf.Index[Any, Any],
     pods_by_rs: kopf.Index[Any, Any],
+    kind: str = "Deployment",
 ) -> list[crashloop.PodSummary]:
+    if kind != "Deployment":
+        return list(pods_by_rs.get((namespace, kind, deployment), ()))
     pods: list[crashloop.PodSummary] = []
     for rs in rs_by_deployment.get((namespace, deployment), ()):
         pods.extend(pods_by_rs.get((namespace, rs.name), ()))
@@ -259,9 +326,33 @@ def newest_hash(namespace: str, deployment: str, rs_by_deployment: kopf.Index[An
     return max(infos, key=lambda i: i.revision).template_hash if infos else ""
 
 
+def newest_revision_hash(rt: Runtime, namespace: str, info: DeploymentInfo) -> str:
+    """The hash of a StatefulSet's or DaemonSet's newest ControllerRevision."""
+    index = rt.indexes.get("controller_revisions")
+    infos = list(index.get((namespace, info.kind, info.name), ())) if index is not None else []
+    return max(infos, key=lambda i: i.revision).revision_hash if infos else ""
+
+
+def workload_infos(namespace: str, *indexes: kopf.Index[Any, Any]) -> list[DeploymentInfo]:
+    """The watched workloads of a namespace, every kind (one index per kind)."""
+    return [info for index in indexes for info in index.get(namespace, ())]
+
+
+def find_workload(
+    namespace: str, kind: str, name: str, **by_kind: kopf.Index[Any, Any]
+) -> DeploymentInfo | None:
+    """``by_kind``: ``deployments=``, ``statefulsets=``, ``daemonsets=``."""
+    index = by_kind.get(ownership.PLURALS.get(kind, ""))
+    return one(index, (namespace, name)) if index is not None else None
+
+
 def matching_policies(rt: Runtime, namespace: str, info: DeploymentInfo) -> list[HealingPolicy]:
     labels = dict(info.labels)
-    return [p for p in rt.policies_in(namespace) if selector_matches(p.target, labels)]
+    return [
+        p
+        for p in rt.policies_in(namespace)
+        if p.target.kind == info.kind and selector_matches(p.target, labels)
+    ]
 
 
 def facts_for(
@@ -277,7 +368,11 @@ def facts_for(
         records=records_of(remediations, namespace),
         unhealthy=rt.unhealthy_workloads(namespace),
         availability=info.availability(),
-        template_hash=newest_hash(namespace, info.name, rs_by_deployment),
+        template_hash=(
+            newest_hash(namespace, info.name, rs_by_deployment)
+            if info.kind == "Deployment"
+            else newest_revision_hash(rt, namespace, info)
+        ),
         pod=culprit[0] if culprit else None,
         container=culprit[1] if culprit else None,
     )
@@ -405,7 +500,7 @@ def crash_signals(
             history = crashloop.observe(history, pod, now=now)
             rt.histories[pod.uid] = history
         histories.append(history)
-    ref = WorkloadRef(namespace=namespace, name=info.name, uid=info.uid)
+    ref = WorkloadRef(namespace=namespace, name=info.name, uid=info.uid, kind=info.kind)
     for policy in policies:
         for trigger in policy.triggers:
             if trigger.crash_loop is None:
@@ -435,24 +530,41 @@ async def pod_event(
     rs_by_deployment: kopf.Index[Any, Any],
     deployments: kopf.Index[Any, Any],
     remediations: kopf.Index[Any, Any],
+    statefulsets: kopf.Index[Any, Any],
+    daemonsets: kopf.Index[Any, Any],
+    controller_revisions: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     rt: Runtime = memo["runtime"]
     if not rt.covers(namespace):
         return
+    rt.indexes.setdefault("controller_revisions", controller_revisions)
     uid = body.get("metadata", {}).get("uid", "")
     if event.get("type") == "DELETED":
         rt.histories.pop(uid, None)
     summary = crashloop.summarize(body)
-    deployment = one(rs_owner, (namespace, summary.replicaset)) if summary.replicaset else None
-    info = one(deployments, (namespace, deployment)) if deployment else None
+    if summary.owner_kind:
+        info = find_workload(
+            namespace,
+            summary.owner_kind,
+            summary.owner,
+            statefulsets=statefulsets,
+            daemonsets=daemonsets,
+        )
+    else:
+        deployment = one(rs_owner, (namespace, summary.replicaset)) if summary.replicaset else None
+        info = one(deployments, (namespace, deployment)) if deployment else None
     if info is None:
         return
     now = time.time()
     if event.get("type") != "DELETED":
         rt.histories[uid] = crashloop.observe(rt.histories.get(uid), summary, now=now)
     pods = workload_pods(
-        namespace, info.name, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs
+        namespace,
+        info.name,
+        rs_by_deployment=rs_by_deployment,
+        pods_by_rs=pods_by_rs,
+        kind=info.kind,
     )
     # The index may not hold this very event yet: judge with the fresh summary.
     pods = [p for p in pods if p.uid != summary.uid]

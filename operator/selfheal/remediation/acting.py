@@ -16,11 +16,13 @@ from typing import Any
 
 from selfheal import metrics
 from selfheal.actions import restart as restart_action
+from selfheal.actions import revisions as revisions_action
 from selfheal.actions import rollback as rollback_action
 from selfheal.actions import scale as scale_action
 from selfheal.actions.result import ActionResult, failed
 from selfheal.clients import kube as k
 from selfheal.detect.signal import WorkloadRef
+from selfheal.policy import ownership
 from selfheal.policy.model import (
     HealingPolicy,
     Mode,
@@ -52,6 +54,18 @@ async def act_once(
     step: Step = eff.step
     ns, name = workload.namespace, workload.name
     try:
+        if isinstance(step, RollbackStep) and workload.kind in ownership.KINDS:
+            return await revisions_action.rollback_revision(
+                kube=kube,
+                kind=workload.kind,
+                namespace=ns,
+                name=name,
+                to=step.to,
+                known_bad=known_bad,
+                allow_gitops=policy.guardrails.allow_gitops,
+                dry_run=eff.dry_run,
+                min_available=policy.guardrails.min_available,
+            )
         if isinstance(step, RollbackStep):
             return await rollback_action.rollback(
                 kube=kube,
@@ -71,6 +85,7 @@ async def act_once(
                 by=step.by,
                 max_replicas=step.max,
                 dry_run=eff.dry_run,
+                kind=workload.kind,
             )
         if isinstance(step, RestartStep):
             return await restart_action.restart(
@@ -79,6 +94,7 @@ async def act_once(
                 name=name,
                 dry_run=eff.dry_run,
                 requested_at=datetime.datetime.fromtimestamp(now, datetime.UTC),
+                kind=workload.kind,
             )
     except k.KubeError as e:
         # Actions report API errors themselves; this is the last line of defence.

@@ -83,6 +83,7 @@ class Evidence:
             known_bad=facts.records.known_bad_hashes(workload.name, own=facts.template_hash),
             dependencies=True,
             config_changes=True,
+            kind=workload.kind,
         )
         outcome = reason
         if related:

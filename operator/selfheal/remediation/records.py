@@ -83,6 +83,10 @@ class Record:
         return str((self.spec.get("workload") or {}).get("name") or "")
 
     @property
+    def workload_kind(self) -> str:
+        return str((self.spec.get("workload") or {}).get("kind") or "Deployment")
+
+    @property
     def workload_uid(self) -> str:
         return str((self.spec.get("workload") or {}).get("uid") or "")
 
@@ -128,7 +132,12 @@ class Record:
         return None
 
     def ref(self) -> WorkloadRef:
-        return WorkloadRef(namespace=self.namespace, name=self.workload, uid=self.workload_uid)
+        return WorkloadRef(
+            namespace=self.namespace,
+            name=self.workload,
+            uid=self.workload_uid,
+            kind=self.workload_kind,
+        )
 
     def work_pending(self) -> bool:
         """Its ticket or notification work is not done (a cheap look at the stored
