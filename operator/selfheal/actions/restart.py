@@ -14,6 +14,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from selfheal.actions import revisions
 from selfheal.actions.result import (
     ActionResult,
     Outcome,
@@ -23,7 +24,7 @@ from selfheal.actions.result import (
     guarded_patch,
 )
 from selfheal.clients import kube as k
-from selfheal.policy.ownership import PLURALS
+from selfheal.policy.ownership import PLURALS, STATEFULSET
 
 ACTION = "restart"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -72,6 +73,7 @@ async def restart(
     requested_at: dt.datetime,
     dry_run: bool,
     kind: str = "Deployment",
+    min_available: float = 0.0,
 ) -> ActionResult:
     """Restart ``namespace/name``'s pods with a rolling update; refuses a paused Deployment
     and an ``OnDelete`` StatefulSet or DaemonSet (a new template replaces no pod there)."""
@@ -140,15 +142,36 @@ async def restart(
             continue
         if isinstance(sent, ActionResult):
             return sent
+        message = (
+            f"{where}: dry run, nothing changed: would set {RESTARTED_AT}={at}"
+            if dry_run
+            else f"{where}: restarted ({RESTARTED_AT}={at}); its pods are replaced gradually"
+        )
+        if kind == STATEFULSET and not dry_run:
+            # An OrderedReady StatefulSet waits forever on an unready pod: replace those.
+            generation = int(deployment.get("metadata", {}).get("generation") or 0) + 1
+            try:
+                deleted, stopped = await revisions.replace_pods(
+                    kube=kube,
+                    kind=kind,
+                    namespace=namespace,
+                    name=name,
+                    target_hash="",
+                    generation=generation,
+                    min_available=min_available,
+                )
+            except k.KubeError as e:
+                return failed(ACTION, e, doing=f"replacing the pods of {where}", change=change)
+            change["deletedPods"] = deleted
+            if deleted:
+                message += f"; deleted unready pod(s) {', '.join(deleted)} one at a time"
+            if stopped:
+                message += f"; {stopped}"
         return ActionResult(
             action=ACTION,
             result=Outcome.DRY_RUN if dry_run else Outcome.SUCCEEDED,
             reason=Reason.RESTARTED,
-            message=(
-                f"{where}: dry run, nothing changed: would set {RESTARTED_AT}={at}"
-                if dry_run
-                else f"{where}: restarted ({RESTARTED_AT}={at}); its pods are replaced gradually"
-            ),
+            message=message,
             change=change,
         )
     raise AssertionError("unreachable: the loop returns on its second attempt")

@@ -189,15 +189,19 @@ def may_delete(pod: PodView, *, available: int, desired: int, min_available: flo
     return (available - 1) / desired >= min_available
 
 
+def update_hash(obj: Mapping[str, Any]) -> str:
+    """A StatefulSet's ``status.updateRevision`` as a hash ("" when not reported)."""
+    name = str((obj.get("metadata") or {}).get("name", ""))
+    return ownership.revision_hash(name, str((obj.get("status") or {}).get("updateRevision") or ""))
+
+
 def observed(kind: str, obj: Mapping[str, Any], *, generation: int, target_hash: str) -> bool:
-    """The controller has acted on the patched template."""
+    """The controller has acted on the patched template (``target_hash`` "": on any)."""
     status = obj.get("status") or {}
     if int(status.get("observedGeneration") or 0) < generation:
         return False
-    if kind == ownership.STATEFULSET:
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        update = str(status.get("updateRevision") or "")
-        return ownership.revision_hash(name, update) == target_hash
+    if kind == ownership.STATEFULSET and target_hash:
+        return update_hash(obj) == target_hash
     return True
 
 
@@ -242,7 +246,8 @@ async def replace_pods(
     replace_wait: float = REPLACE_WAIT,
 ) -> tuple[list[str], str]:
     """Delete the pods :func:`pods_to_replace` names, one at a time; returns the deleted
-    pods' names and a sentence on anything that stopped the work (or "")."""
+    pods' names and a sentence on anything that stopped the work (or ""). ``target_hash``
+    "": the revision the controller makes of the patched template (a restart's)."""
     path = k.apps(namespace, ownership.PLURALS[kind], name)
     deadline = time.monotonic() + observe_wait
     obj = await kube.get(path)
@@ -254,6 +259,10 @@ async def replace_pods(
             )
         await asyncio.sleep(POLL)
         obj = await kube.get(path)
+    if not target_hash and kind == ownership.STATEFULSET:
+        target_hash = update_hash(obj)
+    if not target_hash:
+        return [], ""
     strategy = strategy_of(kind, obj)
     deleted: list[str] = []
     gone: set[str] = set()

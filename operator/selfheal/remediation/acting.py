@@ -95,6 +95,7 @@ async def act_once(
                 dry_run=eff.dry_run,
                 requested_at=datetime.datetime.fromtimestamp(now, datetime.UTC),
                 kind=workload.kind,
+                min_available=policy.guardrails.min_available,
             )
     except k.KubeError as e:
         # Actions report API errors themselves; this is the last line of defence.

@@ -1,0 +1,309 @@
+"""StatefulSets healed through the running operator (the chart's ServiceAccount), on the
+real API server and controller-manager, with the kubelet stand-in running the pods the
+statefulset controller creates: rollback to the last healthy ControllerRevision for each
+update strategy, restart, scale, and a ticket when no revision is healthy. Writes are
+counted from the API server's audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from selfheal import API_VERSION
+from selfheal.clients import kube as k
+from tests.support import sets
+from tests.support.audit import workload_writes
+from tests.support.cluster import Cluster
+from tests.support.fixtures.jira import JIRA_PASSWORD
+from tests.support.jira_server import JiraServer
+from tests.support.kubelet import Behaviour, Kubelet
+from tests.support.operator import OperatorProcess
+from tests.support.workloads import eventually, jira_secret, remediations
+
+STS = "StatefulSet"
+WRITES = frozenset({"statefulsets", "statefulsets/scale", "pods"})
+ROLLBACK: dict[str, Any] = {
+    "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}}],
+    "remediation": {"steps": [{"rollback": {"to": "LastHealthy"}}], "verify": {"for": "5s"}},
+}
+
+
+async def _resolved(kube: k.Kube, ns: str, count: int) -> list[dict[str, Any]] | None:
+    items = await remediations(kube, ns)
+    done = [r for r in items if r.get("status", {}).get("phase") == "Resolved"]
+    return done if len(done) >= count else None
+
+
+async def _start(
+    kube: k.Kube,
+    ns: str,
+    operator: Callable[..., OperatorProcess],
+    body: dict[str, Any],
+    *,
+    spec: dict[str, Any] = ROLLBACK,
+    **kw: Any,
+) -> OperatorProcess:
+    """The StatefulSet at v1, settled; its policy; the operator."""
+    name = body["metadata"]["name"]
+    await kube.create(k.apps(ns, "statefulsets"), body)
+    await eventually(
+        lambda: sets.settled(
+            kube, STS, ns, name, sets.image_of(body), count=body["spec"]["replicas"]
+        ),
+        timeout=90,
+        what="v1 settled",
+    )
+    await kube.create(
+        k.group(API_VERSION, ns, "healingpolicies"), sets.set_policy(STS, name, spec=spec)
+    )
+    return operator(namespaces=[ns], **kw)
+
+
+async def test_a_crash_looping_v2_is_rolled_back_to_v1_and_verified(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    v1, v2 = f"registry.local/{ns}/web:v1", f"registry.local/{ns}/web:v2"
+    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    op = await _start(kube, ns, operator, sets.statefulset("web", v1, replicas=2))
+
+    await sets.set_image(kube, STS, ns, "web", v2)
+    [rec] = await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="Resolved")
+    step = rec["status"]["steps"][0]
+    assert (step["action"], step["result"]) == ("rollback", "Succeeded")
+    hashes = await sets.revision_hashes(kube, ns, "web")
+    assert step["change"]["toTemplateHash"] == hashes[v1]
+    assert step["change"]["fromTemplateHash"] == hashes[v2]
+    assert rec["spec"]["workload"]["kind"] == STS
+    # Both pods run v1 again: the OrderedReady controller waited on the crashing web-1,
+    # so selfheal deleted it (once) after restoring the template.
+    await eventually(
+        lambda: sets.settled(kube, STS, ns, "web", v1, count=2), timeout=60, what="v1 back"
+    )
+    assert workload_writes(cluster, ns, resources=WRITES) == [
+        ("patch", "statefulsets", "web"),
+        ("delete", "pods", "web-1"),
+    ]
+    assert (
+        op.metric("selfheal_remediations_total", {"action": "rollback", "result": "Succeeded"}) == 1
+    )
+
+
+async def test_v2_bad_then_v3_bad_lands_on_v1_never_on_v2(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    v1, v2, v3 = (f"registry.local/{ns}/web:{v}" for v in ("v1", "v2", "v3"))
+    for bad in (v2, v3):
+        kubelet.behave(bad, Behaviour(kind="crashloop", restart_every=1.0))
+    spec = {**ROLLBACK, "guardrails": {"cooldown": "1s", "window": "1h", "maxRemediations": 10}}
+    await _start(kube, ns, operator, sets.statefulset("web", v1, replicas=2), spec=spec)
+
+    await sets.set_image(kube, STS, ns, "web", v2)
+    await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="the first incident")
+    await eventually(
+        lambda: sets.settled(kube, STS, ns, "web", v1, count=2), timeout=60, what="v1 back"
+    )
+    await sets.set_image(kube, STS, ns, "web", v3)
+    done = await eventually(lambda: _resolved(kube, ns, 2), timeout=180, what="the second")
+    await eventually(
+        lambda: sets.settled(kube, STS, ns, "web", v1, count=2), timeout=60, what="v1 again"
+    )
+    hashes = await sets.revision_hashes(kube, ns, "web")
+    targets = sorted(r["status"]["steps"][0]["change"]["toTemplateHash"] for r in done)
+    assert targets == [hashes[v1], hashes[v1]]  # never v2, the newer but known-bad one
+    patches = [w for w in workload_writes(cluster, ns, resources=WRITES) if w[0] == "patch"]
+    assert patches == [("patch", "statefulsets", "web")] * 2
+
+
+async def test_a_partitioned_canary_is_rolled_back_without_touching_the_held_pods(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    v1, v2 = f"registry.local/{ns}/web:v1", f"registry.local/{ns}/web:v2"
+    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
+    body = sets.statefulset("web", v1, replicas=3, strategy=strategy)
+    await _start(kube, ns, operator, body)
+    held = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await sets.pods(kube, ns, "web")}
+
+    await sets.set_image(kube, STS, ns, "web", v2)  # only web-2 (ordinal >= 2) gets v2
+    await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="Resolved")
+    live = await eventually(
+        lambda: sets.settled(kube, STS, ns, "web", v1, count=3), timeout=60, what="v1 back"
+    )
+    now = {p["metadata"]["name"]: p["metadata"]["uid"] for p in live}
+    # The pods below the partition were never replaced; the partition stays the user's.
+    assert now["web-0"] == held["web-0"]
+    assert now["web-1"] == held["web-1"]
+    assert now["web-2"] != held["web-2"]
+    sts = await sets.get(kube, STS, ns, "web")
+    assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 2
+    assert workload_writes(cluster, ns, resources=WRITES) == [
+        ("patch", "statefulsets", "web"),
+        ("delete", "pods", "web-2"),
+    ]
+
+
+async def test_an_on_delete_statefulset_has_its_bad_pods_deleted_one_at_a_time(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    v1, v2 = f"registry.local/{ns}/web:v1", f"registry.local/{ns}/web:v2"
+    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    body = sets.statefulset("web", v1, replicas=3, strategy={"type": "OnDelete"}, parallel=True)
+    await _start(kube, ns, operator, body)
+
+    # OnDelete: the new template reaches a pod only when that pod is deleted. Two are.
+    await sets.set_image(kube, STS, ns, "web", v2)
+    for pod in ("web-1", "web-2"):
+        await kube.delete(k.core(ns, "pods", pod))
+    await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="Resolved")
+    await eventually(
+        lambda: sets.settled(kube, STS, ns, "web", v1, count=3), timeout=60, what="v1 back"
+    )
+    writes = workload_writes(cluster, ns, resources=WRITES)
+    assert writes[0] == ("patch", "statefulsets", "web")
+    # Exactly the two bad pods, each once; web-0 (still v1) was left alone.
+    assert sorted(writes[1:]) == [("delete", "pods", "web-1"), ("delete", "pods", "web-2")]
+    [rec] = await remediations(kube, ns)
+    assert sorted(rec["status"]["steps"][0]["change"]["deletedPods"]) == ["web-1", "web-2"]
+
+
+async def test_a_restart_replaces_the_pods_of_a_statefulset(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    image = f"registry.local/{ns}/web:v1"
+    spec = {**ROLLBACK, "remediation": {"steps": [{"restart": {}}], "verify": {"for": "5s"}}}
+    await _start(kube, ns, operator, sets.statefulset("web", image, replicas=1), spec=spec)
+    [before] = await sets.pods(kube, ns, "web")
+    # A transient fault (a dependency down): the container crash-loops on the same image.
+    kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
+
+    async def restarted() -> dict[str, Any] | None:
+        sts = await sets.get(kube, STS, ns, "web")
+        annotations = sts["spec"]["template"]["metadata"].get("annotations") or {}
+        return sts if "kubectl.kubernetes.io/restartedAt" in annotations else None
+
+    await eventually(restarted, timeout=120, what="the restartedAt annotation")
+    kubelet.forget(image)  # the dependency is back
+    [rec] = await eventually(lambda: _resolved(kube, ns, 1), timeout=120, what="Resolved")
+    assert [(s["action"], s["result"]) for s in rec["status"]["steps"]] == [
+        ("restart", "Succeeded")
+    ]
+    [after] = await sets.pods(kube, ns, "web")
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    assert sets.pod_hash("web", after) != sets.pod_hash("web", before)
+    assert workload_writes(cluster, ns, resources=WRITES)[0] == ("patch", "statefulsets", "web")
+
+
+async def test_a_scale_step_adds_a_replica_through_the_scale_subresource(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    image = f"registry.local/{ns}/web:v1"
+    spec = {
+        **ROLLBACK,
+        "remediation": {
+            "steps": [{"scale": {"by": 1, "max": 3}}],
+            "verify": {"for": "3s", "timeout": "6s"},
+        },
+    }
+    body = sets.statefulset("web", image, replicas=2, parallel=True)
+    await _start(kube, ns, operator, body, spec=spec)
+    kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
+
+    async def scaled() -> dict[str, Any] | None:
+        items = await remediations(kube, ns)
+        steps = [s for r in items for s in r.get("status", {}).get("steps") or ()]
+        return steps[0] if steps and steps[0].get("result") else None
+
+    step = await eventually(scaled, timeout=120, what="the scale step")
+    assert (step["action"], step["result"]) == ("scale", "Succeeded")
+    assert (step["change"]["fromReplicas"], step["change"]["toReplicas"]) == (2, 3)
+    sts = await sets.get(kube, STS, ns, "web")
+    assert sts["spec"]["replicas"] == 3
+    names = await eventually(
+        lambda: _names_if(kube, ns, 3), timeout=60, what="the third replica created"
+    )
+    assert names == ["web-0", "web-1", "web-2"]
+    assert workload_writes(cluster, ns, resources=WRITES) == [
+        ("patch", "statefulsets/scale", "web")
+    ]
+
+
+async def _names_if(kube: k.Kube, ns: str, count: int) -> list[str] | None:
+    names = sorted(p["metadata"]["name"] for p in await sets.pods(kube, ns, "web"))
+    return names if len(names) == count else None
+
+
+async def test_a_ticket_when_no_revision_is_healthy(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    jira_server: JiraServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    v1 = f"registry.local/{ns}/web:v1"
+    spec = {
+        **ROLLBACK,
+        "remediation": {
+            **ROLLBACK["remediation"],
+            "escalate": {"jira": {"project": "OPS", "issueType": "Bug"}},
+        },
+    }
+    secret = await jira_secret(kube, ns, password=JIRA_PASSWORD)
+    await _start(
+        kube,
+        ns,
+        operator,
+        sets.statefulset("web", v1, replicas=1),
+        spec=spec,
+        jira_url=jira_server.url,
+        jira_secret=secret,
+    )
+    # Its only revision turns bad: there is nothing healthy to roll back to.
+    kubelet.behave(v1, Behaviour(kind="crashloop", restart_every=1.0))
+    issue = await eventually(lambda: _ticket(jira_server), timeout=180, what="the ticket")
+    [rec] = await remediations(kube, ns)
+    [step] = rec["status"]["steps"]
+    assert (step["action"], step["result"]) == ("rollback", "Refused")
+    assert "keeps no revision older" in step["message"]
+    assert "StatefulSet" in step["message"]
+    text = issue["fields"]["description"]
+    assert "ControllerRevision" in text  # the StatefulSet's rollout history
+    assert "rollout history statefulset/web" in text
+    assert {"pod.yaml", "deployment.yaml", "rollout-history.txt"} <= set(issue["attachments"])
+    assert workload_writes(cluster, ns, resources=WRITES) == []  # refused: nothing written
+
+
+async def _ticket(jira: JiraServer) -> dict[str, Any] | None:
+    issues = [i for i in jira.issues() if i["attachments"]]
+    return issues[0] if issues else None
