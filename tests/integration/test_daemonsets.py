@@ -40,6 +40,8 @@ async def _start(
     ns: str,
     operator: Callable[..., OperatorProcess],
     body: dict[str, Any],
+    *,
+    spec: dict[str, Any] = SPEC,
 ) -> list[str]:
     nodes = kubelet.add_nodes(NODES)
     await kube.create(k.apps(ns, "daemonsets"), body)
@@ -49,7 +51,7 @@ async def _start(
         what="v1 on every node",
     )
     await kube.create(
-        k.group(API_VERSION, ns, "healingpolicies"), sets.set_policy(DS, "agent", spec=SPEC)
+        k.group(API_VERSION, ns, "healingpolicies"), sets.set_policy(DS, "agent", spec=spec)
     )
     operator(namespaces=[ns])
     return nodes
@@ -127,3 +129,29 @@ async def test_an_on_delete_daemonset_has_its_bad_pods_deleted_one_at_a_time(
     # The first node's pod (still v1) was never touched.
     survivor = next(p for p in live if p["spec"]["nodeName"] == nodes[0])
     assert survivor["metadata"]["uid"] == by_node[nodes[0]]["metadata"]["uid"]
+
+
+async def test_a_restart_of_an_on_delete_daemonset_is_refused_and_says_why(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    image = f"registry.local/{ns}/agent:v1"
+    body = sets.daemonset("agent", image, strategy={"type": "OnDelete"})
+    spec = {**SPEC, "remediation": {"steps": [{"restart": {}}], "verify": {"for": "5s"}}}
+    await _start(kube, kubelet, ns, operator, body, spec=spec)
+    kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
+
+    async def decided() -> dict[str, Any] | None:
+        steps = [s for r in await remediations(kube, ns) for s in r["status"].get("steps") or ()]
+        return steps[0] if steps and steps[0].get("result") else None
+
+    step = await eventually(decided, timeout=180, what="the restart step decided")
+    assert (step["action"], step["result"]) == ("restart", "Refused")
+    assert "OnDelete" in step["message"]
+    ds = await sets.get(kube, DS, ns, "agent")
+    assert "annotations" not in ds["spec"]["template"]["metadata"]  # no restartedAt
+    assert workload_writes(cluster, ns, resources=WRITES) == []

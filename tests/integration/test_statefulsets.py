@@ -307,3 +307,31 @@ async def test_a_ticket_when_no_revision_is_healthy(
 async def _ticket(jira: JiraServer) -> dict[str, Any] | None:
     issues = [i for i in jira.issues() if i["attachments"]]
     return issues[0] if issues else None
+
+
+async def test_a_gitops_managed_statefulset_is_not_rolled_back(
+    kube: k.Kube,
+    namespace: str,
+    kubelet: Kubelet,
+    cluster: Cluster,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    v1, v2 = f"registry.local/{ns}/web:v1", f"registry.local/{ns}/web:v2"
+    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    body = sets.statefulset("web", v1, replicas=1)
+    body["metadata"]["labels"]["argocd.argoproj.io/instance"] = "shop"
+    await _start(kube, ns, operator, body)
+
+    await sets.set_image(kube, STS, ns, "web", v2)
+
+    async def refused() -> dict[str, Any] | None:
+        steps = [s for r in await remediations(kube, ns) for s in r["status"].get("steps") or ()]
+        return steps[0] if steps and steps[0].get("result") else None
+
+    step = await eventually(refused, timeout=180, what="the rollback step decided")
+    assert (step["action"], step["result"]) == ("rollback", "Refused")
+    assert "Argo CD" in step["message"]
+    assert step["change"]["gitOps"] == "Argo CD (label argocd.argoproj.io/instance=shop)"
+    assert sets.image_of(await sets.get(kube, STS, ns, "web")) == v2  # left to Git
+    assert workload_writes(cluster, ns, resources=WRITES) == []

@@ -80,6 +80,9 @@ def test_targeting_hpa_matches_the_scale_target_ref() -> None:
     assert found is not None
     assert found["metadata"]["name"] == "a-shop"
     assert scale.targeting_hpa(hpas[:3], name="shop") is None
+    for_sts = scale.targeting_hpa(hpas, name="shop", kind="StatefulSet")
+    assert for_sts is not None
+    assert for_sts["metadata"]["name"] == "sts"  # a StatefulSet's HPA, not the Deployment's
 
 
 # --- restart -----------------------------------------------------------------------------
