@@ -255,6 +255,16 @@ async def test_chart_rbac_carries_a_rollback_and_an_escalation_without_a_403(
         # that names a Service (tests/integration/test_evidence.py).
         ("", "configmaps", "get"),
         ("discovery.k8s.io", "endpointslices", "list"),
+        # StatefulSets and DaemonSets are only watched here; their rollback, restart and
+        # scale (and the pod deletes of an OnDelete or stuck rollout) run with the same
+        # rules in tests/integration/test_statefulsets.py and test_daemonsets.py.
+        ("apps", "statefulsets", "get"),
+        ("apps", "statefulsets", "patch"),
+        ("apps", "statefulsets/scale", "get"),
+        ("apps", "statefulsets/scale", "patch"),
+        ("apps", "daemonsets", "get"),
+        ("apps", "daemonsets", "patch"),
+        ("", "pods", "delete"),
     }
     unused = granted(release) - set(made) - not_taken
     assert unused == set(), f"granted but never needed: {sorted(unused)}"

@@ -171,7 +171,7 @@ def test_the_default_rules_are_exactly_what_the_code_needs(helm: Helm) -> None:
         ("apps", "statefulsets"): ["get", "list", "patch", "watch"],
         ("apps", "daemonsets"): ["get", "list", "patch", "watch"],
         ("apps", "statefulsets/scale"): ["get", "patch"],
-        ("apps", "controllerrevisions"): ["get", "list", "watch"],
+        ("apps", "controllerrevisions"): ["list", "watch"],
         ("selfheal.dev", "healingpolicies"): ["get", "list", "patch", "watch"],
         ("selfheal.dev", "healingpolicies/status"): ["patch"],
         ("selfheal.dev", "remediations"): ["create", "delete", "get", "list", "watch"],

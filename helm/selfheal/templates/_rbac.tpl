@@ -85,10 +85,10 @@ runs a whole remediation with exactly these rules and fails on any 403.
 {{- end }}
 # ControllerRevisions, the history of StatefulSets and DaemonSets: kopf index
 # `controller_revisions` (handlers/watch.py), actions/revisions.py lists them for a
-# rollback, the evidence lists the rollout history.
+# rollback, the evidence lists the rollout history. Never one by name: no get.
 - apiGroups: [apps]
   resources: [controllerrevisions]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 {{- if $a.rollback }}
 # Deleting pods, one at a time: a rollback of an OnDelete StatefulSet or DaemonSet, or
 # of a StatefulSet stuck on an unready pod (actions/revisions.py `replace_pods`); each
