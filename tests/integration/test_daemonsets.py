@@ -16,22 +16,19 @@ from tests.support.audit import workload_writes
 from tests.support.cluster import Cluster
 from tests.support.kubelet import Behaviour, Kubelet
 from tests.support.operator import OperatorProcess
-from tests.support.workloads import eventually, remediations
+from tests.support.workloads import eventually
 
 DS = "DaemonSet"
 NODES = 3
 WRITES = frozenset({"daemonsets", "pods"})
 SPEC: dict[str, Any] = {
     "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}}],
-    "remediation": {"steps": [{"rollback": {"to": "LastHealthy"}}], "verify": {"for": "5s"}},
+    "remediation": {
+        "steps": [{"rollback": {"to": "LastHealthy"}}],
+        "verify": {"for": "5s", "timeout": "90s"},
+    },
     "guardrails": {"cooldown": "1s", "window": "1h", "maxRemediations": 10},
 }
-
-
-async def _resolved(kube: k.Kube, ns: str, count: int) -> list[dict[str, Any]] | None:
-    items = await remediations(kube, ns)
-    done = [r for r in items if r.get("status", {}).get("phase") == "Resolved"]
-    return done if len(done) >= count else None
 
 
 async def _start(
@@ -74,17 +71,15 @@ async def test_a_daemonset_on_three_nodes_rolls_back_to_v1_twice_never_to_v2(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    v1, v2, v3 = (f"registry.local/{ns}/agent:{v}" for v in ("v1", "v2", "v3"))
-    for bad in (v2, v3):
-        kubelet.behave(bad, Behaviour(kind="crashloop", restart_every=1.0))
+    v1, v2, v3 = sets.releases(kubelet, ns, "agent", "v1", "v2", "v3", bad=("v2", "v3"))
     nodes = await _start(kube, kubelet, ns, operator, sets.daemonset("agent", v1))
     assert len(nodes) == NODES
 
     await sets.set_image(kube, DS, ns, "agent", v2)
-    [first] = await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="v2 healed")
+    [first] = await eventually(lambda: sets.resolved(kube, ns, 1), timeout=180, what="v2 healed")
     await eventually(lambda: _on_every_node(kube, ns, v1, nodes), timeout=90, what="v1 back")
     await sets.set_image(kube, DS, ns, "agent", v3)
-    done = await eventually(lambda: _resolved(kube, ns, 2), timeout=180, what="v3 healed")
+    done = await eventually(lambda: sets.resolved(kube, ns, 2), timeout=180, what="v3 healed")
     await eventually(lambda: _on_every_node(kube, ns, v1, nodes), timeout=90, what="v1 again")
 
     hashes = await sets.revision_hashes(kube, ns, "agent")
@@ -107,8 +102,7 @@ async def test_an_on_delete_daemonset_has_its_bad_pods_deleted_one_at_a_time(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    v1, v2 = f"registry.local/{ns}/agent:v1", f"registry.local/{ns}/agent:v2"
-    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    v1, v2 = sets.releases(kubelet, ns, "agent", "v1", "v2", bad=("v2",))
     body = sets.daemonset("agent", v1, strategy={"type": "OnDelete"})
     nodes = await _start(kube, kubelet, ns, operator, body)
 
@@ -118,7 +112,7 @@ async def test_an_on_delete_daemonset_has_its_bad_pods_deleted_one_at_a_time(
     deleted_by_hand = [by_node[n]["metadata"]["name"] for n in nodes[1:]]
     for name in deleted_by_hand:
         await kube.delete(k.core(ns, "pods", name))
-    [rec] = await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="Resolved")
+    [rec] = await eventually(lambda: sets.resolved(kube, ns, 1), timeout=180, what="Resolved")
     live = await eventually(lambda: _on_every_node(kube, ns, v1, nodes), timeout=90, what="v1")
 
     writes = workload_writes(cluster, ns, resources=WRITES)
@@ -141,15 +135,16 @@ async def test_a_restart_of_an_on_delete_daemonset_is_refused_and_says_why(
     ns = namespace
     image = f"registry.local/{ns}/agent:v1"
     body = sets.daemonset("agent", image, strategy={"type": "OnDelete"})
-    spec = {**SPEC, "remediation": {"steps": [{"restart": {}}], "verify": {"for": "5s"}}}
+    spec = {
+        **SPEC,
+        "remediation": {"steps": [{"restart": {}}], "verify": {"for": "5s", "timeout": "90s"}},
+    }
     await _start(kube, kubelet, ns, operator, body, spec=spec)
     kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
 
-    async def decided() -> dict[str, Any] | None:
-        steps = [s for r in await remediations(kube, ns) for s in r["status"].get("steps") or ()]
-        return steps[0] if steps and steps[0].get("result") else None
-
-    step = await eventually(decided, timeout=180, what="the restart step decided")
+    step = await eventually(
+        lambda: sets.first_step(kube, ns), timeout=180, what="the restart step decided"
+    )
     assert (step["action"], step["result"]) == ("restart", "Refused")
     assert "OnDelete" in step["message"]
     ds = await sets.get(kube, DS, ns, "agent")

@@ -24,14 +24,11 @@ STS = "StatefulSet"
 WRITES = frozenset({"statefulsets", "statefulsets/scale", "pods"})
 ROLLBACK: dict[str, Any] = {
     "triggers": [{"name": "crashloop", "crashLoop": {"restarts": 2, "within": "10m"}}],
-    "remediation": {"steps": [{"rollback": {"to": "LastHealthy"}}], "verify": {"for": "5s"}},
+    "remediation": {
+        "steps": [{"rollback": {"to": "LastHealthy"}}],
+        "verify": {"for": "5s", "timeout": "90s"},
+    },
 }
-
-
-async def _resolved(kube: k.Kube, ns: str, count: int) -> list[dict[str, Any]] | None:
-    items = await remediations(kube, ns)
-    done = [r for r in items if r.get("status", {}).get("phase") == "Resolved"]
-    return done if len(done) >= count else None
 
 
 async def _start(
@@ -67,12 +64,11 @@ async def test_a_crash_looping_v2_is_rolled_back_to_v1_and_verified(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    v1, v2 = f"registry.local/{ns}/web:v1", f"registry.local/{ns}/web:v2"
-    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    v1, v2 = sets.releases(kubelet, ns, "web", "v1", "v2", bad=("v2",))
     op = await _start(kube, ns, operator, sets.statefulset("web", v1, replicas=2))
 
     await sets.set_image(kube, STS, ns, "web", v2)
-    [rec] = await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="Resolved")
+    [rec] = await eventually(lambda: sets.resolved(kube, ns, 1), timeout=180, what="Resolved")
     step = rec["status"]["steps"][0]
     assert (step["action"], step["result"]) == ("rollback", "Succeeded")
     hashes = await sets.revision_hashes(kube, ns, "web")
@@ -101,19 +97,17 @@ async def test_v2_bad_then_v3_bad_lands_on_v1_never_on_v2(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    v1, v2, v3 = (f"registry.local/{ns}/web:{v}" for v in ("v1", "v2", "v3"))
-    for bad in (v2, v3):
-        kubelet.behave(bad, Behaviour(kind="crashloop", restart_every=1.0))
+    v1, v2, v3 = sets.releases(kubelet, ns, "web", "v1", "v2", "v3", bad=("v2", "v3"))
     spec = {**ROLLBACK, "guardrails": {"cooldown": "1s", "window": "1h", "maxRemediations": 10}}
     await _start(kube, ns, operator, sets.statefulset("web", v1, replicas=2), spec=spec)
 
     await sets.set_image(kube, STS, ns, "web", v2)
-    await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="the first incident")
+    await eventually(lambda: sets.resolved(kube, ns, 1), timeout=180, what="the first incident")
     await eventually(
         lambda: sets.settled(kube, STS, ns, "web", v1, count=2), timeout=60, what="v1 back"
     )
     await sets.set_image(kube, STS, ns, "web", v3)
-    done = await eventually(lambda: _resolved(kube, ns, 2), timeout=180, what="the second")
+    done = await eventually(lambda: sets.resolved(kube, ns, 2), timeout=180, what="the second")
     await eventually(
         lambda: sets.settled(kube, STS, ns, "web", v1, count=2), timeout=60, what="v1 again"
     )
@@ -132,15 +126,14 @@ async def test_a_partitioned_canary_is_rolled_back_without_touching_the_held_pod
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    v1, v2 = f"registry.local/{ns}/web:v1", f"registry.local/{ns}/web:v2"
-    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    v1, v2 = sets.releases(kubelet, ns, "web", "v1", "v2", bad=("v2",))
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
     body = sets.statefulset("web", v1, replicas=3, strategy=strategy)
     await _start(kube, ns, operator, body)
     held = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await sets.pods(kube, ns, "web")}
 
     await sets.set_image(kube, STS, ns, "web", v2)  # only web-2 (ordinal >= 2) gets v2
-    await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="Resolved")
+    await eventually(lambda: sets.resolved(kube, ns, 1), timeout=180, what="Resolved")
     live = await eventually(
         lambda: sets.settled(kube, STS, ns, "web", v1, count=3), timeout=60, what="v1 back"
     )
@@ -165,8 +158,7 @@ async def test_an_on_delete_statefulset_has_its_bad_pods_deleted_one_at_a_time(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    v1, v2 = f"registry.local/{ns}/web:v1", f"registry.local/{ns}/web:v2"
-    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    v1, v2 = sets.releases(kubelet, ns, "web", "v1", "v2", bad=("v2",))
     body = sets.statefulset("web", v1, replicas=3, strategy={"type": "OnDelete"}, parallel=True)
     await _start(kube, ns, operator, body)
 
@@ -174,7 +166,7 @@ async def test_an_on_delete_statefulset_has_its_bad_pods_deleted_one_at_a_time(
     await sets.set_image(kube, STS, ns, "web", v2)
     for pod in ("web-1", "web-2"):
         await kube.delete(k.core(ns, "pods", pod))
-    await eventually(lambda: _resolved(kube, ns, 1), timeout=180, what="Resolved")
+    await eventually(lambda: sets.resolved(kube, ns, 1), timeout=180, what="Resolved")
     await eventually(
         lambda: sets.settled(kube, STS, ns, "web", v1, count=3), timeout=60, what="v1 back"
     )
@@ -195,7 +187,10 @@ async def test_a_restart_replaces_the_pods_of_a_statefulset(
 ) -> None:
     ns = namespace
     image = f"registry.local/{ns}/web:v1"
-    spec = {**ROLLBACK, "remediation": {"steps": [{"restart": {}}], "verify": {"for": "5s"}}}
+    spec = {
+        **ROLLBACK,
+        "remediation": {"steps": [{"restart": {}}], "verify": {"for": "5s", "timeout": "90s"}},
+    }
     await _start(kube, ns, operator, sets.statefulset("web", image, replicas=1), spec=spec)
     [before] = await sets.pods(kube, ns, "web")
     # A transient fault (a dependency down): the container crash-loops on the same image.
@@ -208,7 +203,7 @@ async def test_a_restart_replaces_the_pods_of_a_statefulset(
 
     await eventually(restarted, timeout=120, what="the restartedAt annotation")
     kubelet.forget(image)  # the dependency is back
-    [rec] = await eventually(lambda: _resolved(kube, ns, 1), timeout=120, what="Resolved")
+    [rec] = await eventually(lambda: sets.resolved(kube, ns, 1), timeout=120, what="Resolved")
     assert [(s["action"], s["result"]) for s in rec["status"]["steps"]] == [
         ("restart", "Succeeded")
     ]
@@ -238,12 +233,7 @@ async def test_a_scale_step_adds_a_replica_through_the_scale_subresource(
     await _start(kube, ns, operator, body, spec=spec)
     kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
 
-    async def scaled() -> dict[str, Any] | None:
-        items = await remediations(kube, ns)
-        steps = [s for r in items for s in r.get("status", {}).get("steps") or ()]
-        return steps[0] if steps and steps[0].get("result") else None
-
-    step = await eventually(scaled, timeout=120, what="the scale step")
+    step = await eventually(lambda: sets.first_step(kube, ns), timeout=120, what="the scale step")
     assert (step["action"], step["result"]) == ("scale", "Succeeded")
     assert (step["change"]["fromReplicas"], step["change"]["toReplicas"]) == (2, 3)
     sts = await sets.get(kube, STS, ns, "web")
@@ -317,19 +307,16 @@ async def test_a_gitops_managed_statefulset_is_not_rolled_back(
     operator: Callable[..., OperatorProcess],
 ) -> None:
     ns = namespace
-    v1, v2 = f"registry.local/{ns}/web:v1", f"registry.local/{ns}/web:v2"
-    kubelet.behave(v2, Behaviour(kind="crashloop", restart_every=1.0))
+    v1, v2 = sets.releases(kubelet, ns, "web", "v1", "v2", bad=("v2",))
     body = sets.statefulset("web", v1, replicas=1)
     body["metadata"]["labels"]["argocd.argoproj.io/instance"] = "shop"
     await _start(kube, ns, operator, body)
 
     await sets.set_image(kube, STS, ns, "web", v2)
 
-    async def refused() -> dict[str, Any] | None:
-        steps = [s for r in await remediations(kube, ns) for s in r["status"].get("steps") or ()]
-        return steps[0] if steps and steps[0].get("result") else None
-
-    step = await eventually(refused, timeout=180, what="the rollback step decided")
+    step = await eventually(
+        lambda: sets.first_step(kube, ns), timeout=180, what="the rollback step decided"
+    )
     assert (step["action"], step["result"]) == ("rollback", "Refused")
     assert "Argo CD" in step["message"]
     assert step["change"]["gitOps"] == "Argo CD (label argocd.argoproj.io/instance=shop)"

@@ -9,7 +9,8 @@ from typing import Any
 
 from selfheal.clients import kube as k
 from selfheal.policy import ownership
-from tests.support.workloads import policy
+from tests.support.kubelet import Behaviour, Kubelet
+from tests.support.workloads import policy, remediations
 
 PLURAL = {ownership.STATEFULSET: "statefulsets", ownership.DAEMONSET: "daemonsets"}
 
@@ -131,3 +132,26 @@ async def settled(
         return None
     good = all(pod_ready(p) and pod_hash(name, p) == hashes[image] for p in live)
     return live if good else None
+
+
+async def resolved(kube: k.Kube, ns: str, count: int) -> list[dict[str, Any]] | None:
+    """The Resolved Remediations of ``ns`` once there are ``count`` of them."""
+    items = await remediations(kube, ns)
+    done = [r for r in items if r.get("status", {}).get("phase") == "Resolved"]
+    return done if len(done) >= count else None
+
+
+async def first_step(kube: k.Kube, ns: str) -> dict[str, Any] | None:
+    """The first step of ``ns``'s Remediations once its outcome is stored."""
+    steps = [s for r in await remediations(kube, ns) for s in r["status"].get("steps") or ()]
+    return steps[0] if steps and steps[0].get("result") else None
+
+
+def releases(kubelet: Kubelet, ns: str, name: str, *tags: str, bad: tuple[str, ...]) -> list[str]:
+    """Images ``registry.local/<ns>/<name>:<tag>``; those whose tag is in ``bad`` crash-loop
+    (a restart a second) on the kubelet stand-in."""
+    images = [f"registry.local/{ns}/{name}:{tag}" for tag in tags]
+    for tag, image in zip(tags, images, strict=True):
+        if tag in bad:
+            kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
+    return images

@@ -149,24 +149,20 @@ async def restart(
         )
         if kind == STATEFULSET and not dry_run:
             # An OrderedReady StatefulSet waits forever on an unready pod: replace those.
-            generation = int(deployment.get("metadata", {}).get("generation") or 0) + 1
-            try:
-                deleted, stopped = await revisions.replace_pods(
-                    kube=kube,
-                    kind=kind,
-                    namespace=namespace,
-                    name=name,
-                    target_hash="",
-                    generation=generation,
-                    min_available=min_available,
-                )
-            except k.KubeError as e:
-                return failed(ACTION, e, doing=f"replacing the pods of {where}", change=change)
-            change["deletedPods"] = deleted
-            if deleted:
-                message += f"; deleted unready pod(s) {', '.join(deleted)} one at a time"
-            if stopped:
-                message += f"; {stopped}"
+            replaced = await revisions.replace_for_step(
+                kube=kube,
+                action=ACTION,
+                kind=kind,
+                namespace=namespace,
+                name=name,
+                target_hash="",
+                generation=int(deployment.get("metadata", {}).get("generation") or 0) + 1,
+                min_available=min_available,
+                change=change,
+            )
+            if isinstance(replaced, ActionResult):
+                return replaced
+            message += replaced
         return ActionResult(
             action=ACTION,
             result=Outcome.DRY_RUN if dry_run else Outcome.SUCCEEDED,

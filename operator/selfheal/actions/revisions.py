@@ -310,6 +310,38 @@ async def replace_pods(
     return deleted, ""
 
 
+async def replace_for_step(
+    *,
+    kube: k.Kube,
+    action: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    target_hash: str,
+    generation: int,
+    min_available: float,
+    change: dict[str, Any],
+) -> ActionResult | str:
+    """:func:`replace_pods` for a step that patched the template: records the deleted pods
+    in ``change`` and returns what to add to the step's message, or the failed result."""
+    try:
+        deleted, stopped = await replace_pods(
+            kube=kube,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            target_hash=target_hash,
+            generation=generation,
+            min_available=min_available,
+        )
+    except k.KubeError as e:
+        where = _kind_where(kind, namespace, name)
+        return failed(action, e, doing=f"replacing the pods of {where}", change=change)
+    change["deletedPods"] = deleted
+    said = f"; deleted pod(s) {', '.join(deleted)} one at a time" if deleted else ""
+    return said + (f"; {stopped}" if stopped else "")
+
+
 async def rollback_revision(
     *,
     kube: k.Kube,
@@ -406,24 +438,20 @@ async def rollback_revision(
         if dry_run:
             return _done(choice, where, message, base, Outcome.DRY_RUN)
         generation = int(obj.get("metadata", {}).get("generation") or 0) + (1 if patch else 0)
-        try:
-            deleted, stopped = await replace_pods(
-                kube=kube,
-                kind=kind,
-                namespace=namespace,
-                name=name,
-                target_hash=target_hash,
-                generation=generation,
-                min_available=min_available,
-            )
-        except k.KubeError as e:
-            return failed(ACTION, e, doing=f"replacing the pods of {where}", change=base)
-        base["deletedPods"] = deleted
-        if deleted:
-            message += f"; deleted pod(s) {', '.join(deleted)} one at a time"
-        if stopped:
-            message += f"; {stopped}"
-        return _done(choice, where, message, base, Outcome.SUCCEEDED)
+        done = await replace_for_step(
+            kube=kube,
+            action=ACTION,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            target_hash=target_hash,
+            generation=generation,
+            min_available=min_available,
+            change=base,
+        )
+        if isinstance(done, ActionResult):
+            return done
+        return _done(choice, where, message + done, base, Outcome.SUCCEEDED)
     raise AssertionError("unreachable: the loop returns on its second attempt")
 
 
