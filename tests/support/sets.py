@@ -143,7 +143,9 @@ async def resolved(kube: k.Kube, ns: str, count: int) -> list[dict[str, Any]] | 
 
 async def first_step(kube: k.Kube, ns: str) -> dict[str, Any] | None:
     """The first step of ``ns``'s Remediations once its outcome is stored."""
-    steps = [s for r in await remediations(kube, ns) for s in r["status"].get("steps") or ()]
+    steps = [
+        s for r in await remediations(kube, ns) for s in (r.get("status") or {}).get("steps") or ()
+    ]
     return steps[0] if steps and steps[0].get("result") else None
 
 
