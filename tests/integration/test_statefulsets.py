@@ -14,10 +14,12 @@ from selfheal.clients import kube as k
 from tests.support import sets
 from tests.support.audit import workload_writes
 from tests.support.cluster import Cluster
+from tests.support.exporter import Exporter
 from tests.support.fixtures.jira import JIRA_PASSWORD
 from tests.support.jira_server import JiraServer
 from tests.support.kubelet import Behaviour, Kubelet
 from tests.support.operator import OperatorProcess
+from tests.support.prometheus import PrometheusServer
 from tests.support.workloads import eventually, jira_secret, remediations
 
 STS = "StatefulSet"
@@ -329,3 +331,48 @@ async def test_a_gitops_managed_statefulset_is_not_rolled_back(
     assert step["change"]["gitOps"] == "Argo CD (label argocd.argoproj.io/instance=shop)"
     assert sets.image_of(await sets.get(kube, STS, ns, "web")) == v2  # left to Git
     assert workload_writes(cluster, ns, resources=WRITES) == []
+
+
+async def test_a_prometheus_trigger_names_the_statefulset_scales_it_and_reverts(
+    kube: k.Kube,
+    namespace: str,
+    exporter: Exporter,
+    prometheus: PrometheusServer,
+    operator: Callable[..., OperatorProcess],
+) -> None:
+    ns = namespace
+    # kube-state-metrics' label for a StatefulSet's name is `statefulset`.
+    exporter.set_gauge("queue_depth", 100, namespace=ns, statefulset="web")
+    spec = {
+        "triggers": [
+            {
+                "name": "backlog",
+                "prometheus": {
+                    "query": "max by (namespace, statefulset) (queue_depth)",
+                    "workloadLabels": {"namespace": "namespace", "name": "statefulset"},
+                    "above": 50,
+                    "for": "2s",
+                    "interval": "2s",
+                },
+            }
+        ],
+        "remediation": {
+            "steps": [{"scale": {"by": 1, "max": 4, "revertAfterRecovery": True}}],
+            "verify": {"for": "4s", "timeout": "60s"},
+        },
+    }
+    body = sets.statefulset("web", f"registry.local/{ns}/web:v1", replicas=2, parallel=True)
+    await _start(kube, ns, operator, body, spec=spec, prometheus_url=prometheus.url)
+
+    async def replicas(want: int) -> bool:
+        return bool((await sets.get(kube, STS, ns, "web"))["spec"]["replicas"] == want)
+
+    await eventually(lambda: replicas(3), timeout=90, what="scaled to 3")
+    exporter.set_gauge("queue_depth", 10, namespace=ns, statefulset="web")  # drained
+    [rec] = await eventually(lambda: sets.resolved(kube, ns, 1), timeout=90, what="Resolved")
+    assert rec["status"]["cause"] == "ThresholdExceeded"
+    workload = rec["spec"]["workload"]
+    assert (workload["kind"], workload["name"]) == (STS, "web")
+    hashes = await sets.revision_hashes(kube, ns, "web")
+    assert workload["templateHash"] == hashes[sets.image_of(body)]
+    await eventually(lambda: replicas(2), timeout=60, what="reverted to 2")
