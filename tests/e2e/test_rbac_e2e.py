@@ -59,7 +59,8 @@ ESCALATE_POLICY = {
 
 # What an authorization failure looks like in the operator's log: the API server's 403
 # (kopf, the kube client, the evidence's "unavailable" notes) or kopf's fallback warnings.
-_DENIED = re.compile(r"\b403\b|forbidden|not enough permissions", re.IGNORECASE)
+# Not the milliseconds of a log line's timestamp (``03:14:33,403``).
+_DENIED = re.compile(r"(?<![,.:])\b403\b|forbidden|not enough permissions", re.IGNORECASE)
 
 
 # Not an authorization failure: the NamespaceLifecycle admission plugin answers 403 to
