@@ -67,6 +67,10 @@ PULL_REASONS = frozenset(
 )
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 STUCK_REASONS = PULL_REASONS | CONFIG_REASONS
+POD_TEMPLATE_HASH = "pod-template-hash"
+"""The revision label a ReplicaSet puts on its Pods."""
+CONTROLLER_REVISION_HASH = "controller-revision-hash"
+"""The revision label a StatefulSet or DaemonSet puts on its Pods."""
 
 
 # -- summaries -------------------------------------------------------------------------------
@@ -98,6 +102,14 @@ class PodSummary:
     uid: str
     replicaset: str = ""
     """Name of the owning ReplicaSet (controller owner), "" if none."""
+    owner_kind: str = ""
+    """Kind of the controller owner (``ReplicaSet``, ``StatefulSet``, ``DaemonSet``, ...),
+    "" if none: with ``owner``, the key the Pod cache files the Pod under."""
+    owner: str = ""
+    """Name of the controller owner, "" if none."""
+    revision: str = ""
+    """The revision label the owner put on the Pod: ``pod-template-hash`` (ReplicaSet) or
+    ``controller-revision-hash`` (StatefulSet, DaemonSet); "" if none."""
     phase: str = ""
     ready: bool = False
     """The pod's ``Ready`` condition is ``True``."""
@@ -169,10 +181,14 @@ def summarize(pod: Mapping[str, Any]) -> PodSummary:
         (
             o
             for o in meta.get("ownerReferences") or ()
-            if isinstance(o, Mapping) and o.get("kind") == "ReplicaSet" and o.get("controller")
+            if isinstance(o, Mapping) and o.get("controller")
         ),
         None,
     )
+    owner_kind = str(owner.get("kind", "")) if owner else ""
+    owner_name = str(owner.get("name", "")) if owner else ""
+    labels = _dict(meta.get("labels"))
+    revision = str(labels.get(POD_TEMPLATE_HASH) or labels.get(CONTROLLER_REVISION_HASH) or "")
     ready = any(
         isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
         for c in status.get("conditions") or ()
@@ -190,7 +206,10 @@ def summarize(pod: Mapping[str, Any]) -> PodSummary:
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
-        replicaset=str(owner.get("name", "")) if owner else "",
+        replicaset=owner_name if owner_kind == "ReplicaSet" else "",
+        owner_kind=owner_kind,
+        owner=owner_name,
+        revision=revision,
         phase=str(status.get("phase", "")),
         ready=ready,
         deleting=bool(meta.get("deletionTimestamp")),
