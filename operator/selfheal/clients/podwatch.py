@@ -72,8 +72,15 @@ class Stats:
     """Failed requests or streams other than 410, each retried with backoff."""
 
 
+def collection(api: str, plural: str, namespace: str | None) -> str:
+    """The list/watch path of a resource: ``api`` is ``v1`` or ``group/version``."""
+    root = "/api/v1" if api == "v1" else f"/apis/{api}"
+    return f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
+
+
 class PodWatcher(Generic[T]):
-    """Pods of one namespace, or of the whole cluster (``namespace`` ``None``)."""
+    """Pods (or, with ``api`` and ``plural``, any other resource) of one namespace, or of
+    the whole cluster (``namespace`` ``None``)."""
 
     def __init__(
         self,
@@ -82,6 +89,8 @@ class PodWatcher(Generic[T]):
         summarize: Callable[[Mapping[str, Any]], T],
         on_change: Callable[[T | None, T | None], None] | None = None,
         namespace: str | None = None,
+        api: str = "v1",
+        plural: str = "pods",
         page_limit: int = PAGE_LIMIT,
         watch_timeout: int = WATCH_TIMEOUT,
         retry: tuple[float, float] = RETRY,
@@ -90,10 +99,11 @@ class PodWatcher(Generic[T]):
         self.summarize = summarize
         self.on_change = on_change
         self.namespace = namespace
+        self.plural = plural
         self.page_limit = page_limit
         self.watch_timeout = watch_timeout
         self.retry = retry
-        self.path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+        self.path = collection(api, plural, namespace)
         self.items: dict[str, T] = {}
         """Pod uid -> its summary: the cache itself."""
         self.resource_version = ""
@@ -111,7 +121,8 @@ class PodWatcher(Generic[T]):
 
     @property
     def scope(self) -> str:
-        return f"namespace {self.namespace}" if self.namespace else "cluster-wide"
+        where = f"namespace {self.namespace}" if self.namespace else "cluster-wide"
+        return f"{self.plural}, {where}"
 
     async def run(self) -> None:
         """List and watch until cancelled; every failure is logged and retried."""
@@ -126,10 +137,10 @@ class PodWatcher(Generic[T]):
                 # Not an error: the server compacted past us. List again at once.
                 self.stats.gone += 1
                 self.resource_version = ""
-                logger.info("pods (%s): resourceVersion gone, listing again", self.scope)
+                logger.info("%s: resourceVersion gone, listing again", self.scope)
             except k.KubeError as e:
                 self.stats.errors += 1
-                logger.warning("pods (%s): %s; retried in %.1fs", self.scope, e, delay)
+                logger.warning("%s: %s; retried in %.1fs", self.scope, e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry[1])
 
@@ -167,9 +178,7 @@ class PodWatcher(Generic[T]):
         self.resource_version = version
         self.stats.lists += 1
         if not self.synced:
-            logger.info(
-                "pods (%s): %d listed in %d page(s)", self.scope, len(fresh), self.stats.pages
-            )
+            logger.info("%s: %d listed in %d page(s)", self.scope, len(fresh), self.stats.pages)
         self._synced.set()
 
     # --- watch --------------------------------------------------------------------------
@@ -245,7 +254,7 @@ class PodWatcher(Generic[T]):
             self.on_change(old, new)
         except Exception:
             # One consumer's bug must not stop the cache that every workload reads.
-            logger.exception("pods (%s): a change handler failed", self.scope)
+            logger.exception("%s: a change handler failed", self.scope)
 
 
 async def _lines(resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
@@ -273,4 +282,4 @@ def scopes(namespaces: tuple[str, ...]) -> tuple[str | None, ...]:
     return tuple(namespaces) if namespaces else (None,)
 
 
-__all__ = ["PodWatcher", "Stats", "scopes"]
+__all__ = ["PodWatcher", "Stats", "collection", "scopes"]

@@ -36,7 +36,9 @@ class PodCache:
     def __init__(self) -> None:
         self._by_owner: dict[Key, dict[str, PodSummary]] = {}
         self._unready: dict[str, dict[str, int]] = {}
-        self.watchers: list[PodWatcher[PodSummary]] = []
+        self.watchers: list[PodWatcher[Any]] = []
+        """Every light watcher the operator's caches hang on (Pods, and the ReplicaSets and
+        Deployments that own them): readiness waits for all."""
 
     # --- reads (the shape of the kopf index it replaces) ---------------------------------
 
@@ -56,7 +58,7 @@ class PodCache:
 
     @property
     def synced(self) -> bool:
-        """Every watcher has its first listing in."""
+        """Every watcher has its first listing in (also when there is nothing to list)."""
         return bool(self.watchers) and all(w.synced for w in self.watchers)
 
     # --- writes -----------------------------------------------------------------------
@@ -101,6 +103,32 @@ class PodCache:
             for ns in scopes(namespaces)
         ]
         return [w.run() for w in self.watchers]
+
+
+class Index:
+    """What a kopf index offers, for caches fed by the light watchers: ``get(key, ())``
+    gives the values filed under ``key``; each object files under its own identity, so
+    its next version replaces (or its deletion removes) exactly its entries."""
+
+    def __init__(self) -> None:
+        self._store: dict[Hashable, dict[Hashable, Any]] = {}
+
+    def get(self, key: Hashable, default: Collection[Any] = ()) -> Collection[Any]:
+        store = self._store.get(key)
+        return store.values() if store else default
+
+    def add(self, key: Hashable, ident: Hashable, value: Any) -> None:
+        self._store.setdefault(key, {})[ident] = value
+
+    def discard(self, key: Hashable, ident: Hashable) -> None:
+        store = self._store.get(key)
+        if store is not None:
+            store.pop(ident, None)
+            if not store:
+                del self._store[key]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._store.values())
 
 
 K = TypeVar("K", bound=Hashable)
@@ -151,4 +179,4 @@ class Coalescer(Generic[K]):
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["Coalescer", "PodCache"]
+__all__ = ["Coalescer", "Index", "PodCache"]
