@@ -361,6 +361,12 @@ async def run_size(
     build_s = time.monotonic() - t
     log(f"size {pods}: {w.pods} pods in {w.deployments} Deployments ({build_s:.0f}s)")
     victims = world.victims(first_victim, target_deployments, n_incidents)
+    retired = await w.retire(api)
+    if retired:
+        log(
+            f"size {pods}: the previous size's {retired} incidents retired "
+            "(Pods healthy, records deleted)"
+        )
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before the clock starts)
 
     floor_log = out / "floor.log"
