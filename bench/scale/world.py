@@ -458,6 +458,38 @@ class World:
 
     victims_so_far: set[tuple[int, int]] = dataclasses.field(default_factory=set)
 
+    async def retire(self, api: Api) -> int:
+        """End the incidents of the sizes so far, as their rollbacks would have: every
+        victim Pod healthy again and every Remediation deleted, so the next size starts
+        from the same quiet state (its idle minute is not the previous size's incidents
+        going on). Returns the Remediations deleted."""
+        self.storms += 1
+        gen = self.storms
+        await asyncio.gather(
+            *(
+                api.merge(
+                    core(self.namespace(i), "pods", pod_name(deployment_name(i), j)) + "/status",
+                    pod_status(
+                        deployment_name(i),
+                        j,
+                        started=self.started,
+                        now=time.time(),
+                        generation=gen,
+                    ),
+                )
+                for i, j in self.victims_so_far
+            )
+        )
+        self.victims_so_far.clear()
+        deleted = 0
+        for n in range(self.namespaces):
+            ns = namespace_of(n, self.namespaces)
+            path = f"/apis/selfheal.dev/v1alpha1/namespaces/{ns}/remediations"
+            listing = await api.call("GET", path)
+            deleted += len(listing.get("items") or ())
+            await api.call("DELETE", path)
+        return deleted
+
     async def crash(self, api: Api, i: int, *, restarts: int) -> Body:
         """One status write: pod 0 of Deployment ``i`` crash-loops with ``restarts``."""
         name, ns = deployment_name(i), self.namespace(i)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_floor_detector_fires_at_the_threshold_only() -> None:
         assert world.crossing(status) is expected
 
 
-def test_markdown_names_every_section_and_marks_missed_targets() -> None:
+def _full_size() -> dict[str, Any]:
     dist = {"n": 30, "p50": 0.05, "p90": 0.08, "p99": 0.3, "max": 0.4, "mean": 0.06}
     floor = {"n": 30, "p50": 0.01, "p90": 0.02, "p99": 0.05, "max": 0.06, "mean": 0.015}
     size = {
@@ -177,6 +178,7 @@ def test_markdown_names_every_section_and_marks_missed_targets() -> None:
             "cpu_storm_s": 20.0,
             "cpu_ms_per_pod_event": 2.0,
             "floor_rss_idle_mib": 60,
+            "floor_cpu_idle_s": 0.5,
             "floor_cpu_storm_s": 3.0,
         },
         "api": {
@@ -186,6 +188,11 @@ def test_markdown_names_every_section_and_marks_missed_targets() -> None:
             "pod_writes_total": 0,
         },
     }
+    return size
+
+
+def test_markdown_names_every_section_and_marks_missed_targets() -> None:
+    size = _full_size()
     md = report.markdown(
         {
             "started": "2026-01-01T00:00:00Z",
@@ -209,10 +216,47 @@ def test_markdown_names_every_section_and_marks_missed_targets() -> None:
     for heading in ("1. Reaction", "2. Footprint", "3. API cost", "4. Start-up", "5. Prometheus"):
         assert heading in md
     assert (
-        "| reaction p99 within 2x the floor (10000 Pods) | 6.00x (300 vs 50 ms) | **missed** |"
+        "| reaction p99 within 3x the floor (10000 Pods) | 6.00x (300 vs 50 ms) | **missed** |"
         in md
     )
     assert "| reaction p99 under 1 s at 10000 Pods | 300 ms | met |" in md
-    assert "250 MiB peak in the storm | **missed** |" in md
+    assert "250 MiB peak in the storm (2.67x the floor's 60 MiB) | **missed** |" in md
+    assert (
+        "| start-up within 2x the floor's list (10000 Pods) | 10.00x (20.00 vs 2.00 s) "
+        "| **missed** |" in md
+    )
     assert "| zero Pod writes | 0 | met |" in md
     assert "2 (10) vs 2 (500) | met |" in md
+
+
+def _two_sizes(idle_cpu_big: float) -> list[dict[str, Any]]:
+    small, big = _full_size(), _full_size()
+    small["pods"] = 1000
+    small["footprint"].update(rss_idle_mib=60, floor_rss_idle_mib=40, cpu_idle_s=0.3)
+    big["footprint"].update(rss_idle_mib=100, floor_rss_idle_mib=70, cpu_idle_s=idle_cpu_big)
+    return [small, big]
+
+
+def test_marginal_memory_and_idle_cpu_flatness_between_two_sizes() -> None:
+    small, big = _two_sizes(0.35)
+    assert report.marginal_kib(small, big) == pytest.approx(40 * 1024 / 9000)
+    assert report.marginal_kib(small, big, key="floor_rss_idle_mib") == pytest.approx(
+        30 * 1024 / 9000
+    )
+    assert report.idle_per_minute(big["footprint"]) == pytest.approx(0.35)
+    for idle, verdict in ((0.35, "met"), (3.0, "**missed**")):
+        md = report.markdown(
+            {
+                "started": "x",
+                "command": "c",
+                "machine": {"cpus": 2, "python": "3"},
+                "total_s": 60,
+                "sizes": _two_sizes(idle),
+            }
+        )
+        line = next(x for x in md.splitlines() if x.startswith("| idle CPU per minute flat"))
+        assert line.endswith(f"| {verdict} |")
+        assert (
+            "| at most 6 KiB per Pod, marginal (1000 -> 10000) | 4.6 KiB (floor 3.4 KiB) | met |"
+            in md
+        )

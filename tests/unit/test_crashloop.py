@@ -167,6 +167,33 @@ def test_summary_of_a_bare_pod_without_status_is_empty_not_an_error() -> None:
     assert s.replicaset == ""
 
 
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        ("ReplicaSet", "pod-template-hash"),
+        ("StatefulSet", "controller-revision-hash"),
+        ("DaemonSet", "controller-revision-hash"),
+    ],
+)
+def test_summary_names_its_controller_owner_and_revision(kind: str, label: str) -> None:
+    body = {
+        "metadata": {
+            "name": "p",
+            "namespace": "ns",
+            "uid": "u",
+            "labels": {"app": "web", label: "abc123"},
+            "ownerReferences": [
+                {"kind": "Node", "name": "not-the-controller"},
+                {"kind": kind, "name": "web", "controller": True},
+            ],
+        }
+    }
+    s = summarize(body)
+    assert (s.owner_kind, s.owner, s.revision) == (kind, "web", "abc123")
+    # Only a ReplicaSet owner is the Deployment path's ``replicaset``.
+    assert s.replicaset == ("web" if kind == "ReplicaSet" else "")
+
+
 def test_waiting_message_is_bounded() -> None:
     body = pod(container_status(waiting="ErrImagePull", message="x" * 5000))
     assert len(summarize(body).containers[0].waiting_message) == crashloop.MESSAGE_LIMIT

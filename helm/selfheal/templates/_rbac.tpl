@@ -7,8 +7,8 @@ runs a whole remediation with exactly these rules and fails on any 403.
 */}}
 {{- define "selfheal.rules" -}}
 {{- $a := .Values.rbac.actions }}
-# Pods: kopf index `pods_by_rs` and on.event `pod_event` (handlers/watch.py) list and
-# watch them; evidence/collect.py gets the crashing pod and lists the workload's pods.
+# Pods: the light Pod watcher (clients/podwatch.py, a paged list and a watch) lists and
+# watches them; evidence/collect.py gets the crashing pod and lists the workload's pods.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]

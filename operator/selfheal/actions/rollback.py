@@ -339,26 +339,37 @@ async def rollback(
     allow_gitops: bool,
     dry_run: bool,
     change_cause: str,
+    replicasets: Sequence[Mapping[str, Any]] | None = None,
 ) -> ActionResult:
     """Roll ``namespace/name`` back (see the module's docstring for the choice).
 
-    Idempotent: once the running revision is not known bad, it returns ``Succeeded``
-    with no patch. A lost optimistic lock re-reads and re-decides once.
+    ``replicasets``: the Deployment's ReplicaSets from a watch cache, so only the
+    Deployment is read; when the cache shows no revision with the running template yet
+    (it lags), or after a lost lock, they are listed. Idempotent: once the running
+    revision is not known bad, it returns ``Succeeded`` with no patch. A lost optimistic
+    lock re-reads and re-decides once.
     """
     where = f"Deployment {namespace}/{name}"
     path = k.apps(namespace, "deployments", name)
     for attempt in (1, 2):
+        cached = replicasets if attempt == 1 else None  # a second attempt reads afresh
         try:
             deployment = await kube.get(path)
-            selector = selector_string(deployment.get("spec", {}).get("selector") or {})
-            listing = await kube.get(k.apps(namespace, "replicasets"), labelSelector=selector)
+            choice = None
+            if cached is not None:
+                choice = choose_target(
+                    revisions=revisions(deployment, cached), to=to, known_bad=known_bad
+                )
+            if choice is None or choice.reason is Reason.ROLLOUT_NOT_OBSERVED:
+                selector = selector_string(deployment.get("spec", {}).get("selector") or {})
+                listing = await kube.get(k.apps(namespace, "replicasets"), labelSelector=selector)
+                choice = choose_target(
+                    revisions=revisions(deployment, listing.get("items") or ()),
+                    to=to,
+                    known_bad=known_bad,
+                )
         except k.KubeError as e:
             return failed(ACTION, e, doing=f"reading {where} and its ReplicaSets", change={})
-        choice = choose_target(
-            revisions=revisions(deployment, listing.get("items") or ()),
-            to=to,
-            known_bad=known_bad,
-        )
         if choice.reason is Reason.CURRENT_NOT_KNOWN_BAD:
             return _result(Outcome.SUCCEEDED, choice, f"{where}: {choice.message}")
         manager = gitops_manager(deployment)

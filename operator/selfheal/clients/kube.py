@@ -11,9 +11,10 @@ before or in the middle of an answer, a truncated or malformed body).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 from urllib.parse import urlencode
 
@@ -163,6 +164,56 @@ class Kube:
         finally:
             metrics.BACKEND_REQUESTS.labels("kubernetes", f"{method} {resource}", status).inc()
             metrics.BACKEND_LATENCY.labels("kubernetes").observe(time.monotonic() - started)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, object] | None = None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A GET whose body is read by the caller as it arrives (a watch, a large list).
+
+        Yields the open response once its status is 2xx; an error status raises the
+        ``KubeError`` of its body, as :meth:`raw` does. The body is never buffered here.
+        """
+        url = self._api.configuration.host + path
+        if query:
+            url += "?" + urlencode({k: _qs(v) for k, v in query.items() if v is not None})
+        headers = {"Accept": "application/json"}
+        auth: dict[str, str] = {}
+        await self._api.update_params_for_auth(headers, auth, ["BearerToken"], path, "GET", None)
+        label = f"GET {_resource_of(path)}"
+        status = "error"
+        started = time.monotonic()
+        try:
+            resp = await self._api.call_api(
+                "GET", url, header_params=headers, _request_timeout=timeout
+            )
+        except TimeoutError:
+            raise KubeError(0, "Timeout", "no response in time", method="GET", path=path) from None
+        except (OSError, aiohttp.ClientError) as e:
+            raise KubeError(
+                0, type(e).__name__, str(e) or "connection lost", method="GET", path=path
+            ) from None
+        finally:
+            metrics.BACKEND_LATENCY.labels("kubernetes").observe(time.monotonic() - started)
+        raw: aiohttp.ClientResponse = resp.response
+        try:
+            status = str(raw.status)
+            if not 200 <= raw.status <= 299:
+                data = await raw.read()
+                err = ApiException(status=raw.status, reason=raw.reason, body=data.decode())
+                raise _error(err, "GET", path)
+            yield raw
+        except BaseException:
+            raw.close()  # a body left unread (a watch cut short) must not go back to the pool
+            raise
+        else:
+            raw.release()
+        finally:
+            metrics.BACKEND_REQUESTS.labels("kubernetes", label, status).inc()
 
     async def request(self, method: str, path: str, **kw: Any) -> Body:
         data = await self.raw(method, path, **kw)

@@ -68,6 +68,10 @@ PULL_REASONS = frozenset(
 )
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 STUCK_REASONS = PULL_REASONS | CONFIG_REASONS
+POD_TEMPLATE_HASH = "pod-template-hash"
+"""The revision label a ReplicaSet puts on its Pods."""
+CONTROLLER_REVISION_HASH = "controller-revision-hash"
+"""The revision label a StatefulSet or DaemonSet puts on its Pods."""
 
 
 # -- summaries -------------------------------------------------------------------------------
@@ -99,6 +103,14 @@ class PodSummary:
     uid: str
     replicaset: str = ""
     """Name of the owning ReplicaSet (controller owner), "" if none."""
+    owner_kind: str = ""
+    """Kind of the controller owner (``ReplicaSet``, ``StatefulSet``, ``DaemonSet``, ...),
+    "" if none: with ``owner``, the key the Pod cache files the Pod under."""
+    owner: str = ""
+    """Name of the controller owner, "" if none."""
+    revision: str = ""
+    """The revision label the owner put on the Pod: ``pod-template-hash`` (ReplicaSet) or
+    ``controller-revision-hash`` (StatefulSet, DaemonSet); "" if none."""
     phase: str = ""
     ready: bool = False
     """The pod's ``Ready`` condition is ``True``."""
@@ -107,11 +119,6 @@ class PodSummary:
     started: float | None = None
     """``status.startTime``, else ``metadata.creationTimestamp`` (Unix seconds)."""
     containers: tuple[ContainerSummary, ...] = ()
-    owner_kind: str = ""
-    """``StatefulSet`` or ``DaemonSet`` when one of those controls the pod directly
-    (see :mod:`selfheal.detect.ownership`), else ""."""
-    owner: str = ""
-    """That workload's name."""
     revision_hash: str = ""
     """The hash of the ControllerRevision the pod runs."""
 
@@ -177,10 +184,14 @@ def summarize(pod: Mapping[str, Any]) -> PodSummary:
         (
             o
             for o in meta.get("ownerReferences") or ()
-            if isinstance(o, Mapping) and o.get("kind") == "ReplicaSet" and o.get("controller")
+            if isinstance(o, Mapping) and o.get("controller")
         ),
         None,
     )
+    owner_kind = str(owner.get("kind", "")) if owner else ""
+    owner_name = str(owner.get("name", "")) if owner else ""
+    labels = _dict(meta.get("labels"))
+    revision = str(labels.get(POD_TEMPLATE_HASH) or labels.get(CONTROLLER_REVISION_HASH) or "")
     ready = any(
         isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
         for c in status.get("conditions") or ()
@@ -196,13 +207,14 @@ def summarize(pod: Mapping[str, Any]) -> PodSummary:
     )
     direct = ownership.owner_of(pod)
     return PodSummary(
-        owner_kind=direct.kind if direct else "",
-        owner=direct.name if direct else "",
         revision_hash=direct.revision_hash if direct else "",
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
-        replicaset=str(owner.get("name", "")) if owner else "",
+        replicaset=owner_name if owner_kind == "ReplicaSet" else "",
+        owner_kind=owner_kind,
+        owner=owner_name,
+        revision=revision,
         phase=str(status.get("phase", "")),
         ready=ready,
         deleting=bool(meta.get("deletionTimestamp")),

@@ -1,7 +1,7 @@
 """A policy's alert triggers, evaluated on its timer from what the receiver has heard.
 
 The verdicts are pure (``selfheal.detect.alerts.evaluate``); this only looks up the
-owners of pods that alerts name (through kopf's indexes) and hands back Signals.
+owners of pods that alerts name (through the watch caches) and hands back Signals.
 """
 
 from __future__ import annotations
@@ -9,15 +9,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-import kopf
 
 from selfheal import metrics
 from selfheal.clients.alertmanager import AlertmanagerError
 from selfheal.detect import alerts
 from selfheal.detect.signal import Signal, WorkloadRef
 from selfheal.handlers import watch
+from selfheal.handlers.podcache import Index, PodCache
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy.model import HealingPolicy, Trigger
 
@@ -29,8 +27,8 @@ def _pod_owners(
     workloads: Sequence[watch.DeploymentInfo],
     wanted: set[tuple[str, str]],
     *,
-    rs_by_deployment: kopf.Index[Any, Any],
-    pods_by_rs: kopf.Index[Any, Any],
+    rs_by_deployment: Index,
+    pods_by_rs: PodCache,
 ) -> dict[tuple[str, str], WorkloadRef]:
     """(namespace, pod) -> its Deployment, for the pods some alert names."""
     if not any(ns == namespace for ns, _ in wanted):
@@ -78,8 +76,8 @@ async def signals(
     policy: HealingPolicy,
     workloads: Sequence[watch.DeploymentInfo],
     *,
-    rs_by_deployment: kopf.Index[Any, Any],
-    pods_by_rs: kopf.Index[Any, Any],
+    rs_by_deployment: Index,
+    pods_by_rs: PodCache,
     now: float,
 ) -> list[tuple[str, list[Signal]]]:
     """(trigger name, one Signal per workload) for each alert trigger of the policy."""

@@ -21,10 +21,12 @@ from selfheal import GROUP, VERSION, metrics
 from selfheal.clients.jira import JiraError, JiraRejected
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.handlers import alert_triggers, reconciler, watch
+from selfheal.handlers.podcache import Index
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy import conditions as c
 from selfheal.policy.model import HealingPolicy, Mode, PolicyError
 from selfheal.policy.parse import parse
+from selfheal.policy.selector import selector_matches
 
 logger = logging.getLogger(__name__)
 
@@ -142,9 +144,6 @@ async def tick(
     status: kopf.Status,
     patch: kopf.Patch,
     memo: kopf.Memo,
-    pods_by_rs: kopf.Index[Any, Any],
-    rs_by_deployment: kopf.Index[Any, Any],
-    deployments: kopf.Index[Any, Any],
     remediations: kopf.Index[Any, Any],
     statefulsets: kopf.Index[Any, Any],
     daemonsets: kopf.Index[Any, Any],
@@ -152,20 +151,21 @@ async def tick(
     **_: Any,
 ) -> None:
     rt: Runtime = memo["runtime"]
+    # kopf's indexes are live objects: Pod evaluations (not kopf handlers) read them.
     rt.indexes.update(
         remediations=remediations,
-        deployments=deployments,
-        rs_by_deployment=rs_by_deployment,
+        statefulsets=statefulsets,
+        daemonsets=daemonsets,
         controller_revisions=controller_revisions,
     )
-    by_kind = {"deployments": deployments, "statefulsets": statefulsets, "daemonsets": daemonsets}
+    rs_by_deployment, deployments = rt.rs_by_deployment, rt.deployments
     policy = rt.policies.get((namespace, name))
     if policy is None or not rt.is_leader:
         return  # a standby evaluates nothing and writes nothing: the leader does
     now = time.time()
-    workloads = [
+    workloads = _targets(rt, policy, deployments) + [
         info
-        for info in watch.workload_infos(namespace, *by_kind.values())
+        for info in watch.workload_infos(namespace, statefulsets, daemonsets)
         if policy in watch.matching_policies(rt, namespace, info)
     ]
     by_name = {w.name: w for w in workloads}
@@ -195,27 +195,33 @@ async def tick(
                 backend_problem = (problem[0], f"trigger {trigger.name}: {problem[1]}")
             trigger_status.append(_trigger_status(trigger.name, got))
         for alerted, got in await alert_triggers.signals(
-            rt, policy, workloads, rs_by_deployment=rs_by_deployment, pods_by_rs=pods_by_rs, now=now
+            rt, policy, workloads, rs_by_deployment=rs_by_deployment, pods_by_rs=rt.pods, now=now
         ):
             signals.extend((policy, sig, by_name[sig.workload.name]) for sig in got)
             trigger_status.append(_trigger_status(alerted, got))
         # Crash-loop verdicts move with time too (a pull error past its grace, restarts
-        # leaving the window): refresh workloads with open incidents or unready pods.
+        # leaving the window): refresh workloads with open incidents or unready pods,
+        # found from the Pod cache's count, not by looking at every workload's pods.
+        # Every other change of a Pod is judged when it happens (watch.pod_changed).
         open_names = watch.records_of(remediations, namespace).open_workloads(policy.name)
+        due = set(open_names)
+        for owner in rt.pods.unready_owners(namespace):
+            # A ReplicaSet's Pods count for its Deployment; a StatefulSet or DaemonSet
+            # owns its Pods directly.
+            deployment = watch.one(rt.rs_owner, (namespace, owner))
+            due.add(str(deployment) if deployment is not None else owner)
         has_crash = any(t.crash_loop is not None for t in policy.triggers)
-        for info in workloads if has_crash else ():
+        for target in (by_name[n] for n in sorted(due) if n in by_name) if has_crash else ():
             pods = watch.workload_pods(
                 namespace,
-                info.name,
+                target.name,
                 rs_by_deployment=rs_by_deployment,
-                pods_by_rs=pods_by_rs,
-                kind=info.kind,
+                pods_by_rs=rt.pods,
+                kind=target.kind,
             )
-            if info.name not in open_names and all(p.ready for p in pods):
-                continue
             signals.extend(
                 s
-                for s in watch.crash_signals(rt, namespace, info, pods=pods, now=now)
+                for s in watch.crash_signals(rt, namespace, target, pods=pods, now=now)
                 if s[0] is policy
             )
         await alert_triggers.poll_workloads(rt, policy, open_names, now=now)
@@ -259,6 +265,24 @@ async def tick(
         triggers=trigger_status,
         problem=backend_problem,
     )
+
+
+def _targets(rt: Runtime, policy: HealingPolicy, deployments: Index) -> list[watch.DeploymentInfo]:
+    """The Deployments the policy targets. Matched again only when a Deployment of its
+    namespace changed (or the policy did), so an idle tick does not grow with them."""
+    ns = policy.namespace
+    store = deployments.get(ns, ())
+    key = (rt.deployment_versions.get(ns, 0), len(store))
+    cached = rt.targets.get((ns, policy.name))
+    if cached is not None and cached[0] == key and cached[1] is policy:
+        return cached[2]
+    found = [
+        info
+        for info in store
+        if policy.target.kind == info.kind and selector_matches(policy.target, dict(info.labels))
+    ]
+    rt.targets[(ns, policy.name)] = (key, policy, found)
+    return found
 
 
 JIRA_RECHECK = 300.0

@@ -12,8 +12,8 @@ with reason ``WorkloadDeleted``.
   is never mistaken for a deleted one), which releases their guardrail slots;
 - finished records of such policies still tell their ticket that the incident ended.
 
-It also turns the operator Ready once kopf's caches are filled, even when there is
-nothing to watch, so a fresh install becomes Ready.
+It also turns the operator Ready once kopf's caches and the Pod cache are filled, even
+when there is nothing to watch, so a fresh install becomes Ready.
 """
 
 from __future__ import annotations
@@ -46,11 +46,14 @@ POLICY_CHECK = 60.0
 
 
 async def await_ready(rt: Runtime) -> None:
-    """Ready once every index is filled: a decision is possible from then on."""
+    """Ready once every index and the Pod cache are filled: a decision is possible from
+    then on. Then every covered workload is judged once (its Pods arrived before kopf's
+    indexes could place them)."""
     # kopf creates its indexed-set after start-up and signals nothing we can await.
-    while not watch.caches_synced():  # noqa: ASYNC110
+    while not (watch.caches_synced() and rt.pods.synced):  # noqa: ASYNC110
         await asyncio.sleep(READY_POLL)
     rt.health.set(ready=True, reason="caches synced")
+    watch.evaluate_all(rt)
 
 
 async def run(rt: Runtime, kube: k.Kube) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -22,13 +23,15 @@ import kopf
 
 from selfheal import metrics
 from selfheal.clients import kube as k
+from selfheal.clients import podwatch
 from selfheal.clients.alertmanager import Alertmanager
 from selfheal.clients.jira import Jira, JiraCredentials, credentials_from_secret
 from selfheal.clients.lease import LeaderElector, Timings, new_identity
 from selfheal.clients.notify import Notifier
 from selfheal.clients.prometheus import Prometheus
 from selfheal.detect.prometheus import PrometheusEvaluator
-from selfheal.handlers import alert_webhook, reconciler, web
+from selfheal.handlers import alert_webhook, reconciler, watch, web
+from selfheal.handlers.podcache import Coalescer
 from selfheal.handlers.runtime import Runtime
 from selfheal.remediation import escalation
 from selfheal.remediation.dependency_probe import DependencyProbe
@@ -150,11 +153,38 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         elector=memo.get("elector"),
         silencer=silencer,
     )
+    rt.evaluations = Coalescer(functools.partial(watch.evaluate_owner, rt))
     memo["runtime"] = rt
     memo["kube"] = kube
+    # Watches on a connection of their own: a stream never queues behind an action.
+    pods_kube = await k.Kube.connect(kubeconfig=memo.get("kubeconfig"))
+    memo["pods_kube"] = pods_kube
+    watchers = rt.pods.watch(
+        pods_kube,
+        namespaces=cfg.namespaces,
+        on_change=functools.partial(watch.pod_changed, rt),
+    )
+    # ReplicaSets and Deployments the same way: kopf would hold every body (and its own
+    # per-object machinery) to fill an index of a few small fields.
+    for ns in podwatch.scopes(cfg.namespaces):
+        for plural, summarize, changed in (
+            ("replicasets", watch.rs_info, watch.rs_changed),
+            ("deployments", watch.deployment_info, watch.deployment_changed),
+        ):
+            w = podwatch.PodWatcher(
+                pods_kube,
+                api="apps/v1",
+                plural=plural,
+                namespace=ns,
+                summarize=summarize,
+                on_change=functools.partial(changed, rt),
+            )
+            rt.pods.watchers.append(w)
+            watchers.append(w.run())
     memo["tasks"] = [
         asyncio.create_task(reconciler.await_ready(rt), name="selfheal readiness"),
         asyncio.create_task(reconciler.run(rt, kube), name="selfheal reconciler"),
+        *(asyncio.create_task(w, name="selfheal pod watch") for w in watchers),
     ]
     if cfg.metrics_port:
         memo["web"] = await web.serve(port=cfg.metrics_port, health=health)
@@ -184,14 +214,16 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     rt: Runtime | None = memo.get("runtime")
     if rt is not None:
+        await rt.evaluations.close()
         await rt.driver.close()
         if rt.silencer is not None:
             await rt.silencer.alertmanager.close()
     for key in ("web", "alert_web"):
         if (runner := memo.get(key)) is not None:
             await runner.cleanup()
-    if (kube := memo.get("kube")) is not None:
-        await kube.close()
+    for name in ("kube", "pods_kube"):
+        if (kube := memo.get(name)) is not None:
+            await kube.close()
 
 
 @kopf.on.login()

@@ -16,6 +16,7 @@ from typing import Any
 from selfheal.clients.lease import LeaderElector
 from selfheal.detect import alerts, crashloop
 from selfheal.detect.prometheus import PrometheusEvaluator
+from selfheal.handlers.podcache import Coalescer, Index, PodCache
 from selfheal.handlers.web import Health
 from selfheal.policy.model import HealingPolicy
 from selfheal.remediation.driver import Driver
@@ -33,13 +34,26 @@ class Runtime:
     """(namespace, name) -> the parsed policy, for every policy that parsed."""
     invalid: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     """(namespace, name) -> why the policy is not served."""
+    rs_owner: Index = dataclasses.field(default_factory=Index)
+    """(namespace, ReplicaSet) -> the Deployment that controls it (light watcher)."""
+    rs_by_deployment: Index = dataclasses.field(default_factory=Index)
+    """(namespace, Deployment) -> RsInfo of each of its ReplicaSets (light watcher)."""
+    deployments: Index = dataclasses.field(default_factory=Index)
+    """(namespace, name) -> DeploymentInfo, and namespace -> every DeploymentInfo there."""
+    pods: PodCache = dataclasses.field(default_factory=PodCache)
+    """Pod summaries by (namespace, controller owner), from the light Pod watchers."""
+    evaluations: Coalescer[tuple[str, str, str]] = dataclasses.field(
+        default_factory=lambda: Coalescer(_nothing)
+    )
+    """Per-owner crash-loop evaluations queued by Pod changes (set at start-up)."""
     histories: dict[str, crashloop.PodHistory] = dataclasses.field(default_factory=dict)
     """Pod uid -> crash-loop history; only pods of namespaces some policy covers."""
     unhealthy: dict[str, dict[tuple[str, str], float]] = dataclasses.field(default_factory=dict)
     """Namespace -> (workload, trigger) -> unix time that trigger found it unhealthy
     (storm brake input): one trigger's "healthy" never erases another's "unhealthy"."""
     indexes: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """kopf's live index objects by name, kept by the handlers for the reconciler."""
+    """kopf's live index objects by name (``remediations``), kept by the handlers for the
+    reconciler and the Pod evaluations."""
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     """Set when a record changed: the reconciler makes a pass before its period."""
     recent: dict[tuple[str, str], collections.deque[dict[str, object]]] = dataclasses.field(
@@ -59,6 +73,12 @@ class Runtime:
     a restart alert triggers are unknown until Alertmanager resends)."""
     silencer: Silencer | None = None
     """Alertmanager silences while healing (``--alertmanager-url``); ``None``: none."""
+    deployment_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Namespace -> a counter bumped by every Deployment change seen there."""
+    targets: dict[tuple[str, str], tuple[tuple[int, int], HealingPolicy, list[Any]]] = (
+        dataclasses.field(default_factory=dict)
+    )
+    """(namespace, policy) -> ((version, count), the policy, its Deployments) (policies.tick)."""
     elector: LeaderElector | None = None
     """The Lease campaign (``--leader-election``); ``None``: election off, always leads."""
 
@@ -99,3 +119,7 @@ class Runtime:
         for (workload, _), at in self.unhealthy.get(namespace, {}).items():
             out[workload] = min(at, out.get(workload, at))
         return out
+
+
+async def _nothing(key: tuple[str, str, str]) -> None:
+    """The placeholder evaluation until start-up sets the real one."""

@@ -1,21 +1,26 @@
 """Watching without touching: Pods, ReplicaSets, Deployments and Remediations.
 
-Only ``@kopf.index`` and ``@kopf.on.event`` are used here: kopf writes nothing to
-objects for those (no annotations, no finalizers, no status). Indexes hold small
-frozen tuples, never whole bodies:
+Pods, ReplicaSets and Deployments are watched by the light watcher of
+``selfheal.clients.podwatch`` (a paged list and a watch, read only): each body is
+summarised at once into a small frozen tuple and dropped, and the summaries are filed
+in ``Runtime``'s caches, shaped like kopf indexes (``handlers.podcache``):
 
-- ``pods_by_rs``: (namespace, ReplicaSet) -> PodSummary of each pod;
-- ``rs_owner``: (namespace, ReplicaSet) -> the Deployment that controls it;
-- ``rs_by_deployment``: (namespace, Deployment) -> RsInfo of each of its ReplicaSets;
-- ``deployments``: (namespace, name) -> DeploymentInfo;
-- ``statefulsets``, ``daemonsets``: (namespace, name) -> DeploymentInfo of that kind; their
-  pods are in ``pods_by_rs`` under (namespace, kind, name), with no ReplicaSet between;
-- ``controller_revisions``: (namespace, kind, owner) -> RevInfo of each ControllerRevision;
-- ``remediations``: namespace -> ``Record`` of each Remediation (typed, status parsed).
+- ``Runtime.pods``: (namespace, controller owner) -> PodSummary of each pod (the owner is
+  a ReplicaSet, or a StatefulSet or DaemonSet with no ReplicaSet between);
+- ``Runtime.rs_owner``: (namespace, ReplicaSet) -> the Deployment that controls it;
+- ``Runtime.rs_by_deployment``: (namespace, Deployment) -> RsInfo of each of its ReplicaSets;
+- ``Runtime.deployments``: (namespace, name) -> DeploymentInfo (and namespace -> all).
 
-A pod event costs an index update; only pods in namespaces that some policy covers
-go on to crash-loop evaluation, and only workloads with an unhealthy verdict or an
-open incident reach the remediation driver.
+kopf keeps the indexes of the operator's own Remediations and of the (few) StatefulSets,
+DaemonSets and their ControllerRevisions (``@kopf.index``; kopf writes nothing for them):
+- ``remediations``: namespace -> ``Record`` of each Remediation (typed, status parsed);
+- ``statefulsets``, ``daemonsets``: (namespace, name) -> DeploymentInfo of that kind;
+- ``controller_revisions``: (namespace, kind, owner) -> RevInfo of each ControllerRevision.
+:func:`pod_changed` queues the owner's workload for evaluation.
+
+A pod change costs a cache update; only pods in namespaces that some policy covers
+go on to crash-loop evaluation (once per burst of changes of one owner), and only
+workloads with an unhealthy verdict or an open incident reach the remediation driver.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Mapping
@@ -33,7 +39,9 @@ from kopf._cogs.aiokits import aiotoggles
 
 from selfheal import GROUP, VERSION, metrics
 from selfheal.detect import alerts, crashloop
+from selfheal.detect.crashloop import POD_TEMPLATE_HASH
 from selfheal.detect.signal import Health, Signal, WorkloadRef
+from selfheal.handlers.podcache import Index, PodCache
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy import ownership
 from selfheal.policy.model import HealingPolicy
@@ -52,6 +60,32 @@ class RsInfo:
     deployment: str
     revision: int
     template_hash: str
+    namespace: str = ""
+    owner_uid: str = ""
+    """uid of the Deployment that controls it (a re-created Deployment's differs)."""
+    annotations: tuple[tuple[str, str], ...] = ()
+    template: str = ""
+    """``spec.template`` as JSON: a rollback reads it from here instead of listing."""
+
+    def body(self) -> dict[str, Any]:
+        """The parts of the ReplicaSet a rollback reads, in the API's shape."""
+        return {
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {POD_TEMPLATE_HASH: self.template_hash} if self.template_hash else {},
+                "annotations": dict(self.annotations),
+                "ownerReferences": [
+                    {
+                        "kind": "Deployment",
+                        "name": self.deployment,
+                        "uid": self.owner_uid,
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"template": json.loads(self.template) if self.template else {}},
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,6 +98,7 @@ class DeploymentInfo:
     desired: int
     available: int
     kind: str = "Deployment"
+    namespace: str = ""
 
     def availability(self) -> Availability:
         return Availability(available=self.available, desired=self.desired)
@@ -89,27 +124,34 @@ def _workload_info(
         desired=avail.desired,
         available=avail.available,
         kind=kind,
+        namespace=str(body.get("metadata", {}).get("namespace", "")),
     )
 
 
-def _controller(body: Mapping[str, Any], kind: str) -> str | None:
+def _controller(body: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or ():
         if ref.get("controller") and ref.get("kind") == kind:
-            return str(ref.get("name"))
+            return ref  # type: ignore[no-any-return]
     return None
 
 
-def _rs_info(body: Mapping[str, Any]) -> RsInfo | None:
-    deployment = _controller(body, "Deployment")
-    if deployment is None:
+def rs_info(body: Mapping[str, Any]) -> RsInfo | None:
+    """A ReplicaSet's summary, ``None`` when no Deployment controls it."""
+    owner = _controller(body, "Deployment")
+    if owner is None:
         return None
     meta = body.get("metadata", {})
-    rev = (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")
+    annotations = meta.get("annotations") or {}
+    rev = annotations.get("deployment.kubernetes.io/revision", "0")
     return RsInfo(
         name=str(meta.get("name")),
-        deployment=deployment,
+        deployment=str(owner.get("name")),
         revision=int(rev) if str(rev).isdigit() else 0,
-        template_hash=str((meta.get("labels") or {}).get("pod-template-hash", "")),
+        template_hash=str((meta.get("labels") or {}).get(POD_TEMPLATE_HASH, "")),
+        namespace=str(meta.get("namespace", "")),
+        owner_uid=str(owner.get("uid", "")),
+        annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())),
+        template=json.dumps((body.get("spec") or {}).get("template") or {}, separators=(",", ":")),
     )
 
 
@@ -212,47 +254,46 @@ def _rfc3339(t: float) -> str:
 # --- indexes ------------------------------------------------------------------------------
 
 
-@kopf.index("pods")  # type: ignore[arg-type]
-async def pods_by_rs(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
-    summary = crashloop.summarize(body)
-    if summary.owner_kind:
-        return {(namespace, summary.owner_kind, summary.owner): summary}
-    if not summary.replicaset:
-        return None
-    return {(namespace, summary.replicaset): summary}
-
-
-@kopf.index("apps", "v1", "replicasets")  # type: ignore[arg-type]
-async def rs_owner(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
-    info = _rs_info(body)
-    return None if info is None else {(namespace, name): info.deployment}
-
-
-@kopf.index("apps", "v1", "replicasets")  # type: ignore[arg-type]
-async def rs_by_deployment(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
-    info = _rs_info(body)
-    return None if info is None else {(namespace, info.deployment): info}
-
-
-@kopf.index("apps", "v1", "deployments")  # type: ignore[arg-type]
-async def deployments(
-    namespace: str,
-    name: str,
-    uid: str,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    **_: Any,
-) -> dict[Any, Any]:
-    labels = tuple(sorted((body.get("metadata", {}).get("labels") or {}).items()))
-    info = DeploymentInfo(
-        name=name,
-        uid=uid,
-        labels=labels,
+def deployment_info(body: Mapping[str, Any]) -> DeploymentInfo:
+    """A Deployment's summary, taken from its body at once (the body is not kept)."""
+    meta = body.get("metadata") or {}
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    return DeploymentInfo(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        labels=tuple(sorted((meta.get("labels") or {}).items())),
         desired=int(spec.get("replicas", 1) or 0),
         available=int(status.get("availableReplicas", 0) or 0),
+        namespace=str(meta.get("namespace", "")),
     )
-    return {(namespace, name): info, namespace: info}
+
+
+def rs_changed(rt: Runtime, old: RsInfo | None, new: RsInfo | None) -> None:
+    """File a ReplicaSet change in ``rs_owner`` and ``rs_by_deployment``."""
+    if old is not None:
+        rt.rs_owner.discard((old.namespace, old.name), old.name)
+        rt.rs_by_deployment.discard((old.namespace, old.deployment), old.name)
+    if new is not None:
+        rt.rs_owner.add((new.namespace, new.name), new.name, new.deployment)
+        rt.rs_by_deployment.add((new.namespace, new.deployment), new.name, new)
+        if old is None and rt.covers(new.namespace):
+            # Its Pods may have come first: judge them now that they have a workload.
+            rt.evaluations.want((new.namespace, "ReplicaSet", new.name))
+
+
+def deployment_changed(rt: Runtime, old: DeploymentInfo | None, new: DeploymentInfo | None) -> None:
+    """File a Deployment change in ``deployments`` (by (namespace, name) and by namespace)."""
+    for info in (old, new):
+        if info is not None:
+            rt.deployment_versions[info.namespace] = (
+                rt.deployment_versions.get(info.namespace, 0) + 1
+            )
+    if old is not None:
+        rt.deployments.discard((old.namespace, old.name), old.uid)
+        rt.deployments.discard(old.namespace, old.uid)
+    if new is not None:
+        rt.deployments.add((new.namespace, new.name), new.uid, new)
+        rt.deployments.add(new.namespace, new.uid, new)
 
 
 @kopf.index("apps", "v1", "statefulsets")  # type: ignore[arg-type]
@@ -288,7 +329,17 @@ async def controller_revisions(
 
 
 @kopf.index(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
-async def remediations(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def remediations(
+    namespace: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    remediations: kopf.Index[Any, Any],
+    **_: Any,
+) -> dict[Any, Any]:
+    rt: Runtime | None = memo.get("runtime")
+    if rt is not None and "remediations" not in rt.indexes:
+        # kopf's index is a live object: Pod evaluations (not kopf handlers) read it.
+        rt.indexes["remediations"] = remediations
     # Parsed once here, when the watch delivers it, not once per decision.
     return {namespace: Record.from_body(body)}
 
@@ -300,7 +351,7 @@ def records_of(remediations: kopf.Index[Any, Any], namespace: str) -> Records:
 # --- lookups over the indexes ----------------------------------------------------------------
 
 
-def one(index: kopf.Index[Any, Any], key: Any) -> Any:
+def one(index: Index, key: Any) -> Any:
     store = index.get(key)
     return next(iter(store), None) if store else None
 
@@ -309,19 +360,19 @@ def workload_pods(
     namespace: str,
     deployment: str,
     *,
-    rs_by_deployment: kopf.Index[Any, Any],
-    pods_by_rs: kopf.Index[Any, Any],
+    rs_by_deployment: Index,
+    pods_by_rs: PodCache,
     kind: str = "Deployment",
 ) -> list[crashloop.PodSummary]:
     if kind != "Deployment":
-        return list(pods_by_rs.get((namespace, kind, deployment), ()))
+        return list(pods_by_rs.get((namespace, deployment), ()))
     pods: list[crashloop.PodSummary] = []
     for rs in rs_by_deployment.get((namespace, deployment), ()):
         pods.extend(pods_by_rs.get((namespace, rs.name), ()))
     return pods
 
 
-def newest_hash(namespace: str, deployment: str, rs_by_deployment: kopf.Index[Any, Any]) -> str:
+def newest_hash(namespace: str, deployment: str, rs_by_deployment: Index) -> str:
     infos = list(rs_by_deployment.get((namespace, deployment), ()))
     return max(infos, key=lambda i: i.revision).template_hash if infos else ""
 
@@ -338,9 +389,7 @@ def workload_infos(namespace: str, *indexes: kopf.Index[Any, Any]) -> list[Deplo
     return [info for index in indexes for info in index.get(namespace, ())]
 
 
-def find_workload(
-    namespace: str, kind: str, name: str, **by_kind: kopf.Index[Any, Any]
-) -> DeploymentInfo | None:
+def find_workload(namespace: str, kind: str, name: str, **by_kind: Any) -> DeploymentInfo | None:
     """``by_kind``: ``deployments=``, ``statefulsets=``, ``daemonsets=``."""
     index = by_kind.get(ownership.PLURALS.get(kind, ""))
     return one(index, (namespace, name)) if index is not None else None
@@ -361,7 +410,7 @@ def facts_for(
     *,
     rt: Runtime,
     remediations: kopf.Index[Any, Any],
-    rs_by_deployment: kopf.Index[Any, Any],
+    rs_by_deployment: Index,
     culprit: tuple[str, str] | None = None,
 ) -> Facts:
     return Facts(
@@ -375,6 +424,7 @@ def facts_for(
         ),
         pod=culprit[0] if culprit else None,
         container=culprit[1] if culprit else None,
+        replicasets=lambda: [rs.body() for rs in rs_by_deployment.get((namespace, info.name), ())],
     )
 
 
@@ -391,7 +441,7 @@ async def feed(
     signals: Iterable[tuple[HealingPolicy, Signal, DeploymentInfo]],
     *,
     remediations: kopf.Index[Any, Any],
-    rs_by_deployment: kopf.Index[Any, Any],
+    rs_by_deployment: Index,
 ) -> None:
     """Send signals to the driver: unhealthy ones, and any for an open incident."""
     open_fps = rt.driver.open_incidents()
@@ -516,62 +566,75 @@ def crash_signals(
     return out
 
 
-# --- events ----------------------------------------------------------------------------------
+# --- pods (from the light watcher, not kopf) -------------------------------------------------
+
+OwnerKey = tuple[str, str, str]
+"""(namespace, controller owner kind, owner name): what one evaluation judges."""
 
 
-@kopf.on.event("pods")  # type: ignore[arg-type]
-async def pod_event(
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    namespace: str,
-    memo: kopf.Memo,
-    pods_by_rs: kopf.Index[Any, Any],
-    rs_owner: kopf.Index[Any, Any],
-    rs_by_deployment: kopf.Index[Any, Any],
-    deployments: kopf.Index[Any, Any],
-    remediations: kopf.Index[Any, Any],
-    statefulsets: kopf.Index[Any, Any],
-    daemonsets: kopf.Index[Any, Any],
-    controller_revisions: kopf.Index[Any, Any],
-    **_: Any,
+def pod_changed(
+    rt: Runtime, old: crashloop.PodSummary | None, new: crashloop.PodSummary | None
 ) -> None:
-    rt: Runtime = memo["runtime"]
-    if not rt.covers(namespace):
+    """The Pod cache's change callback (on the loop, inside the watch stream's loop):
+    fold the change into the pod's history at the time it was seen, and queue its
+    owner's evaluation. The evaluation itself runs in its own task."""
+    pod = new or old
+    if pod is None:
         return
-    rt.indexes.setdefault("controller_revisions", controller_revisions)
-    uid = body.get("metadata", {}).get("uid", "")
-    if event.get("type") == "DELETED":
-        rt.histories.pop(uid, None)
-    summary = crashloop.summarize(body)
-    if summary.owner_kind:
+    covered = rt.covers(pod.namespace)
+    if new is None or not covered:
+        rt.histories.pop(pod.uid, None)
+    else:
+        rt.histories[new.uid] = crashloop.observe(rt.histories.get(new.uid), new, now=time.time())
+    if covered and pod.owner:
+        rt.evaluations.want((pod.namespace, pod.owner_kind, pod.owner))
+
+
+def evaluate_all(rt: Runtime) -> None:
+    """Queue every owner of a covered namespace once (at start, when the caches are in:
+    what kopf's first event per Pod did)."""
+    for ns in {ns for ns, _ in rt.policies}:
+        for owner in rt.pods.owners(ns):
+            pod = next(iter(rt.pods.get((ns, owner))), None)
+            if pod is not None:
+                rt.evaluations.want((ns, pod.owner_kind, owner))
+
+
+async def evaluate_owner(rt: Runtime, key: OwnerKey) -> None:
+    """Judge the workload of one Pod owner now, from the caches."""
+    namespace, kind, owner = key
+    remediations = rt.indexes.get("remediations")
+    if remediations is None:
+        # Before kopf's index of Remediations exists nothing can be decided; the policy
+        # timer's look at unready workloads catches up.
+        return
+    if kind in ownership.KINDS:
         info = find_workload(
             namespace,
-            summary.owner_kind,
-            summary.owner,
-            statefulsets=statefulsets,
-            daemonsets=daemonsets,
+            kind,
+            owner,
+            statefulsets=rt.indexes.get("statefulsets"),
+            daemonsets=rt.indexes.get("daemonsets"),
         )
+    elif kind == "ReplicaSet":
+        deployment = one(rt.rs_owner, (namespace, owner))
+        info = one(rt.deployments, (namespace, deployment)) if deployment else None
     else:
-        deployment = one(rs_owner, (namespace, summary.replicaset)) if summary.replicaset else None
-        info = one(deployments, (namespace, deployment)) if deployment else None
+        return
     if info is None:
         return
-    now = time.time()
-    if event.get("type") != "DELETED":
-        rt.histories[uid] = crashloop.observe(rt.histories.get(uid), summary, now=now)
     pods = workload_pods(
         namespace,
         info.name,
-        rs_by_deployment=rs_by_deployment,
-        pods_by_rs=pods_by_rs,
+        rs_by_deployment=rt.rs_by_deployment,
+        pods_by_rs=rt.pods,
         kind=info.kind,
     )
-    # The index may not hold this very event yet: judge with the fresh summary.
-    pods = [p for p in pods if p.uid != summary.uid]
-    if event.get("type") != "DELETED":
-        pods.append(summary)
-    signals = crash_signals(rt, namespace, info, pods=pods, now=now)
-    await feed(rt, signals, remediations=remediations, rs_by_deployment=rs_by_deployment)
+    signals = crash_signals(rt, namespace, info, pods=pods, now=time.time())
+    await feed(rt, signals, remediations=remediations, rs_by_deployment=rt.rs_by_deployment)
+
+
+# --- events ----------------------------------------------------------------------------------
 
 
 @kopf.on.event(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
@@ -581,17 +644,13 @@ async def remediation_event(
     name: str,
     memo: kopf.Memo,
     remediations: kopf.Index[Any, Any],
-    deployments: kopf.Index[Any, Any],
-    rs_by_deployment: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     """A record changed: a record deleted by hand is forgotten; any change wakes the
     reconciler, which reads the record's due work from its status."""
     rt: Runtime = memo["runtime"]
-    # kopf's indexes are live objects: the reconciler reads them between events.
-    rt.indexes.update(
-        remediations=remediations, deployments=deployments, rs_by_deployment=rs_by_deployment
-    )
+    # kopf's index is a live object: the reconciler reads it between events.
+    rt.indexes["remediations"] = remediations
     if event.get("type") == "DELETED":
         rt.driver.forget(namespace, name)
         return

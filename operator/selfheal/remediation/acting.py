@@ -11,7 +11,7 @@ import dataclasses
 import datetime
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from selfheal import metrics
@@ -50,6 +50,7 @@ async def act_once(
     cause: str,
     known_bad: frozenset[str],
     now: float,
+    replicasets: Sequence[Mapping[str, Any]] | None = None,
 ) -> ActionResult:
     step: Step = eff.step
     ns, name = workload.namespace, workload.name
@@ -76,6 +77,7 @@ async def act_once(
                 allow_gitops=policy.guardrails.allow_gitops,
                 dry_run=eff.dry_run,
                 change_cause=cause,
+                replicasets=replicasets,
             )
         if isinstance(step, ScaleStep):
             return await scale_action.scale(
@@ -112,6 +114,7 @@ async def act(
     record_name: str,
     known_bad: frozenset[str],
     clock: Callable[[], float],
+    replicasets: Sequence[Mapping[str, Any]] | None = None,
 ) -> ActionResult:
     """Run the step; retry it while it fails transiently before sending anything."""
     cause = f"selfheal: {policy.name}/{record_name} step {eff.index + 1} ({step_action(eff.step)})"
@@ -125,6 +128,7 @@ async def act(
             cause=cause,
             known_bad=known_bad,
             now=clock(),
+            replicasets=replicasets,
         )
 
     result = await once()

@@ -342,7 +342,9 @@ class Driver:
             if reverts_due(record.state, policy):
                 # Due work read from the status, so a crash after Resolved still reverts.
                 record = await self._revert_scales(record, policy, workload) or record
-            for eff in effects:
+            # Events after the action they report: nothing but the patch on its way.
+            acting_now = any(isinstance(e, machine.Act) for e in effects)
+            for eff in sorted(effects, key=lambda e: acting_now and isinstance(e, machine.Emit)):
                 done = await self._execute(eff, record, policy, workload, trigger, facts)
                 if done is not None:
                     queue.append(done)
@@ -501,6 +503,7 @@ class Driver:
                 record_name=record.name,
                 known_bad=facts.records.known_bad_hashes(workload.name, own=record.template_hash),
                 clock=self.clock,
+                replicasets=facts.replicasets() if facts.replicasets else None,
             )
             if self.failpoint == "after-action":
                 logger.warning("failpoint after-action: stopped before storing the outcome")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from selfheal.remediation.guardrails import Availability
 from selfheal.remediation.records import Records
@@ -21,6 +22,9 @@ class Facts:
     pod: str | None = None
     """The pod and container whose evidence goes into a ticket, when known."""
     container: str | None = None
+    replicasets: Callable[[], Sequence[Mapping[str, Any]]] | None = None
+    """The workload's ReplicaSets from the handlers' cache (what a rollback reads of
+    them), so a rollback does not list them; ``None``: list them."""
 
 
 __all__ = ["Facts"]

@@ -1,0 +1,106 @@
+"""The Pod cache's filing and the coalescing of evaluations: pure, no cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+from selfheal.detect.crashloop import PodSummary
+from selfheal.handlers.podcache import Coalescer, PodCache
+
+
+def _pod(name: str, *, owner: str = "web-1", ready: bool = True, ns: str = "shop") -> PodSummary:
+    return PodSummary(
+        namespace=ns,
+        name=name,
+        uid=f"uid-{name}",
+        owner_kind="ReplicaSet",
+        owner=owner,
+        replicaset=owner,
+        ready=ready,
+    )
+
+
+def test_pods_are_filed_by_namespace_and_owner() -> None:
+    cache = PodCache()
+    a, b, c = _pod("a"), _pod("b"), _pod("c", owner="web-2")
+    for p in (a, b, c):
+        cache.apply(None, p)
+    cache.apply(None, _pod("d", ns="other"))
+    assert set(cache.get(("shop", "web-1"))) == {a, b}
+    assert list(cache.get(("shop", "web-2"))) == [c]
+    assert list(cache.get(("shop", "nobody"))) == []
+    assert sorted(cache.owners("shop")) == ["web-1", "web-2"]
+    assert len(cache) == 4
+
+
+def test_a_change_replaces_and_a_deletion_removes() -> None:
+    cache = PodCache()
+    a = _pod("a", ready=False)
+    cache.apply(None, a)
+    a2 = _pod("a", ready=True)
+    cache.apply(a, a2)
+    assert list(cache.get(("shop", "web-1"))) == [a2]
+    cache.apply(a2, None)
+    assert list(cache.get(("shop", "web-1"))) == []
+    assert cache.owners("shop") == []
+
+
+def test_a_pod_without_a_controller_is_not_filed() -> None:
+    cache = PodCache()
+    cache.apply(None, PodSummary(namespace="shop", name="bare", uid="u"))
+    assert len(cache) == 0
+
+
+def test_owners_with_unready_pods_are_counted_as_pods_change() -> None:
+    cache = PodCache()
+    a, b = _pod("a", ready=False), _pod("b", ready=False)
+    cache.apply(None, a)
+    cache.apply(None, b)
+    cache.apply(None, _pod("c", owner="web-2"))
+    assert list(cache.unready_owners("shop")) == ["web-1"]
+    cache.apply(a, _pod("a", ready=True))
+    assert list(cache.unready_owners("shop")) == ["web-1"]  # b still is not
+    cache.apply(b, None)
+    assert list(cache.unready_owners("shop")) == []
+
+
+async def test_a_burst_of_asks_is_one_run_and_one_more_for_asks_during_it() -> None:
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def work(key: str) -> None:
+        seen.append(key)
+        await gate.wait()
+
+    c: Coalescer[str] = Coalescer(work)
+    for _ in range(5):
+        c.want("web")
+    c.want("db")
+    await asyncio.sleep(0)
+    assert sorted(seen) == ["db", "web"]
+    c.want("web")  # while it runs: one more run after this one
+    c.want("web")
+    gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert sorted(seen) == ["db", "web", "web"]
+    assert c.pending == 0
+
+
+async def test_a_failing_evaluation_does_not_stop_the_others() -> None:
+    done: list[str] = []
+
+    async def work(key: str) -> None:
+        if key == "bad":
+            raise RuntimeError("boom")
+        done.append(key)
+
+    c: Coalescer[str] = Coalescer(work)
+    c.want("bad")
+    c.want("good")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert done == ["good"]
+    c.want("bad")  # asked again, it runs again
+    await asyncio.sleep(0)
+    assert c.runs == 3
