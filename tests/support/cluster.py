@@ -531,6 +531,8 @@ class Cluster:
                 f"--kubelet-certificate-authority={pki('ca.crt')}",
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--audit-log-path={self.audit_log}",
+                # lumberjack rotates at 100 MB when this is 0; tests read one file.
+                "--audit-log-maxsize=100000",
                 f"--audit-policy-file={self.data_dir / 'audit-policy.yaml'}",
                 # 127.0.0.1 is not a valid Endpoints address: the reconciler of the
                 # `kubernetes` Service would fail forever. Nothing in-cluster calls it.
