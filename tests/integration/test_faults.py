@@ -92,6 +92,7 @@ async def test_killed_while_jira_holds_the_create_answer_files_one_ticket_with_i
     kubelet: Kubelet,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec())
@@ -121,6 +122,7 @@ async def test_killed_while_jira_holds_the_create_answer_files_one_ticket_with_i
     # A filed ticket keeps only what is true of it.
     assert "retryAt" not in ticket
     assert "createSent" not in ticket
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
 
 
 async def test_jira_down_across_a_restart_files_the_pending_ticket_once(
@@ -129,6 +131,7 @@ async def test_jira_down_across_a_restart_files_the_pending_ticket_once(
     kubelet: Kubelet,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec())
@@ -147,6 +150,7 @@ async def test_jira_down_across_a_restart_files_the_pending_ticket_once(
     [issue] = jira_server.issues()
     assert rec["status"]["ticket"]["key"] == issue["key"]
     assert _creates(jira_server) == 1
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
 
 
 async def test_killed_during_the_recovery_comment_comments_once_and_transitions(
@@ -155,6 +159,7 @@ async def test_killed_during_the_recovery_comment_comments_once_and_transitions(
     kubelet: Kubelet,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec())
@@ -185,6 +190,7 @@ async def test_killed_during_the_recovery_comment_comments_once_and_transitions(
         what="the resolution recorded",
     )
     assert rec["status"]["phase"] == "Closed"
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
 
 
 async def test_a_workload_deleted_mid_incident_closes_it_and_files_nothing(
@@ -193,6 +199,7 @@ async def test_a_workload_deleted_mid_incident_closes_it_and_files_nothing(
     kubelet: Kubelet,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="60s", timeout="120s"))
@@ -205,6 +212,7 @@ async def test_a_workload_deleted_mid_incident_closes_it_and_files_nothing(
     assert rec["status"]["closedReason"] == "WorkloadDeleted"
     assert jira_server.issues() == []
     assert "Traceback" not in op.tail(400)  # nothing failed on the way
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
 
 
 async def test_a_policy_deleted_mid_incident_closes_it_and_frees_its_slot(
@@ -213,6 +221,7 @@ async def test_a_policy_deleted_mid_incident_closes_it_and_frees_its_slot(
     kubelet: Kubelet,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec(verify="60s", timeout="120s"))
@@ -224,6 +233,7 @@ async def test_a_policy_deleted_mid_incident_closes_it_and_frees_its_slot(
     )
     assert rec["status"]["closedReason"] == "PolicyDeleted"
     assert jira_server.issues() == []
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
 
 
 async def test_a_remediation_deleted_by_hand_is_forgotten_and_the_policy_keeps_serving(
@@ -231,6 +241,7 @@ async def test_a_remediation_deleted_by_hand_is_forgotten_and_the_policy_keeps_s
     namespace: str,
     kubelet: Kubelet,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     spec = {**_spec(verify="60s", timeout="120s"), "guardrails": {"maxConcurrent": 5}}
@@ -274,6 +285,9 @@ async def test_a_remediation_deleted_by_hand_is_forgotten_and_the_policy_keeps_s
     again = await eventually(pay_reopened, timeout=60, what="a new record for pay")
     assert again["metadata"]["uid"] != first["metadata"]["uid"]
     assert "NotFound" not in op.tail(400)
+    writes = workload_writes(cluster, ns)
+    assert writes.count(("patch", "deployments", "cart")) == 1  # cart restarted once
+    assert writes[0] == ("patch", "deployments", "pay")  # the first incident's one restart
 
 
 async def _async(value: Any) -> Any:
@@ -357,6 +371,7 @@ async def test_on_jira_cloud_a_lost_create_is_adopted_despite_the_lagging_search
     namespace: str,
     kubelet: Kubelet,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec())
@@ -382,6 +397,7 @@ async def test_on_jira_cloud_a_lost_create_is_adopted_despite_the_lagging_search
         ]
         assert len(creates) == 1  # the search lagged; no second create was sent
         assert {"pod.yaml", "deployment.yaml"} <= set(issue["attachments"])
+        assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
 
 
 async def test_ticket_work_past_its_horizon_is_given_up_loudly(
@@ -390,6 +406,7 @@ async def test_ticket_work_past_its_horizon_is_given_up_loudly(
     kubelet: Kubelet,
     jira_server: JiraServer,
     operator: Callable[..., OperatorProcess],
+    cluster: Cluster,
 ) -> None:
     ns = namespace
     secret = await _crashing(kube, kubelet, ns, spec=_spec())
@@ -423,6 +440,7 @@ async def test_ticket_work_past_its_horizon_is_given_up_loudly(
     jira_server.up()
     await asyncio.sleep(6)  # a few passes: nothing is retried past the horizon
     assert jira_server.issues() == []
+    assert workload_writes(cluster, ns) == [("patch", "deployments", "pay")]  # one restart
 
 
 async def test_killed_after_the_action_and_before_its_outcome_is_stored_never_acts_again(
