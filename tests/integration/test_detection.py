@@ -8,14 +8,19 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
 from tests.support.cluster import Cluster
 from tests.support.kubelet import Behaviour, Kubelet
 from tests.support.operator import OperatorProcess
-from tests.support.workloads import available, deployment, eventually, policy, remediations
+from tests.support.workloads import (
+    available,
+    deployment,
+    eventually,
+    first_remediation,
+    policy,
+)
 
 OPERATOR_USER = "system:serviceaccount:selfheal-system:selfheal-test"
 
@@ -69,11 +74,7 @@ async def test_oom_crash_loop_is_detected_at_the_threshold_with_its_cause_and_no
     operator(namespaces=[ns])
     await kube.create(k.apps(ns, "deployments"), deployment("api", image, replicas=1))
 
-    async def opened() -> dict[str, Any] | None:
-        items = await remediations(kube, ns)
-        return items[0] if items else None
-
-    rec = await eventually(opened, timeout=90, what="an incident")
+    rec = await eventually(lambda: first_remediation(kube, ns), timeout=90, what="an incident")
     status = rec["status"]
     assert status["cause"] == "OOMKilled"
     # Detected at the threshold, not later: the pod had exactly 4 restarts then.
@@ -119,13 +120,10 @@ async def test_an_image_pull_failure_is_detected_after_its_grace_without_restart
         content_type=k.JSON_PATCH,
     )
     # The default grace is 60 s from the pod's start; the record must name the cause.
-    rec = await eventually(lambda: _first(kube, ns), timeout=120, what="an image-pull incident")
+    rec = await eventually(
+        lambda: first_remediation(kube, ns), timeout=120, what="an image-pull incident"
+    )
     assert rec["status"]["cause"] == "ImagePullBackOff"
-
-
-async def _first(kube: k.Kube, ns: str) -> dict[str, Any] | None:
-    items = await remediations(kube, ns)
-    return items[0] if items else None
 
 
 async def test_an_idle_policy_costs_no_writes(

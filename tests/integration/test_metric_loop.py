@@ -12,7 +12,7 @@ from selfheal.clients import kube as k
 from tests.support.exporter import Exporter
 from tests.support.operator import OperatorProcess
 from tests.support.prometheus import PrometheusServer
-from tests.support.workloads import deploy, eventually, policy, remediations
+from tests.support.workloads import deploy, eventually, first_remediation, policy, remediations
 
 
 def _trigger(query: str, **extra: Any) -> dict[str, Any]:
@@ -71,11 +71,9 @@ async def test_threshold_scales_out_verifies_on_the_metric_reverts_and_prunes(
     # The extra replica drains the backlog.
     exporter.set_gauge("queue_depth", 10, namespace=ns, deployment="worker")
 
-    async def resolved() -> dict[str, Any] | None:
-        items = await remediations(kube, ns)
-        return items[0] if items and items[0]["status"].get("phase") == "Resolved" else None
-
-    rec = await eventually(resolved, timeout=60, what="Resolved")
+    rec = await eventually(
+        lambda: first_remediation(kube, ns, phase="Resolved"), timeout=60, what="Resolved"
+    )
     step = rec["status"]["steps"][0]
     assert (step["action"], step["change"]["fromReplicas"], step["change"]["toReplicas"]) == (
         "scale",

@@ -93,6 +93,22 @@ async def remediations(kube: k.Kube, namespace: str) -> list[dict[str, Any]]:
     return list(out.get("items", []))
 
 
+async def first_remediation(
+    kube: k.Kube, namespace: str, *, phase: str | None = None
+) -> dict[str, Any] | None:
+    """The namespace's first Remediation once its status is written (and in `phase`, if given).
+
+    The operator creates a record and writes its status in a second request, so a
+    reader can see the record between the two: that is not yet an incident to assert on.
+    """
+    items = await remediations(kube, namespace)
+    if not items or "status" not in items[0]:
+        return None
+    if phase is not None and items[0]["status"].get("phase") != phase:
+        return None
+    return items[0]
+
+
 def image_of(d: Mapping[str, Any]) -> str:
     return str(d["spec"]["template"]["spec"]["containers"][0]["image"])
 
