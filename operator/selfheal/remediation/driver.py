@@ -528,6 +528,7 @@ class Driver:
                 known_bad=facts.records.known_bad_hashes(workload.name, own=record.template_hash),
                 clock=self.clock,
                 replicasets=facts.replicasets() if facts.replicasets else None,
+                workload_body=facts.workload,
             )
             if self.failpoint == "after-action":
                 logger.warning("failpoint after-action: stopped before storing the outcome")
