@@ -19,6 +19,7 @@ from selfheal.actions import rollback as rb
 from selfheal.actions import scale as sc
 from selfheal.actions.result import ActionResult, Outcome, Reason
 from selfheal.clients import kube as k
+from selfheal.handlers import watch
 from selfheal.policy.model import RollbackTo
 from tests.support.cluster import Cluster
 from tests.support.fixtures.cluster import Kubectl
@@ -460,6 +461,117 @@ async def test_a_lock_lost_twice_fails_with_conflict_and_changes_nothing(
     assert result.retryable
     assert client.races == 3  # one read-decide-write, one retry, then it gave up
     assert await shop.image() == "shop:v2-crash"
+
+
+class CountingKube(k.Kube):
+    """A real client that notes every request it sends (method, path)."""
+
+    sent: list[tuple[str, str]]
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        self.sent.append((method, path))
+        return await super().request(method, path, **kw)
+
+
+async def counting(cluster: Cluster) -> CountingKube:
+    client = await CountingKube.connect(kubeconfig=str(cluster.kubeconfig))
+    assert isinstance(client, CountingKube)
+    client.sent = []
+    return client
+
+
+async def _cached(shop: Shop) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The Deployment and its ReplicaSets as the operator's watch caches hold them."""
+    d = watch.deployment_info(await shop.get()).body()
+    assert d is not None
+    listing = await shop.kube.get(k.apps(shop.ns, "replicasets"), labelSelector=f"app={NAME}")
+    rs = [info.body() for item in listing["items"] if (info := watch.rs_info(item)) is not None]
+    return d, rs
+
+
+async def _rollback_cached(
+    kube: k.Kube, namespace: str, known_bad: set[str], cached: tuple[Any, Any]
+) -> ActionResult:
+    deployment, replicasets = cached
+    return await rb.rollback(
+        kube=kube,
+        namespace=namespace,
+        name=NAME,
+        to=RollbackTo.LAST_HEALTHY,
+        known_bad=frozenset(known_bad),
+        allow_gitops=False,
+        dry_run=False,
+        change_cause=CAUSE,
+        replicasets=replicasets,
+        deployment=deployment,
+    )
+
+
+async def test_a_rollback_decided_on_the_cached_deployment_sends_only_its_patch(
+    cluster: Cluster, namespace: str, shop: Shop
+) -> None:
+    await shop.create("shop:v1", labels={"team": "shop"})
+    await shop.running_hash()
+    h2 = await shop.roll_out("shop:v2-crash")
+    await shop.settled()
+    client = await counting(cluster)
+    try:
+        result = await _rollback_cached(client, namespace, {h2}, await _cached(shop))
+    finally:
+        await client.close()
+
+    assert result.result is Outcome.SUCCEEDED, result.message
+    assert client.sent == [("PATCH", shop.path)]  # no GET, no listing: only the write
+    assert await shop.image() == "shop:v1"
+    paths = [op["path"] for op in result.change["patch"] if op["op"] == "test"]
+    assert "/metadata/labels" in paths  # the GitOps check read them: pinned too
+
+
+async def test_a_stale_cached_deployment_is_refused_by_the_lock_and_re_decided_fresh(
+    cluster: Cluster, namespace: str, shop: Shop
+) -> None:
+    await shop.create("shop:v1", labels={"team": "shop"})
+    await shop.running_hash()
+    h2 = await shop.roll_out("shop:v2-crash")
+    await shop.settled()
+    stale = await _cached(shop)
+    # A change the cache has not seen yet: a GitOps tool takes the Deployment over.
+    await shop.kube.patch(
+        shop.path, {"metadata": {"labels": {"argocd.argoproj.io/instance": "shop"}}}
+    )
+    client = await counting(cluster)
+    try:
+        result = await _rollback_cached(client, namespace, {h2}, stale)
+    finally:
+        await client.close()
+
+    # The patch made on the stale copy was refused; the fresh read saw the marker.
+    assert result.result is Outcome.REFUSED, result.message
+    assert result.reason is Reason.GITOPS_MANAGED
+    assert client.sent[0] == ("PATCH", shop.path)
+    assert ("GET", shop.path) in client.sent[1:]
+    assert await shop.image() == "shop:v2-crash"
+
+
+async def test_a_cached_deployment_saying_nothing_to_do_is_checked_on_a_fresh_read(
+    cluster: Cluster, namespace: str, shop: Shop
+) -> None:
+    await shop.create("shop:v1", labels={"team": "shop"})
+    await shop.running_hash()
+    stale = await _cached(shop)  # from before the bad rollout: v1 runs, not known bad
+    h2 = await shop.roll_out("shop:v2-crash")
+    await shop.settled()
+    client = await counting(cluster)
+    try:
+        result = await _rollback_cached(client, namespace, {h2}, stale)
+    finally:
+        await client.close()
+
+    # Never a wrong no-op: only a patch is decided on the cached copy.
+    assert result.result is Outcome.SUCCEEDED, result.message
+    assert result.reason is Reason.ROLLED_BACK
+    assert client.sent[0] == ("GET", shop.path)
+    assert await shop.image() == "shop:v1"
 
 
 # --- scale -------------------------------------------------------------------------------

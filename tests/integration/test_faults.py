@@ -6,6 +6,7 @@ deleted mid-incident. Each ends with exactly the tickets and records a user expe
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
-from tests.support.audit import workload_writes
+from selfheal.remediation.records import INITIAL_STATUS
+from tests.support.audit import WORKLOAD_WRITES, workload_writes
 from tests.support.cluster import Cluster
 from tests.support.fixtures.jira import JIRA_PASSWORD, JIRA_USER
 from tests.support.jira_server import JiraServer, ProjectSpec
@@ -290,6 +292,16 @@ async def test_a_remediation_deleted_by_hand_is_forgotten_and_the_policy_keeps_s
     assert writes[0] == ("patch", "deployments", "pay")  # the first incident's one restart
 
 
+def _operator_writes(cluster: Cluster, ns: str) -> list[tuple[str, str, str]]:
+    """The operator's writes to its records, their Events and the workloads, in order
+    (not the HealingPolicy status, which its timer writes on its own schedule)."""
+    return workload_writes(
+        cluster,
+        ns,
+        resources={*WORKLOAD_WRITES, "remediations", "remediations/status", "events"},
+    )
+
+
 async def _async(value: Any) -> Any:
     return value or None
 
@@ -467,8 +479,18 @@ async def test_killed_after_the_action_and_before_its_outcome_is_stored_never_ac
 
     writes = await eventually(rolled_back, timeout=120, what="the rollback's patch")
     first.kill()  # the patch went out; its outcome was never stored
-    rec = await _one(kube, ns, lambda st: st.get("phase") == "Acting")
-    assert rec is not None  # the state written before the action: Acting, step in flight
+    # The only write before the action was the create: it carries the state decided
+    # before the action (Acting, the step in flight); no status was written yet.
+    [rec] = await remediations(kube, ns)
+    assert "status" not in rec
+    initial = json.loads(rec["metadata"]["annotations"][INITIAL_STATUS])
+    assert initial["phase"] == "Acting"
+    [started] = initial["steps"]
+    assert (started["action"], started["result"]) == ("rollback", None)
+    assert _operator_writes(cluster, ns)[:2] == [
+        ("create", "remediations", rec["metadata"]["name"]),
+        ("patch", "deployments", "shop"),
+    ]
     second = operator(namespaces=[ns])
     rec = await eventually(
         lambda: _one(kube, ns, lambda st: st.get("phase") in ("Resolved", "Closed")),

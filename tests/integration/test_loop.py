@@ -9,6 +9,8 @@ from typing import Any
 
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
+from tests.support.audit import WORKLOAD_WRITES, workload_writes
+from tests.support.cluster import Cluster
 from tests.support.fixtures.jira import JIRA_PASSWORD
 from tests.support.operator import OperatorProcess
 from tests.support.workloads import (
@@ -40,7 +42,7 @@ async def _phase(kube: k.Kube, ns: str, phase: str) -> list[dict[str, Any]] | No
 
 
 async def test_bad_release_is_rolled_back_verified_and_recorded(
-    kube: k.Kube, namespace: str, operator: Callable[..., OperatorProcess]
+    kube: k.Kube, namespace: str, operator: Callable[..., OperatorProcess], cluster: Cluster
 ) -> None:
     ns = namespace
     await kube.create(k.apps(ns, "deployments"), deployment("shop", "registry.local/shop:v1"))
@@ -69,6 +71,16 @@ async def test_bad_release_is_rolled_back_verified_and_recorded(
     assert (
         op.metric("selfheal_remediations_total", {"action": "rollback", "result": "Succeeded"}) == 1
     )
+    # The short hot path, from the API server's audit log: the Remediation's create is the
+    # only write before the rollback's patch (its status comes with the outcome, Events
+    # after the patch).
+    name = items[0]["metadata"]["name"]
+    writes = workload_writes(
+        cluster, ns, resources={*WORKLOAD_WRITES, "remediations", "remediations/status", "events"}
+    )
+    patch = writes.index(("patch", "deployments", "shop"))
+    assert writes[:patch] == [("create", "remediations", name)]
+    assert ("patch", "remediations/status", name) in writes[patch + 1 :]
 
 
 async def _incident(kube: k.Kube, ns: str, phases: tuple[str, ...]) -> dict[str, Any] | None:

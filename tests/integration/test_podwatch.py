@@ -202,6 +202,7 @@ async def test_paged_listing_with_small_pages(
     async with watching(w):
         assert _names(w) == names
         assert w.stats.pages == 4  # 2 + 2 + 2 + 1
+        assert w.stats.ahead == 3  # each next page asked for before its predecessor decoded
         assert all(s.namespace == namespace for s in w.items.values())
 
 

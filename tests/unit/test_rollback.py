@@ -236,6 +236,14 @@ def test_patch_is_locked_on_what_the_decision_read_not_on_status() -> None:
     ]
 
 
+def test_patch_pins_the_labels_the_gitops_check_read() -> None:
+    dep = deployment("app:v2")
+    dep["metadata"]["labels"] = {"app": "shop"}
+    (v1,) = rb.revisions(dep, [replicaset("app:v1", "h1", 1)])
+    tests, _ = split(rb.rollback_patch(deployment=dep, target=v1, change_cause=""))
+    assert {"op": "test", "path": "/metadata/labels", "value": {"app": "shop"}} in tests
+
+
 def test_patch_carries_annotations_as_kubectl_does() -> None:
     dep = deployment(
         "app:v2",

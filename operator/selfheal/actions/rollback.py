@@ -65,8 +65,15 @@ ANNOTATIONS_TO_SKIP = frozenset(
 )
 
 # What a rollback decision depends on: the object itself (a deleted and re-created
-# Deployment restarts at generation 1), its spec and the annotations it replaces.
-LOCK_PATHS = ("/metadata/uid", "/metadata/generation", "/metadata/annotations")
+# Deployment restarts at generation 1), its spec (template, paused), the annotations it
+# replaces and the labels that say whether GitOps manages it. Pinned, they let a decision
+# made on a cached copy patch only what a fresh read would have decided on.
+LOCK_PATHS = (
+    "/metadata/uid",
+    "/metadata/generation",
+    "/metadata/annotations",
+    "/metadata/labels",
+)
 
 # Markers GitOps controllers put on what they manage. ``app.kubernetes.io/instance``
 # alone is not one: Helm sets it too; Argo CD's label tracking uses it, but its
@@ -340,39 +347,40 @@ async def rollback(
     dry_run: bool,
     change_cause: str,
     replicasets: Sequence[Mapping[str, Any]] | None = None,
+    deployment: Mapping[str, Any] | None = None,
 ) -> ActionResult:
     """Roll ``namespace/name`` back (see the module's docstring for the choice).
 
-    ``replicasets``: the Deployment's ReplicaSets from a watch cache, so only the
-    Deployment is read; when the cache shows no revision with the running template yet
-    (it lags), or after a lost lock, they are listed. Idempotent: once the running
-    revision is not known bad, it returns ``Succeeded`` with no patch. A lost optimistic
-    lock re-reads and re-decides once.
+    ``replicasets``: the Deployment's ReplicaSets from a watch cache, so they are not
+    listed; when the cache shows no revision with the running template yet (it lags), or
+    after a lost lock, they are listed. ``deployment``: the Deployment from a watch cache
+    (what ``LOCK_PATHS`` pins, its selector and template), so a decision to patch sends
+    only the patch: its ``test`` ops make a stale copy a refused patch, which is then
+    re-read and re-decided; any other outcome (nothing to do, a refusal) is decided
+    again on a fresh read before it is reported. Idempotent: once the running revision
+    is not known bad, it returns ``Succeeded`` with no patch. A lost optimistic lock
+    re-reads and re-decides once.
     """
     where = f"Deployment {namespace}/{name}"
     path = k.apps(namespace, "deployments", name)
     for attempt in (1, 2):
-        cached = replicasets if attempt == 1 else None  # a second attempt reads afresh
+        # A second attempt reads afresh.
+        cached = replicasets if attempt == 1 else None
+        held = deployment if attempt == 1 and _usable(deployment) else None
         try:
-            deployment = await kube.get(path)
-            choice = None
-            if cached is not None:
-                choice = choose_target(
-                    revisions=revisions(deployment, cached), to=to, known_bad=known_bad
-                )
-            if choice is None or choice.reason is Reason.ROLLOUT_NOT_OBSERVED:
-                selector = selector_string(deployment.get("spec", {}).get("selector") or {})
-                listing = await kube.get(k.apps(namespace, "replicasets"), labelSelector=selector)
-                choice = choose_target(
-                    revisions=revisions(deployment, listing.get("items") or ()),
-                    to=to,
-                    known_bad=known_bad,
+            current, choice = await _decide(
+                kube, namespace, path, to=to, known_bad=known_bad, replicasets=cached, cached=held
+            )
+            if held is not None and not _patches(current, choice, allow_gitops=allow_gitops):
+                # Only a patch is guarded against a stale copy: anything else, fresh.
+                current, choice = await _decide(
+                    kube, namespace, path, to=to, known_bad=known_bad, replicasets=cached
                 )
         except k.KubeError as e:
             return failed(ACTION, e, doing=f"reading {where} and its ReplicaSets", change={})
         if choice.reason is Reason.CURRENT_NOT_KNOWN_BAD:
             return _result(Outcome.SUCCEEDED, choice, f"{where}: {choice.message}")
-        manager = gitops_manager(deployment)
+        manager = gitops_manager(current)
         if manager and not allow_gitops:
             return ActionResult(
                 action=ACTION,
@@ -384,7 +392,7 @@ async def rollback(
                 ),
                 change={**change_of(choice), "gitOps": manager},
             )
-        if deployment.get("spec", {}).get("paused"):
+        if current.get("spec", {}).get("paused"):
             return _result(
                 Outcome.REFUSED,
                 choice,
@@ -400,9 +408,7 @@ async def rollback(
                 # Only a controller that has not caught up yet goes away by itself.
                 retryable=choice.reason is Reason.ROLLOUT_NOT_OBSERVED,
             )
-        patch = rollback_patch(
-            deployment=deployment, target=choice.target, change_cause=change_cause
-        )
+        patch = rollback_patch(deployment=current, target=choice.target, change_cause=change_cause)
         sent = await guarded_patch(
             kube,
             action=ACTION,
@@ -424,6 +430,51 @@ async def rollback(
         message = f"rolled back {choice.message}; the controller records it as the newest revision"
         return _result(Outcome.SUCCEEDED, choice, f"{where}: {message}", patch=patch)
     raise AssertionError("unreachable: the loop returns on its second attempt")
+
+
+def _usable(cached: Mapping[str, Any] | None) -> bool:
+    """A cached copy holds what the lock pins (a Deployment without labels cannot pin
+    them: a GitOps label added since would go unseen)."""
+    meta = (cached or {}).get("metadata") or {}
+    return bool(meta.get("uid") and meta.get("generation") and meta.get("labels"))
+
+
+def _patches(deployment: Mapping[str, Any], choice: Choice, *, allow_gitops: bool) -> bool:
+    """The decision sends a patch (see ``rollback``'s refusals)."""
+    if choice.target is None or deployment.get("spec", {}).get("paused"):
+        return False
+    return allow_gitops or gitops_manager(deployment) is None
+
+
+async def _decide(
+    kube: k.Kube,
+    namespace: str,
+    path: str,
+    *,
+    to: RollbackTo,
+    known_bad: frozenset[str],
+    replicasets: Sequence[Mapping[str, Any]] | None,
+    cached: Mapping[str, Any] | None = None,
+) -> tuple[Mapping[str, Any], Choice]:
+    """The Deployment (``cached``, or read) and the choice made on it and its ReplicaSets
+    (``replicasets``, or listed when they do not show the running revision yet)."""
+    deployment = cached if cached is not None else await kube.get(path)
+    choice = None
+    if replicasets is not None:
+        choice = choose_target(
+            revisions=revisions(deployment, replicasets), to=to, known_bad=known_bad
+        )
+    if choice is None or choice.reason is Reason.ROLLOUT_NOT_OBSERVED:
+        if cached is not None:
+            deployment = await kube.get(path)  # the caches lag: read both afresh
+        selector = selector_string(deployment.get("spec", {}).get("selector") or {})
+        listing = await kube.get(k.apps(namespace, "replicasets"), labelSelector=selector)
+        choice = choose_target(
+            revisions=revisions(deployment, listing.get("items") or ()),
+            to=to,
+            known_bad=known_bad,
+        )
+    return deployment, choice
 
 
 def _result(

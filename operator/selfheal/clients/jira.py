@@ -39,10 +39,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
-from jira import JIRA, JIRAError
+
+if TYPE_CHECKING:
+    # Imported where first used (a connection, or mapping its error): the operator needs
+    # no Jira to become ready.
+    from jira import JIRA
 
 from selfheal import metrics
 from selfheal.clients import adf
@@ -238,6 +242,8 @@ _HINTS = {
 
 
 def _map_error(exc: BaseException, operation: str, now: float) -> JiraError:
+    from jira import JIRAError
+
     if isinstance(exc, JiraError):
         return exc
     if isinstance(exc, requests.Timeout):
@@ -343,6 +349,8 @@ class Jira:
         )
 
     def _connect(self) -> JIRA:
+        from jira import JIRA
+
         if self._client is None:
             auth: dict[str, Any] = {}
             if self._credentials is not None and self._credentials.username is not None:

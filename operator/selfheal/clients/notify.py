@@ -25,8 +25,6 @@ import logging
 import time
 from collections.abc import Sequence
 
-import apprise
-
 from selfheal import metrics
 
 BACKEND = "notify"
@@ -91,6 +89,10 @@ class Notifier:
 
         Raises ``NotifyRejected`` or ``NotifyUnavailable``.
         """
+        # Imported on first use: apprise loads every plugin (tens of ms), and the
+        # operator needs none of them to become ready.
+        import apprise
+
         target = f"target {position} ({_scheme(url)})"
         plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
         if plugin is None:

@@ -6,7 +6,9 @@ is summarised:
 
 - **List** in pages (``limit``/``continue``), each page decoded, its Pods passed to
   ``summarize`` and the page dropped; the list's ``resourceVersion`` is where the watch
-  starts.
+  starts. The next page is requested before a page is decoded (its ``continue`` token
+  is read from the head of the body), so the server's work and the client's overlap:
+  at most two pages are held.
 - **Watch** with ``allowWatchBookmarks``, the stream read line by line (one event a
   line, never the whole response), resumed from the last ``resourceVersion`` seen (an
   event's or a bookmark's) when the server ends it (``timeoutSeconds``) or the
@@ -30,6 +32,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -61,6 +64,9 @@ class Stats:
     lists: int = 0
     """Complete listings: the first one and every relist."""
     pages: int = 0
+    ahead: int = 0
+    """Pages asked for before the previous page was decoded (its token read from its
+    head); a wrong guess is not counted."""
     watches: int = 0
     """Watch requests opened (the first, and every resume)."""
     events: int = 0
@@ -146,28 +152,47 @@ class PodWatcher(Generic[T]):
 
     # --- list ---------------------------------------------------------------------------
 
+    async def _page(self, cont: str) -> bytes:
+        query = {"limit": self.page_limit, "continue": cont or None}
+        try:
+            return await self.kube.raw("GET", self.path, query=query)
+        except k.KubeError as e:
+            if e.status == GONE:  # the continue token expired mid-listing
+                raise _Gone from None
+            raise
+
     async def _relist(self) -> None:
         fresh: dict[str, T] = {}
         cont = ""
-        while True:
-            query = {"limit": self.page_limit, "continue": cont or None}
-            try:
-                page = await self.kube.request("GET", self.path, query=query)
-            except k.KubeError as e:
-                if e.status == GONE:  # the continue token expired mid-listing
-                    raise _Gone from None
-                raise
-            self.stats.pages += 1
-            for obj in page.get("items") or ():
-                uid = (obj.get("metadata") or {}).get("uid")
-                if uid:
-                    fresh[str(uid)] = self.summarize(obj)
-            meta = page.get("metadata") or {}
-            cont = str(meta.get("continue") or "")
-            version = str(meta.get("resourceVersion") or "")
-            del page  # the page's bodies go now, before the next page arrives
-            if not cont:
-                break
+        ahead: asyncio.Task[bytes] | None = None
+        try:
+            while True:
+                data = await (ahead if ahead is not None else self._page(cont))
+                # The next page is asked for before this one is decoded: the server
+                # prepares it while the client decodes (the token heads the body).
+                guess = _continue_of(data)
+                ahead = asyncio.create_task(self._page(guess)) if guess else None
+                page = json.loads(data)
+                del data
+                self.stats.pages += 1
+                for obj in page.get("items") or ():
+                    uid = (obj.get("metadata") or {}).get("uid")
+                    if uid:
+                        fresh[str(uid)] = self.summarize(obj)
+                meta = page.get("metadata") or {}
+                cont = str(meta.get("continue") or "")
+                version = str(meta.get("resourceVersion") or "")
+                del page  # the page's bodies go now, before the next page arrives
+                if ahead is not None and guess != cont:
+                    await _cancelled(ahead)  # a wrong guess: ask for the right page
+                    ahead = None
+                elif ahead is not None:
+                    self.stats.ahead += 1
+                if not cont:
+                    break
+        finally:
+            if ahead is not None:
+                await _cancelled(ahead)
         before, self.items = self.items, fresh
         for uid, new in fresh.items():
             old = before.pop(uid, None)
@@ -255,6 +280,26 @@ class PodWatcher(Generic[T]):
         except Exception:
             # One consumer's bug must not stop the cache that every workload reads.
             logger.exception("%s: a change handler failed", self.scope)
+
+
+_CONTINUE = re.compile(rb'"continue":"([A-Za-z0-9_.=+/-]+)"')
+HEAD = 1024
+"""Bytes of a list's body searched for its ``metadata.continue`` (the API server writes
+the list's metadata before its items)."""
+
+
+def _continue_of(data: bytes) -> str:
+    """The continue token at the head of a list's body; "" when none is seen there (the
+    decoded page then says; a wrong guess only costs the page asked for too early)."""
+    items = data.find(b'"items":', 0, HEAD)
+    found = _CONTINUE.search(data, 0, items if items >= 0 else HEAD)
+    return found.group(1).decode() if found else ""
+
+
+async def _cancelled(task: asyncio.Task[bytes]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, k.KubeError, _Gone):
+        await task
 
 
 async def _lines(resp: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:

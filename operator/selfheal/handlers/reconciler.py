@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 PERIOD = 10.0
 """Seconds between two passes when no record changed (a change wakes it at once)."""
-READY_POLL = 0.5
-"""Seconds between two looks at kopf's caches while they fill."""
+READY_POLL = 0.05
+"""Seconds between two looks at kopf's caches while they fill (a look is a counter read:
+a long period only delays readiness)."""
 POLICY_CHECK = 60.0
 """Seconds an answer "this policy exists" is trusted before it is asked again."""
 
@@ -49,6 +50,7 @@ async def await_ready(rt: Runtime) -> None:
     """Ready once every index and the Pod cache are filled: a decision is possible from
     then on. Then every covered workload is judged once (its Pods arrived before kopf's
     indexes could place them)."""
+    await asyncio.gather(*(w.wait_synced() for w in rt.pods.watchers))
     # kopf creates its indexed-set after start-up and signals nothing we can await.
     while not (watch.caches_synced() and rt.pods.synced):  # noqa: ASYNC110
         await asyncio.sleep(READY_POLL)

@@ -99,9 +99,17 @@ class DeploymentInfo:
     available: int
     kind: str = "Deployment"
     namespace: str = ""
+    view: str = ""
+    """A Deployment's parts a rollback reads (uid, generation, labels, annotations,
+    selector, paused, template) as JSON, so its decision needs no GET; empty: not kept
+    (StatefulSets and DaemonSets, from kopf's indexes)."""
 
     def availability(self) -> Availability:
         return Availability(available=self.available, desired=self.desired)
+
+    def body(self) -> dict[str, Any] | None:
+        """The parts of the object a rollback reads, in the API's shape; ``None``: not kept."""
+        return json.loads(self.view) if self.view else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -258,6 +266,14 @@ def deployment_info(body: Mapping[str, Any]) -> DeploymentInfo:
     """A Deployment's summary, taken from its body at once (the body is not kept)."""
     meta = body.get("metadata") or {}
     spec, status = body.get("spec") or {}, body.get("status") or {}
+    view = {
+        "metadata": {
+            key: meta[key]
+            for key in ("name", "namespace", "uid", "generation", "labels", "annotations")
+            if key in meta
+        },
+        "spec": {key: spec[key] for key in ("selector", "paused", "template") if key in spec},
+    }
     return DeploymentInfo(
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
@@ -265,6 +281,7 @@ def deployment_info(body: Mapping[str, Any]) -> DeploymentInfo:
         desired=int(spec.get("replicas", 1) or 0),
         available=int(status.get("availableReplicas", 0) or 0),
         namespace=str(meta.get("namespace", "")),
+        view=json.dumps(view, separators=(",", ":")),
     )
 
 
@@ -425,7 +442,16 @@ def facts_for(
         pod=culprit[0] if culprit else None,
         container=culprit[1] if culprit else None,
         replicasets=lambda: [rs.body() for rs in rs_by_deployment.get((namespace, info.name), ())],
+        workload=lambda: _cached_body(rt, namespace, info),
     )
+
+
+def _cached_body(rt: Runtime, namespace: str, info: DeploymentInfo) -> dict[str, Any] | None:
+    """The freshest cached view of the workload (when it is acted on, not when judged)."""
+    if info.kind != "Deployment":
+        return None
+    fresh = one(rt.deployments, (namespace, info.name))
+    return fresh.body() if fresh is not None and fresh.uid == info.uid else None
 
 
 def culprit_of(signal: Signal) -> tuple[str, str] | None:

@@ -51,6 +51,7 @@ async def act_once(
     known_bad: frozenset[str],
     now: float,
     replicasets: Sequence[Mapping[str, Any]] | None = None,
+    cached: Mapping[str, Any] | None = None,
 ) -> ActionResult:
     step: Step = eff.step
     ns, name = workload.namespace, workload.name
@@ -78,6 +79,7 @@ async def act_once(
                 dry_run=eff.dry_run,
                 change_cause=cause,
                 replicasets=replicasets,
+                deployment=cached,
             )
         if isinstance(step, ScaleStep):
             return await scale_action.scale(
@@ -115,11 +117,17 @@ async def act(
     known_bad: frozenset[str],
     clock: Callable[[], float],
     replicasets: Sequence[Mapping[str, Any]] | None = None,
+    workload_body: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> ActionResult:
-    """Run the step; retry it while it fails transiently before sending anything."""
+    """Run the step; retry it while it fails transiently before sending anything.
+
+    ``replicasets`` and ``workload_body``: what the watch caches hold of the workload's
+    ReplicaSets and of the workload (a rollback reads them instead of the API); a retry
+    reads the API.
+    """
     cause = f"selfheal: {policy.name}/{record_name} step {eff.index + 1} ({step_action(eff.step)})"
 
-    async def once() -> ActionResult:
+    async def once(*, cache: bool) -> ActionResult:
         return await act_once(
             kube,
             eff,
@@ -129,9 +137,10 @@ async def act(
             known_bad=known_bad,
             now=clock(),
             replicasets=replicasets,
+            cached=workload_body() if cache and workload_body is not None else None,
         )
 
-    result = await once()
+    result = await once(cache=True)
     for delay in ACT_RETRIES:
         # A transient error before anything was sent (429, 5xx, a lost race): the same
         # step again, not the next one. Once a patch went out its outcome is ambiguous,
@@ -140,7 +149,7 @@ async def act(
             break
         logger.info("%s: %s retried in %.0fs: %s", workload, record_name, delay, result.message)
         await asyncio.sleep(delay)
-        result = await once()
+        result = await once(cache=False)
     return result
 
 

@@ -8,7 +8,10 @@ each event the driver, under a per-namespace lock (guardrails count across workl
    the API);
 2. calls ``machine.step`` with the facts the handlers gathered;
 3. persists the new state *before* executing any ``Act``: a new record is created
-   (the name is the lock: a 409 means another replica owns the incident), an
+   carrying it (the name is the lock: a 409 means another replica owns the incident;
+   the state rides in the ``INITIAL_STATUS`` annotation, as the API server drops
+   ``.status`` on a create, and for a Deployment's action the status is first written
+   with the action's outcome, so the create is the only write before the patch), an
    existing one is patched with its ``resourceVersion`` (a 409 means somebody else
    moved it: the driver reloads and drops the effects of the stale decision);
 4. executes the effects: actions (``acting``, reported back as ``ActionDone``),
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +44,7 @@ from selfheal.remediation.acting import reverts_due
 from selfheal.remediation.dependency_probe import DependencyProbe
 from selfheal.remediation.events import EventRecorder, obj_ref
 from selfheal.remediation.facts import Facts
-from selfheal.remediation.records import Record, Records
+from selfheal.remediation.records import INITIAL_STATUS, Record, Records
 from selfheal.remediation.state import Phase, RemediationState, remediation_spec
 from selfheal.remediation.work import EvidenceFn, Work
 
@@ -317,6 +321,7 @@ class Driver:
                         workload=workload,
                         trigger=trigger,
                         facts=facts,
+                        status_after=_quick_act(effects, new, workload),
                     )
                 except k.NotFound:
                     # Deleted by hand (or its namespace is going): forget it, act on nothing.
@@ -412,7 +417,15 @@ class Driver:
         workload: WorkloadRef,
         trigger: str,
         facts: Facts,
+        status_after: bool = False,
     ) -> Record:
+        """Store ``new``: a new record is created carrying it (``INITIAL_STATUS``), then
+        given it as its status; an existing one is patched.
+
+        ``status_after``: a new record's status write is left to the outcome of the
+        action that follows (its ``ActionDone``), so the create is the only write before
+        the action; until then the annotation is the stored intent.
+        """
         ns = workload.namespace
         if record is None:
             trig = policy.trigger(trigger)
@@ -437,6 +450,11 @@ class Driver:
                         workload=workload.name,
                         trigger=trigger,
                     ),
+                    # The API server drops .status on a create: the decided status goes
+                    # in with it, read back (Record.from_body) until a status is written.
+                    "annotations": {
+                        INITIAL_STATUS: json.dumps(new.to_status(), separators=(",", ":"))
+                    },
                 },
                 "spec": spec,
             }
@@ -449,6 +467,12 @@ class Driver:
                 fingerprint=fp,
                 spec=spec,
             )
+            if status_after:
+                # Stored as created: the outcome's write is guarded by this version.
+                saved = record.saved(new, record.resource_version)
+                self._open[fp] = saved
+                self._remember(saved)
+                return saved
         return await self._save(record, new)
 
     async def _save(self, record: Record, new: RemediationState) -> Record:
@@ -504,6 +528,7 @@ class Driver:
                 known_bad=facts.records.known_bad_hashes(workload.name, own=record.template_hash),
                 clock=self.clock,
                 replicasets=facts.replicasets() if facts.replicasets else None,
+                workload_body=facts.workload,
             )
             if self.failpoint == "after-action":
                 logger.warning("failpoint after-action: stopped before storing the outcome")
@@ -589,6 +614,19 @@ _RESOLUTION_KEYS = (
     "retryAt",
     "lastError",
 )
+
+
+def _quick_act(
+    effects: Sequence[machine.Effect], new: RemediationState, workload: WorkloadRef
+) -> bool:
+    """The decision starts an action that answers at once: a Deployment's (one read and
+    one patch). A StatefulSet's or DaemonSet's rollback or restart replaces pods for
+    minutes; its record gets its status first, so people see the phase meanwhile."""
+    return (
+        workload.kind == "Deployment"
+        and not new.phase.final
+        and any(isinstance(e, machine.Act) for e in effects)
+    )
 
 
 def _bookkeeping_only(old: RemediationState | None, new: RemediationState) -> bool:

@@ -25,6 +25,9 @@ class Facts:
     replicasets: Callable[[], Sequence[Mapping[str, Any]]] | None = None
     """The workload's ReplicaSets from the handlers' cache (what a rollback reads of
     them), so a rollback does not list them; ``None``: list them."""
+    workload: Callable[[], Mapping[str, Any] | None] | None = None
+    """The workload as the handlers' cache holds it (the parts a rollback reads), so a
+    rollback that patches needs no GET first; ``None`` (or a call giving ``None``): read it."""
 
 
 __all__ = ["Facts"]

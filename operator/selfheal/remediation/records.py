@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -20,6 +21,15 @@ from selfheal.detect.signal import WorkloadRef
 from selfheal.remediation import machine, naming
 from selfheal.remediation.guardrails import RecordSummary, trigger_name
 from selfheal.remediation.state import Phase, RemediationState, parse_time
+
+INITIAL_STATUS = "selfheal.dev/initial-status"
+"""Annotation a record is created with: the status the driver decided on, as JSON.
+
+The API server drops ``.status`` on a create (the status subresource), and the record's
+first action goes out right after the create, before any status write: this annotation
+is the intent stored before the action, so a restart that finds it finds "step started,
+outcome unknown" and never runs the step again. It is read only while the stored status
+has no phase; the first status write (the action's outcome) supersedes it."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,9 +40,11 @@ class Record:
     fingerprint: str = ""
     spec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     status: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """The stored status as read (what ``state`` was parsed from)."""
+    """The stored status as read (what ``state`` was parsed from); before the first status
+    write, the status the record was created with (``INITIAL_STATUS``)."""
     state: RemediationState | None = None
-    """``None``: created but not yet given a status, or malformed (see ``problem``)."""
+    """``None``: created without a status (by an older selfheal, and a crash came before
+    its status write), or malformed (see ``problem``)."""
     problem: str = ""
     """Why the status does not parse; such a record is not ours to decide on."""
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -44,10 +56,15 @@ class Record:
         """From a Remediation object as the API returns it. Never raises."""
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
-        status = body.get("status") or {}
+        status = dict(body.get("status") or {})
         labels = meta.get("labels") or {}
         state, problem = None, ""
-        if status.get("phase"):
+        if not status.get("phase"):
+            try:
+                status = {**initial_status(meta), **status}
+            except ValueError as e:
+                problem = str(e)
+        if status.get("phase") and not problem:
             try:
                 state = RemediationState.from_status(status)
             except ValueError as e:
@@ -58,7 +75,7 @@ class Record:
             resource_version=meta.get("resourceVersion"),
             fingerprint=str(labels.get(naming.LABEL_FINGERPRINT) or spec.get("fingerprint") or ""),
             spec=dict(spec),
-            status=dict(status),
+            status=status,
             state=state,
             problem=problem,
             annotations={
@@ -165,6 +182,26 @@ class Record:
             workload=self.workload,
             trigger=self.trigger,
         )
+
+
+def initial_status(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The status a record was created with (``INITIAL_STATUS``); empty: none.
+
+    Raises ``ValueError`` naming the annotation when it is not a JSON object.
+    """
+    raw = (meta.get("annotations") or {}).get(INITIAL_STATUS)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"metadata.annotations[{INITIAL_STATUS}]: not a JSON object; "
+            "the object was not written by selfheal"
+        )
+    return value
 
 
 class Records:
@@ -279,4 +316,4 @@ class Records:
         return str(last.status.get("phase") or "") if last else ""
 
 
-__all__ = ["Record", "Records"]
+__all__ = ["INITIAL_STATUS", "Record", "Records", "initial_status"]
