@@ -138,8 +138,9 @@ def quiet_alarms(make: Make, thresholds: Sequence[float]) -> dict[str, list[floa
         pooled = []
         for seed in noise.SEEDS:
             values = generate(np.random.default_rng(seed), noise.SAMPLES).tolist()
+            ts = noise.timestamps(shape, np.random.default_rng(1000 + seed), noise.SAMPLES)
             update = make()
-            s = [update(1.4e9 + noise.STEP * i, v) for i, v in enumerate(values)]
+            s = [update(t, v) for t, v in zip(ts, values, strict=True)]
             pooled.append(np.asarray(s[first:]))
         p = np.concatenate(pooled)
         out[shape] = [1000.0 * float(np.count_nonzero(p >= t)) / len(p) for t in thresholds]
