@@ -81,8 +81,9 @@ def test_context_novelty_memory_is_fixed() -> None:
 
 
 def test_floored_without_a_floor_is_the_shipped_detector() -> None:
-    values = noisy(3000)
+    values = noisy(6000)  # past 1 / (1 - decay) / peak_memory samples: the memory grows
     values[2000:] = [v + 15.0 for v in values[2000:]]
+    values[5000] += 40.0
     det = AnomalyDetector(DEFAULTS)
     expected = [det.update(T0 + STEP * i, v) for i, v in enumerate(values)]
     got = scores(members.Floored(floor=0.0).update, values)

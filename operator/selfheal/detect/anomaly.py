@@ -25,6 +25,12 @@ Semantics:
   scores lower (a refractory peak that decays with ``Config.decay`` per sample). A sustained
   anomaly therefore fires once; triggers should treat a score over the threshold as an event
   (fire, then hold the signal for ``for``), not as a level that must stay high.
+- The refractory peak's memory grows with the series (``Config.peak_memory``: a tenth of the
+  samples seen, once that is longer than ``1 / (1 - decay)``, up to the histograms' memory).
+  On quiet data a sample beats the peak of the last m samples about once in m, so a fixed
+  memory fires at a fixed rate however long the series has been quiet; a growing one fires
+  about ``log(n)`` times in n samples, as the published detectors that hold on long unseen
+  series do (a context or a likelihood that becomes familiar), until the cap.
 - ``threshold_for(sensitivity)`` maps the policy's low/medium/high to score thresholds: 0.99,
   0.9 and 0.65. High (0.65) is close to the threshold NAB's optimiser picks for this detector
   under its standard profile. NAB's costs favour recall, and its windows are wide, so that
@@ -52,7 +58,7 @@ How it scores (the ideas of NAB's best detectors, kept small enough for a few µ
 4. Range novelty, as Numenta's detector does it: a value beyond the whole range seen so far by
    more than ``range_tolerance`` of that range is surprising in itself.
 5. The sample's surprise is the largest of these; the score is its excess over the decaying
-   refractory peak (see above).
+   refractory peak, whose memory grows with the series (see above).
 
 All state is a fixed number of floats plus fixed-size lists (histograms, seasonal slots), so
 memory does not grow with the stream. Pure Python floats on the hot path: no numpy needed.
@@ -150,6 +156,13 @@ class Config:
     """Tail of the seed: its mass drops by ``2**seed_tail`` per octave of ``1 + feature``."""
     decay: float = 0.997
     """Per-sample decay of the refractory peak surprise."""
+    peak_memory: float = 0.1
+    """The refractory peak's memory grows with the series: it is ``1 / (1 - decay)`` samples,
+    or ``peak_memory`` times the samples seen so far when that is longer, at most
+    ``1 / alpha_calibration`` (what the histograms remember). 0: a fixed memory. On noise a
+    sample beats the peak of the last m samples about once in m, so a fixed memory fires at a
+    fixed rate however long the series has been quiet; a memory growing with the series fires
+    about ``log(n)`` times in n samples instead, until the cap."""
     gamma: float = 1.0
     """Weight of the refractory peak subtracted from the surprise (0 disables it)."""
     boost: float = 0.0
@@ -281,6 +294,8 @@ class AnomalyDetector:
     """One series' causal anomaly scorer. See the module docstring for the API and its contract."""
 
     __slots__ = (
+        "_grow_from",
+        "_memory_cap",
         "_slots",
         "_t_lik",
         "_t_point",
@@ -335,6 +350,15 @@ class AnomalyDetector:
         self._t_vol = _Tail(alpha=a, **seed)
         self._t_lik = _Tail(alpha=a, **seed)
         self._slots: list[float | None] = []
+        # Refractory memory: 1 / (1 - decay) samples, then peak_memory * n, up to what the
+        # histograms remember (1 / alpha_calibration).
+        base = 1.0 / (1.0 - config.decay) if config.decay < 1.0 else math.inf
+        self._memory_cap = 1.0 / a
+        self._grow_from = (
+            base / config.peak_memory
+            if config.peak_memory > 0.0 and self._memory_cap > base
+            else math.inf
+        )
         self.n = 0
         self.last_t = -math.inf
         self.step = 0.0
@@ -532,7 +556,14 @@ class AnomalyDetector:
 
         # Refractory: only surprise above the (decaying) recent peak scores.
         peak = self.peak
-        decayed = peak * cfg.decay
+        # The refractory memory grows with the series (see Config.peak_memory): a series quiet
+        # for n samples has to show a surprise above what a tenth of its life has seen.
+        decay = cfg.decay
+        if n > self._grow_from:
+            m = cfg.peak_memory * n
+            cap = self._memory_cap
+            decay = 1.0 - 1.0 / (m if m < cap else cap)
+        decayed = peak * decay
         # A new peak is raised by ``boost`` so a surprise still rising does not fire again.
         self.peak = surprise + cfg.boost if surprise > decayed else decayed
         excess = surprise - cfg.gamma * peak
