@@ -19,7 +19,8 @@ memory fixed at construction:
   of rarity relative to the recent peak.
 - ``Blend``: ``weight * (DEFAULTS score) + (1 - weight) * LikelihoodScore``.
 - ``Ensemble``: the largest of the likelihood-post-processed surprise and context novelty.
-- ``Floored``: the detector's refractory peak, decaying no lower than ``floor`` decades.
+- ``Floored``: the detector's refractory peak (its memory growing with the series, as the
+  detector's does), decaying no lower than ``floor`` decades.
 """
 
 from __future__ import annotations
@@ -239,7 +240,12 @@ class Floored:
             return 0.0
         surprise = -math.log10(1.0 - raw) if raw < 1.0 else 16.0
         peak = self.peak if self.peak > self.floor else self.floor
-        decayed = peak * self.decay
+        decay = self.decay
+        n = det.n - 1  # the samples before this one, as the detector counts them
+        if n > det._grow_from:
+            m = det.config.peak_memory * n
+            decay = 1.0 - 1.0 / (m if m < det._memory_cap else det._memory_cap)
+        decayed = peak * decay
         if decayed < self.floor:
             decayed = self.floor
         self.peak = surprise if surprise > decayed else decayed

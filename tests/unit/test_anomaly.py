@@ -152,6 +152,28 @@ def test_a_level_shift_fires_once_not_for_every_sample() -> None:
     assert len([i for i in fired if i >= 3000]) <= 3
 
 
+def test_a_growing_refractory_memory_alarms_less_as_the_series_ages() -> None:
+    # Config.peak_memory (off in DEFAULTS) makes the refractory memory grow: noise that beats the
+    # recent peak fires about once per memory length, so alarms thin out as the series ages,
+    # and a fixed memory keeps firing at its early rate.
+    values = noisy(20_000, seed=17)
+    high = threshold_for(Sensitivity.HIGH)
+    growing = run(values, det=AnomalyDetector(Config(peak_memory=0.1)))
+    fixed = run(values)  # DEFAULTS: a fixed memory
+    early = sum(1 for s in growing[1000:5000] if s >= high)
+    late = sum(1 for s in growing[16_000:20_000] if s >= high)
+    assert late < early
+    assert sum(1 for s in growing if s >= high) < sum(1 for s in fixed if s >= high)
+
+
+def test_an_old_series_still_fires_on_a_spike() -> None:
+    values = noisy(20_000, seed=18)
+    values[19_000] = 90.0  # 20 standard deviations, once the memory has grown (1,900 samples)
+    for config in (DEFAULTS, Config(peak_memory=0.1)):
+        scores = run(values, det=AnomalyDetector(config))
+        assert scores[19_000] >= threshold_for(Sensitivity.MEDIUM)
+
+
 def test_daily_pattern_is_learned_and_a_broken_day_fires() -> None:
     values = daily(288 * 12, seed=15)
     broken_day = 288 * 10

@@ -8,7 +8,7 @@ import random
 import pytest
 from bench.anomaly import members
 
-from selfheal.detect.anomaly import DEFAULTS, AnomalyDetector
+from selfheal.detect.anomaly import DEFAULTS, AnomalyDetector, Config
 
 STEP = 300.0
 T0 = 1_700_000_000.0
@@ -81,11 +81,22 @@ def test_context_novelty_memory_is_fixed() -> None:
 
 
 def test_floored_without_a_floor_is_the_shipped_detector() -> None:
-    values = noisy(3000)
+    values = noisy(6000)
     values[2000:] = [v + 15.0 for v in values[2000:]]
+    values[5000] += 40.0
     det = AnomalyDetector(DEFAULTS)
     expected = [det.update(T0 + STEP * i, v) for i, v in enumerate(values)]
     got = scores(members.Floored(floor=0.0).update, values)
+    assert got == pytest.approx(expected, abs=1e-9)
+
+
+def test_floored_follows_a_growing_refractory_memory() -> None:
+    values = noisy(6000)  # past 1 / (1 - decay) / peak_memory samples: the memory grows
+    values[5000] += 40.0
+    config = Config(peak_memory=0.1)
+    det = AnomalyDetector(config)
+    expected = [det.update(T0 + STEP * i, v) for i, v in enumerate(values)]
+    got = scores(members.Floored(floor=0.0, config=config).update, values)
     assert got == pytest.approx(expected, abs=1e-9)
 
 
