@@ -81,9 +81,9 @@ def _count_ready(rt: Runtime) -> None:
     metrics.POLICIES.labels("false").set(len(rt.invalid))
 
 
-@kopf.on.resume(GROUP, VERSION, "healingpolicies")
-@kopf.on.create(GROUP, VERSION, "healingpolicies")
-@kopf.on.update(GROUP, VERSION, "healingpolicies", field="spec")  # type: ignore[arg-type]
+@kopf.on.resume(GROUP, VERSION, "healingpolicies", when=watch.in_shard)
+@kopf.on.create(GROUP, VERSION, "healingpolicies", when=watch.in_shard)
+@kopf.on.update(GROUP, VERSION, "healingpolicies", field="spec", when=watch.in_shard)  # type: ignore[arg-type]
 async def load(
     body: kopf.Body,
     namespace: str,
@@ -128,7 +128,7 @@ async def load(
     _count_ready(rt)
 
 
-@kopf.on.delete(GROUP, VERSION, "healingpolicies", optional=True)  # type: ignore[arg-type]
+@kopf.on.delete(GROUP, VERSION, "healingpolicies", optional=True, when=watch.in_shard)  # type: ignore[arg-type]
 async def unload(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     rt: Runtime = memo["runtime"]
     rt.policies.pop((namespace, name), None)
@@ -137,7 +137,7 @@ async def unload(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     _count_ready(rt)
 
 
-@kopf.timer(GROUP, VERSION, "healingpolicies", interval=TICK, sharp=True)  # type: ignore[arg-type]
+@kopf.timer(GROUP, VERSION, "healingpolicies", interval=TICK, sharp=True, when=watch.in_shard)  # type: ignore[arg-type]
 async def tick(
     namespace: str,
     name: str,

@@ -50,6 +50,7 @@ from selfheal.remediation import naming
 from selfheal.remediation.facts import Facts
 from selfheal.remediation.guardrails import Availability
 from selfheal.remediation.records import Record, Records
+from selfheal.sharding import Shard
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +255,13 @@ def _rfc3339(t: float) -> str:
 # --- indexes ------------------------------------------------------------------------------
 
 
+def in_shard(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """kopf's ``when=`` filter on every handler and index: only this shard's namespaces.
+    kopf is then blind to the others' objects: nothing indexed, handled or written."""
+    shard: Shard | None = memo.get("shard")
+    return shard is None or shard.owns(namespace)
+
+
 def deployment_info(body: Mapping[str, Any]) -> DeploymentInfo:
     """A Deployment's summary, taken from its body at once (the body is not kept)."""
     meta = body.get("metadata") or {}
@@ -296,7 +304,7 @@ def deployment_changed(rt: Runtime, old: DeploymentInfo | None, new: DeploymentI
         rt.deployments.add(new.namespace, new.uid, new)
 
 
-@kopf.index("apps", "v1", "statefulsets")  # type: ignore[arg-type]
+@kopf.index("apps", "v1", "statefulsets", when=in_shard)  # type: ignore[arg-type]
 async def statefulsets(
     namespace: str, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
@@ -304,7 +312,7 @@ async def statefulsets(
     return {(namespace, name): info, namespace: info}
 
 
-@kopf.index("apps", "v1", "daemonsets")  # type: ignore[arg-type]
+@kopf.index("apps", "v1", "daemonsets", when=in_shard)  # type: ignore[arg-type]
 async def daemonsets(
     namespace: str, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
@@ -312,7 +320,7 @@ async def daemonsets(
     return {(namespace, name): info, namespace: info}
 
 
-@kopf.index("apps", "v1", "controllerrevisions")  # type: ignore[arg-type]
+@kopf.index("apps", "v1", "controllerrevisions", when=in_shard)  # type: ignore[arg-type]
 async def controller_revisions(
     namespace: str, name: str, body: kopf.Body, **_: Any
 ) -> dict[Any, Any] | None:
@@ -328,7 +336,7 @@ async def controller_revisions(
     return None
 
 
-@kopf.index(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
+@kopf.index(GROUP, VERSION, "remediations", when=in_shard)  # type: ignore[arg-type]
 async def remediations(
     namespace: str,
     body: kopf.Body,
@@ -637,7 +645,7 @@ async def evaluate_owner(rt: Runtime, key: OwnerKey) -> None:
 # --- events ----------------------------------------------------------------------------------
 
 
-@kopf.on.event(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, "remediations", when=in_shard)  # type: ignore[arg-type]
 async def remediation_event(
     event: kopf.RawEvent,
     namespace: str,
