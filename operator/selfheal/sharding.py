@@ -69,10 +69,14 @@ class Shard:
             return True
         return shard_of(namespace, self.total) == self.index
 
-    def lease_name(self, base: str) -> str:
-        """The shard's leader election Lease: ``base`` unsharded (back-compatible),
-        ``<base>-shard-<index>-of-<total>`` otherwise, so each shard elects its own."""
+    def name(self, base: str) -> str:
+        """``base`` unsharded (back-compatible), ``<base>-shard-<index>-of-<total>``
+        otherwise: what each shard must own alone (its Lease, its finalizer)."""
         return base if self.total == 1 else f"{base}-shard-{self.index}-of-{self.total}"
+
+    def lease_name(self, base: str) -> str:
+        """The shard's leader election Lease, so each shard elects its own leader."""
+        return self.name(base)
 
     def __str__(self) -> str:
         return f"{self.index}-of-{self.total}"

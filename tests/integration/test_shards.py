@@ -144,10 +144,10 @@ async def test_two_shards_each_lead_their_own_lease_and_act_only_in_their_namesp
         image = f"registry.local/{ns}/pay:v1"
         kubelet.behave(image, Behaviour(kind="crashloop", restart_every=1.0))
         await kube.create(k.apps(ns, "deployments"), deployment("pay", image, replicas=1))
-        await kube.create(
-            k.group(API_VERSION, ns, "healingpolicies"),
-            policy("pay", selector={"app": "pay"}, spec=SPEC),
-        )
+        body = policy("pay", selector={"app": "pay"}, spec=SPEC)
+        # As an unsharded run leaves it: kopf's finalizer of one shard (for the timer).
+        body["metadata"]["finalizers"] = ["selfheal.dev/finalizer"]
+        await kube.create(k.group(API_VERSION, ns, "healingpolicies"), body)
 
     def start(shard: int) -> OperatorProcess:
         args = ["--shard", str(shard), "--total-shards", str(TOTAL)]
@@ -199,6 +199,15 @@ async def test_two_shards_each_lead_their_own_lease_and_act_only_in_their_namesp
     assert f"HealingPolicy {ns1}/pay served" not in leader0.tail(10_000)
     assert f"HealingPolicy {ns0}/pay served" not in shard1.tail(10_000)
     assert f"HealingPolicy {ns0}/pay served" in leader0.tail(10_000)
+
+    # Each policy carries its own shard's finalizer only: the unsharded one was dropped
+    # (nobody would remove it), and no shard strips another's (kopf removes a finalizer of
+    # its name that it does not need: one shared name made the shards fight over it).
+    for shard, ns in enumerate(shard_namespaces):
+        got = await kube.get(k.group(API_VERSION, ns, "healingpolicies", "pay"))
+        assert got["metadata"]["finalizers"] == [
+            Shard(index=shard, total=TOTAL).name("selfheal.dev/finalizer")
+        ]
 
     # SIGKILL shard 0's leader: its standby takes shard 0's Lease over; shard 1 is untouched.
     killed = time.monotonic()

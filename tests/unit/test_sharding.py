@@ -210,3 +210,25 @@ async def test_the_webhook_answers_200_and_ignores_another_shards_alerts(tmp_pat
         r = await client.post(alert_webhook.PATH, json=body, headers=auth)
         assert await r.json() == {"received": 1, "changed": 1, "ignored": 1}
         assert [a.fingerprint for a in rt.alerts.alerts()] == ["2"]
+
+
+def test_each_shard_has_its_own_finalizer_and_drops_other_shard_counts() -> None:
+    # kopf strips a finalizer of its name that none of its handlers needs on an object:
+    # with one name, the shard that does not own a policy removed the owner's, endlessly.
+    assert watch.finalizer(Shard()) == "selfheal.dev/finalizer"  # unchanged unsharded
+    assert watch.finalizer(Shard(index=1, total=2)) == "selfheal.dev/finalizer-shard-1-of-2"
+    body = {
+        "metadata": {
+            "finalizers": [
+                "selfheal.dev/finalizer",
+                "selfheal.dev/finalizer-shard-1-of-2",
+                "example.com/keep-me",
+            ]
+        }
+    }
+    own = watch.finalizer(Shard(index=1, total=2))
+    assert watch.stale_finalizers(body, own) == ["selfheal.dev/finalizer"]
+    assert watch.stale_finalizers(body, "selfheal.dev/finalizer") == [
+        "selfheal.dev/finalizer-shard-1-of-2"
+    ]
+    assert watch.stale_finalizers({"metadata": {}}, own) == []

@@ -94,6 +94,7 @@ async def load(
     **_: Any,
 ) -> None:
     rt: Runtime = memo["runtime"]
+    watch.drop_stale_finalizers(body, patch, memo)
     key = (namespace, name)
     generation = int(body.get("metadata", {}).get("generation") or 0)
     try:
@@ -129,8 +130,11 @@ async def load(
 
 
 @kopf.on.delete(GROUP, VERSION, "healingpolicies", optional=True, when=watch.in_shard)  # type: ignore[arg-type]
-async def unload(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def unload(
+    namespace: str, name: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
     rt: Runtime = memo["runtime"]
+    watch.drop_stale_finalizers(body, patch, memo)  # or the deletion would wait for them
     rt.policies.pop((namespace, name), None)
     rt.invalid.pop((namespace, name), None)
     rt.prometheus.forget(namespace=namespace, policy=name)

@@ -97,7 +97,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP_PREFIX, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP_PREFIX}/finalizer"
+    # One per shard: kopf strips any finalizer of its name that it does not need.
+    settings.persistence.finalizer = watch.finalizer(cfg.sharding)
     settings.posting.enabled = False
     if cfg.namespaces:
         # Exact namespaces and known CRDs: no need for cluster-scoped scans (and RBAC).

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ from typing import Any
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
+from kopf._cogs.structs import finalizers as kopf_finalizers
 
 from selfheal import GROUP, VERSION, metrics
 from selfheal.detect import alerts, crashloop
@@ -253,6 +255,38 @@ def _rfc3339(t: float) -> str:
 
 
 # --- indexes ------------------------------------------------------------------------------
+
+
+FINALIZER = f"{GROUP}/finalizer"
+"""kopf's finalizer on HealingPolicies (kopf puts one on every object with a timer)."""
+
+
+def finalizer(shard: Shard) -> str:
+    """This shard's finalizer. kopf removes its finalizer from any object no handler of
+    its needs it on, so shards sharing one name would strip each other's, endlessly: each
+    shard has its own (unchanged when unsharded)."""
+    return shard.name(FINALIZER)
+
+
+def stale_finalizers(body: Mapping[str, Any], own: str) -> list[str]:
+    """selfheal finalizers on ``body`` that are not ``own``: left by a run with another
+    shard count, which no running process would ever remove (a deletion would hang)."""
+    return [
+        f
+        for f in (body.get("metadata") or {}).get("finalizers") or ()
+        if isinstance(f, str) and f.startswith(FINALIZER) and f != own
+    ]
+
+
+def drop_stale_finalizers(body: Mapping[str, Any], patch: kopf.Patch, memo: kopf.Memo) -> None:
+    shard: Shard = memo.get("shard") or Shard()
+    for stale in stale_finalizers(body, finalizer(shard)):
+        logger.info(
+            "removing the finalizer %s (another shard count's) from %s",
+            stale,
+            (body.get("metadata") or {}).get("name"),
+        )
+        patch.fns.append(functools.partial(kopf_finalizers.allow_deletion, finalizer=stale))
 
 
 def in_shard(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
