@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -31,7 +33,7 @@ from typing import Any
 
 from tests.support.cluster import Cluster, free_port
 from tests.support.crds import install_async
-from tests.support.operator import ensure_operator_identity
+from tests.support.operator import ensure_operator_identity, grant_leases
 
 from bench.scale import profile as prof
 from bench.scale import promcost, world
@@ -47,6 +49,7 @@ from bench.scale.stats import (
     rss_bytes,
 )
 from selfheal.clients.kube import Kube
+from selfheal.sharding import Shard, shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -100,7 +103,9 @@ class Peak:
         self._thread.join(timeout=2)
 
 
-def start_operator(kubeconfig: Path, logfile: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_operator(
+    kubeconfig: Path, logfile: Path, *, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     argv = [
         sys.executable,
@@ -112,6 +117,7 @@ def start_operator(kubeconfig: Path, logfile: Path) -> tuple[subprocess.Popen[by
         str(port),
         "--log-level",
         "INFO",
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
     with logfile.open("wb") as out:
@@ -497,6 +503,83 @@ async def run_size(
     return result
 
 
+LISTED = re.compile(r"pods, cluster-wide: (\d+) listed")
+
+
+async def run_shards(
+    api: world.Api,
+    w: world.World,
+    *,
+    total: int,
+    idle: float,
+    op_kubeconfig: Path,
+    single: dict[str, Any],
+    out: Path,
+) -> dict[str, Any]:
+    """``total`` shard processes (``--shard i --total-shards total``) side by side, after
+    the single process stopped, on the same cluster: start-up, RSS and CPU after ``idle``
+    seconds, and the Pods each holds (its own listing, from its log, and the world's
+    count of its namespaces' Pods)."""
+    retired = await w.retire(api)  # the same quiet state the single process started in
+    log(f"shards: {total} processes ({retired} incidents retired first)")
+    procs = [
+        start_operator(
+            op_kubeconfig,
+            out / f"shard-{i}.log",
+            extra=("--shard", str(i), "--total-shards", str(total)),
+        )
+        for i in range(total)
+    ]
+    t0 = time.monotonic()
+    ready: dict[int, float] = {}
+    each: list[dict[str, Any]] = []
+    try:
+        while len(ready) < total:
+            for i, (proc, port) in enumerate(procs):
+                if i not in ready:
+                    with contextlib.suppress(TimeoutError):
+                        wait_ready(proc, port, timeout=0.05)
+                        ready[i] = time.monotonic() - t0
+            if time.monotonic() - t0 > 600:
+                raise TimeoutError("the shards were not ready within 600s")
+        samples = [sample(proc.pid) for proc, _ in procs]
+        await asyncio.sleep(idle)
+        for i, (proc, _) in enumerate(procs):
+            rss, cpu = sample(proc.pid)
+            namespaces = [
+                f"bench-{n}" for n in range(w.namespaces) if shard_of(f"bench-{n}", total) == i
+            ]
+            logged = LISTED.search((out / f"shard-{i}.log").read_text(errors="replace"))
+            each.append(
+                {
+                    "shard": i,
+                    "namespaces": namespaces,
+                    "pods": w.pods_in(namespaces),
+                    "pods_listed": int(logged.group(1)) if logged else None,
+                    "startup_s": ready[i],
+                    "rss_ready_mib": samples[i][0] / MiB,
+                    "rss_idle_mib": rss / MiB,
+                    "cpu_idle_s": cpu - samples[i][1],
+                }
+            )
+            log(
+                f"shard {i} of {total}: {each[-1]['pods']} Pods ({len(namespaces)} namespaces), "
+                f"ready in {ready[i]:.1f}s, rss idle {rss / MiB:.0f} MiB"
+            )
+    finally:
+        for proc, _ in procs:
+            stop(proc)
+    fp = single["footprint"]
+    return {
+        "total": total,
+        "idle_s": idle,
+        "each": each,
+        "single_rss_idle_mib": fp["rss_idle_mib"],
+        "single_pods": single["pods"],
+        "floor_rss_idle_mib": fp["floor_rss_idle_mib"],
+    }
+
+
 async def scale(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     t0 = time.monotonic()
@@ -510,6 +593,15 @@ async def scale(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         finally:
             await kube.close()
         op_kubeconfig = ensure_operator_identity(cluster)
+        # Each shard campaigns for its own Lease (the chart grants them with `shards`).
+        if args.shards > 1:
+            grant_leases(
+                cluster,
+                [
+                    Shard(index=i, total=args.shards).lease_name("selfheal")
+                    for i in range(args.shards)
+                ],
+            )
         floor_kubeconfig = ensure_operator_identity(cluster, name="bench-floor")
         audit = Audit(cluster.audit_log)
         w = world.World(namespaces=NAMESPACES, pods_per_deployment=PODS_PER_DEPLOYMENT)
@@ -535,6 +627,17 @@ async def scale(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                         profile=args.profile,
                     )
                 )
+            if args.shards > 1 and results:
+                # At the largest size only: the single process's figures are beside them.
+                results[-1]["shards"] = await run_shards(
+                    api,
+                    w,
+                    total=args.shards,
+                    idle=args.idle,
+                    op_kubeconfig=op_kubeconfig,
+                    single=results[-1],
+                    out=out / f"size-{args.sizes[-1]}",
+                )
         if args.keep_audit:
             shutil.copy(cluster.audit_log, out / "audit.log")
     finally:
@@ -552,6 +655,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--incidents", type=int, default=30, help="crash loops per size")
     p.add_argument("--idle", type=float, default=60.0, help="idle seconds per size")
     p.add_argument("--concurrency", type=int, default=32, help="parallel writes when building")
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=2,
+        help="at the largest size, also this many shard processes side by side (0: none)",
+    )
     p.add_argument("--skip-scale", action="store_true", help="only the Prometheus cost")
     p.add_argument("--skip-prometheus", action="store_true")
     p.add_argument("--keep-audit", action="store_true", help="copy the audit log to bench/out")
@@ -587,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
             "idle_s": args.idle,
             "pods_per_deployment": PODS_PER_DEPLOYMENT,
             "namespaces": NAMESPACES,
+            "shards": args.shards,
         },
     }
     if not args.skip_scale:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 TARGET_P99_S = 1.0
@@ -27,6 +27,41 @@ def idle_per_minute(fp: Mapping[str, Any], *, floor: bool = False) -> float:
 def marginal_kib(a: Mapping[str, Any], b: Mapping[str, Any], *, key: str = "rss_idle_mib") -> float:
     """KiB of resident memory per Pod added between sizes ``a`` and ``b``."""
     return float((b["footprint"][key] - a["footprint"][key]) * 1024 / (b["pods"] - a["pods"]))
+
+
+def shard_split(
+    sizes: Sequence[Mapping[str, Any]],
+) -> tuple[Mapping[str, Any], float | None] | None:
+    """The shard measurement (at the largest size) and the single process's fixed cost in
+    MiB, estimated as its RSS minus its Pods times the marginal cost per Pod between the
+    smallest and the largest size (``None`` with one size: no marginal to use)."""
+    if not sizes or not sizes[-1].get("shards"):
+        return None
+    big = sizes[-1]
+    if len(sizes) < 2:
+        return big["shards"], None
+    kib = marginal_kib(sizes[0], big)
+    return big["shards"], float(big["footprint"]["rss_idle_mib"] - kib * big["pods"] / 1024)
+
+
+def _shard_rows(sh: Mapping[str, Any], fixed: float | None) -> list[str]:
+    single = float(sh["single_rss_idle_mib"])
+    rows = []
+    for e in sh["each"]:
+        share = e["pods"] / sh["single_pods"] if sh["single_pods"] else 0.0
+        per_pod = (
+            f"{(e['rss_idle_mib'] - fixed) / (single - fixed):.2f}"
+            if fixed is not None and single > fixed
+            else "–"
+        )
+        listed = "–" if e.get("pods_listed") is None else str(e["pods_listed"])
+        rows.append(
+            f"| {e['shard']} of {sh['total']} | {', '.join(e['namespaces'])} | {e['pods']} "
+            f"({share:.0%}) | {listed} | {e['startup_s']:.2f} | {e['rss_ready_mib']:.0f} "
+            f"| {e['rss_idle_mib']:.0f} | {e['rss_idle_mib'] / single:.2f} | {per_pod} "
+            f"| {e['cpu_idle_s'] * 60 / sh['idle_s']:.2f} |"
+        )
+    return rows
 
 
 def _ms(v: float | None) -> str:
@@ -143,6 +178,32 @@ def markdown(r: Mapping[str, Any]) -> str:
             f"| {st / fst:.2f}x ({st:.2f} vs {fst:.2f} s) "
             f"| {_ok(st <= TARGET_STARTUP_RATIO * fst)} |"
         )
+        split = shard_split(sizes)
+        if split is not None:
+            sh, fixed = split
+            single = float(sh["single_rss_idle_mib"])
+            each = sh["each"]
+            ratios = " / ".join(f"{e['rss_idle_mib'] / single:.2f}x" for e in each)
+            shares = " / ".join(
+                f"{e['pods'] / sh['single_pods']:.0%}" for e in each if sh["single_pods"]
+            )
+            if fixed is not None:
+                parts = [(e["rss_idle_mib"] - fixed) / (single - fixed) for e in each]
+                good = all(
+                    p <= 1.2 * e["pods"] / sh["single_pods"] + 0.05
+                    for p, e in zip(parts, each, strict=True)
+                )
+                verdict = _ok(good)
+                part = " / ".join(f"{p:.2f}x" for p in parts)
+                detail = f"; per-Pod part {part} (fixed cost {fixed:.0f} MiB each, not halved)"
+            else:
+                verdict, detail = "–", " (one size: the per-Pod part is not separated)"
+            lines.append(
+                f"| {sh['total']} shards, each holding its share of the memory "
+                f"({sizes[-1]['pods']} Pods) | RSS "
+                f"{ratios} of the single process's {single:.0f} MiB for {shares} of the Pods"
+                f"{detail} | {verdict} |"
+            )
         writes = sum(s["api"]["pod_writes_total"] for s in sizes)
         lines.append(f"| zero Pod writes | {writes} | {_ok(writes == 0)} |")
         prom = r.get("prometheus") or []
@@ -259,6 +320,41 @@ def markdown(r: Mapping[str, Any]) -> str:
                 f"| {_counts(s['startup_requests'])} |"
             )
         lines += ["", f"Reproduce: `{cmd}`.", ""]
+        split = shard_split(sizes)
+        if split is not None:
+            sh, fixed = split
+            lines += [
+                "## 6. Shards",
+                "",
+                f"At {sizes[-1]['pods']} Pods, after the single process stopped (its incidents "
+                f"retired first, as before each size), {sh['total']} operator processes "
+                f"`python -m selfheal ... --shard i --total-shards {sh['total']}` started side "
+                "by side on the same cluster, each with its own Lease. Each watches every Pod "
+                "cluster-wide and drops other shards' namespaces before summarising them. "
+                "*Pods*: of its namespaces (the world's count); *listed*: its own first "
+                f"listing (its log); RSS after {sh['idle_s']:.0f} s idle; *ratio*: to the "
+                f"single process's {sh['single_rss_idle_mib']:.0f} MiB idle at this size "
+                f"(floor: {sh['floor_rss_idle_mib']:.0f} MiB).",
+                "",
+                "| shard | namespaces | Pods | listed | ready s | RSS ready MiB | RSS idle MiB "
+                "| ratio | per-Pod part ratio | CPU s idle/min |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+                *_shard_rows(sh, fixed),
+                "",
+            ]
+            if fixed is not None:
+                lines += [
+                    f"The interpreter, kopf and the clients cost about {fixed:.0f} MiB in every "
+                    "process whatever it holds (the single process's RSS minus its Pods times "
+                    "the marginal KiB per Pod above): that part does not halve. Only the "
+                    "per-Pod part (RSS minus that fixed cost) splits with the Pods.",
+                    "",
+                ]
+            lines += [
+                f"Measured by `{r['command']}`. Reproduce: `{cmd}` (`--shards 0` leaves them "
+                "out; `--shards 3` runs three).",
+                "",
+            ]
     prom = r.get("prometheus") or []
     if prom:
         lines += [

@@ -361,6 +361,13 @@ class World:
     def namespace(self, index: int) -> str:
         return namespace_of(index, self.namespaces)
 
+    def pods_in(self, namespaces: Iterable[str]) -> int:
+        """Pods of the Deployments created so far in these namespaces."""
+        wanted = set(namespaces)
+        return self.pods_per_deployment * sum(
+            1 for i in range(self.deployments) if self.namespace(i) in wanted
+        )
+
     async def setup(self, api: Api) -> None:
         """The fake Node, the namespaces, their default ServiceAccounts, policies, twins."""
         await api.call(

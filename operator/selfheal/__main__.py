@@ -46,6 +46,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--renew-deadline", type=float, help="seconds; default 10")
     p.add_argument("--retry-period", type=float, help="seconds; default 2")
     p.add_argument(
+        "--shard",
+        type=int,
+        help="this process's shard, 0 .. --total-shards - 1: it serves the namespaces "
+        "whose hash falls in it (default 0)",
+    )
+    p.add_argument(
+        "--total-shards",
+        type=int,
+        help="shards the namespaces are split across, each with its own Lease (default 1)",
+    )
+    p.add_argument(
         "--ticket-horizon",
         type=float,
         help="seconds after the first attempt when unfinished ticket work is given up; "

@@ -72,6 +72,12 @@ LEADER = Gauge(
     "0 while it stands by.",
     ["identity"],
 )
+SHARD = Gauge(
+    "selfheal_shard",
+    "1, labelled with this process's shard (--shard) and the shard count (--total-shards): "
+    "it serves the namespaces whose hash modulo shards is shard.",
+    ["shard", "shards"],
+)
 ALERT_WEBHOOK = Counter(
     "selfheal_alert_webhook_requests_total",
     "Alertmanager webhook requests, by HTTP status code answered.",

@@ -10,6 +10,8 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from selfheal.sharding import Shard
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -67,6 +69,15 @@ class Settings:
     retry_period: float = 2.0
     """Seconds between renewals and between a standby's attempts (jittered up to x2.2)."""
 
+    shard: int = 0
+    """This process's shard, 0 .. ``total_shards`` - 1: it serves the namespaces whose
+    FNV-1a hash modulo ``total_shards`` is this (``selfheal.sharding``)."""
+
+    total_shards: int = 1
+    """Shards the namespaces are split across (kube-state-metrics' ``--total-shards``);
+    each shard elects its own leader on its own Lease. 1 (the default): no sharding, one
+    Lease named ``leader_election_name``."""
+
     pod_name: str | None = None
     """This pod's name (``POD_NAME``, the downward API), the stem of the election
     identity ``<pod>_<random>``. ``None``: the host name."""
@@ -112,6 +123,11 @@ class Settings:
     test can let ten minutes of backoff pass in seconds. Empty (the default): the wall
     clock."""
 
+    @property
+    def sharding(self) -> Shard:
+        """``shard`` of ``total_shards``; raises ValueError when they do not fit."""
+        return Shard(index=self.shard, total=self.total_shards)
+
 
 def _bool(value: str) -> bool:
     v = value.strip().lower()
@@ -149,6 +165,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("LEASE_DURATION", "lease_duration", float),
         ("RENEW_DEADLINE", "renew_deadline", float),
         ("RETRY_PERIOD", "retry_period", float),
+        ("SHARD", "shard", int),
+        ("TOTAL_SHARDS", "total_shards", int),
         ("TICKET_HORIZON_SECONDS", "ticket_horizon", float),
         ("FAILPOINT", "failpoint", str),
         ("TEST_CLOCK_FILE", "test_clock_file", str),

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from selfheal.clients import kube as k
 from selfheal.clients.podwatch import PodWatcher
 from selfheal.detect.crashloop import PodSummary, summarize
+from selfheal.sharding import Shard, shard_of
 from tests.support.cluster import Cluster
 from tests.support.operator import ensure_operator_identity
 from tests.support.workloads import eventually
@@ -218,3 +220,44 @@ async def test_cluster_wide_watch_sees_every_namespace(
             ),
             "a Pod of a namespace created after the listing",
         )
+
+
+async def test_a_shard_watches_cluster_wide_and_keeps_only_its_namespaces(
+    kube: k.Kube, op_kube: k.Kube, namespace: str, cluster: Cluster
+) -> None:
+    shard = Shard(index=shard_of(namespace, 2), total=2)
+    other = next(n for n in (f"{namespace}-x{i}" for i in range(50)) if not shard.owns(n))
+    cluster.api(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}},
+    )
+    try:
+
+        async def default_account() -> bool:
+            try:
+                return bool(await kube.get(k.core(other, "serviceaccounts", "default")))
+            except k.NotFound:
+                return False  # Pods are refused until the controller-manager made it
+
+        await eventually(default_account, timeout=30, what=f"{other}'s default ServiceAccount")
+        await kube.create(k.core(namespace, "pods"), _pod("mine-1"))
+        await kube.create(k.core(other, "pods"), _pod("theirs-1"))
+        summarised: list[str] = []
+
+        def summarize_counted(obj: Mapping[str, Any]) -> PodSummary:
+            summarised.append(obj["metadata"]["namespace"])
+            return summarize(obj)
+
+        w = PodWatcher(op_kube, summarize=summarize_counted, keep=shard.owns)  # cluster-wide
+        async with watching(w):
+            assert "mine-1" in _names(w)
+            assert "theirs-1" not in _names(w)
+            await kube.create(k.core(other, "pods"), _pod("theirs-2"))
+            await kube.create(k.core(namespace, "pods"), _pod("mine-2"))
+            await _until(lambda: "mine-2" in _names(w), "this shard's new Pod")
+            assert all(shard.owns(s.namespace) for s in w.items.values())
+            assert all(shard.owns(ns) for ns in summarised)  # never summarised, not just hidden
+            assert w.stats.dropped >= 2  # theirs-1 listed, theirs-2 (and its changes) watched
+    finally:
+        cluster.api("DELETE", f"/api/v1/namespaces/{other}")

@@ -97,6 +97,40 @@ def ensure_operator_identity(
     return cluster.kubeconfig_for_token(token)
 
 
+def grant_leases(cluster: Cluster, names: Sequence[str], *, account: str = TEST_ACCOUNT) -> None:
+    """Let ``account`` campaign for these Leases in selfheal-system: the rules of the
+    chart's leader election Role (create; get and update by name), for the Lease names
+    the plain install (one shard) does not grant, e.g. each shard's."""
+    role = f"{account}-leases"
+    _post(
+        cluster,
+        f"{RBAC}/namespaces/{SYSTEM_NAMESPACE}/roles",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": role},
+            "rules": [
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["create"],
+                },
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "resourceNames": list(names),
+                    "verbs": ["get", "update"],
+                },
+            ],
+        },
+    )
+    _post(
+        cluster,
+        f"{RBAC}/namespaces/{SYSTEM_NAMESPACE}/rolebindings",
+        _bind("Role", role, account, SYSTEM_NAMESPACE),
+    )
+
+
 class OperatorProcess:
     def __init__(
         self,

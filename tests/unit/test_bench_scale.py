@@ -260,3 +260,51 @@ def test_marginal_memory_and_idle_cpu_flatness_between_two_sizes() -> None:
             "| at most 6 KiB per Pod, marginal (1000 -> 10000) | 4.6 KiB (floor 3.4 KiB) | met |"
             in md
         )
+
+
+def test_the_shards_are_reported_beside_the_single_process_with_their_command() -> None:
+    small, big = _two_sizes(0.35)  # 100 MiB idle at 10000 Pods; 4.6 KiB marginal
+    big["shards"] = {
+        "total": 2,
+        "idle_s": 60,
+        "single_rss_idle_mib": 100,
+        "single_pods": 10000,
+        "floor_rss_idle_mib": 70,
+        "each": [
+            {
+                "shard": i,
+                "namespaces": [f"bench-{n}" for n in range(i, 10, 2)],
+                "pods": 5000,
+                "pods_listed": 5000,
+                "startup_s": 3.0,
+                "rss_ready_mib": 70,
+                "rss_idle_mib": 78,
+                "cpu_idle_s": 0.2,
+            }
+            for i in range(2)
+        ],
+    }
+    run: dict[str, Any] = {
+        "started": "x",
+        "command": "python -m bench.run --sizes 1000,10000",
+        "machine": {"cpus": 2, "python": "3"},
+        "total_s": 60,
+        "sizes": [small, big],
+    }
+    split = report.shard_split([small, big])
+    assert split is not None
+    fixed = split[1]
+    assert fixed == pytest.approx(100 - 40 / 9000 * 10000)  # about 55.6 MiB
+    md = report.markdown(run)
+    assert "## 6. Shards" in md
+    assert "Measured by `python -m bench.run --sizes 1000,10000`" in md
+    row = next(x for x in md.splitlines() if x.startswith("| 0 of 2 |"))
+    # 78 MiB is 0.78x the single process; its per-Pod part (78 - 55.6) / (100 - 55.6).
+    assert "| 5000 (50%) | 5000 | 3.00 | 70 | 78 | 0.78 | 0.51 | 0.20 |" in row
+    target = next(x for x in md.splitlines() if x.startswith("| 2 shards"))
+    assert "0.78x / 0.78x of the single process's 100 MiB for 50% / 50% of the Pods" in target
+    assert "fixed cost 56 MiB each, not halved" in target
+    assert target.endswith("| met |")
+    # Without shards in the run: no section.
+    del big["shards"]
+    assert "## 6. Shards" not in report.markdown(run)

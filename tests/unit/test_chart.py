@@ -437,6 +437,63 @@ def test_timings_the_operator_would_refuse_fail_the_render(
         helm.template({"leaderElection": timings})
 
 
+# --- shards -------------------------------------------------------------------------------------
+
+
+def test_one_shard_renders_as_before_without_shard_flags_or_labels(helm: Helm) -> None:
+    docs = helm.template()
+    (dep,) = of_kind(docs, "Deployment")
+    assert dep["metadata"]["name"] == "selfheal"
+    assert "selfheal.dev/shard" not in dep["spec"]["selector"]["matchLabels"]
+    assert not any(a.startswith(("--shard", "--total-shards")) for a in container(docs)["args"])
+
+
+def test_each_shard_gets_its_deployment_pdb_lease_and_alerts_service(helm: Helm) -> None:
+    from selfheal.__main__ import parse_args
+    from selfheal.sharding import Shard
+
+    values: dict[str, Any] = {
+        "shards": 3,
+        "alertWebhook": {"enabled": True, "tokenSecret": "am-token"},
+    }
+    helm.run("lint", str(CHART), "--strict", "--set", "shards=3")
+    docs = helm.template(values)
+    deps = of_kind(docs, "Deployment")
+    assert [d["metadata"]["name"] for d in deps] == [f"selfheal-shard-{i}" for i in range(3)]
+    pdbs = {p["metadata"]["name"]: p for p in of_kind(docs, "PodDisruptionBudget")}
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    for i, dep in enumerate(deps):
+        selector = dep["spec"]["selector"]["matchLabels"]
+        assert selector["selfheal.dev/shard"] == str(i)  # no two shards select each other
+        assert dep["spec"]["template"]["metadata"]["labels"]["selfheal.dev/shard"] == str(i)
+        assert dep["spec"]["replicas"] == 2  # a leader and a standby per shard
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        args = parse_args(c["args"])
+        assert (args.shard, args.total_shards, args.leader_election_name) == (i, 3, "selfheal")
+        assert pdbs[f"selfheal-shard-{i}"]["spec"]["selector"]["matchLabels"] == selector
+        alerts = services[f"selfheal-alerts-shard-{i}"]
+        assert alerts["spec"]["selector"] == selector  # Alertmanager's entry i reaches shard i
+    # One metrics Service over every shard's pods (Prometheus scrapes each pod).
+    assert "selfheal.dev/shard" not in services["selfheal-metrics"]["spec"]["selector"]
+    # RBAC by name: exactly the Leases the operator campaigns for, one per shard.
+    (rule,) = [r for _, _, r in rules(docs) if "leases" in r["resources"] and "get" in r["verbs"]]
+    assert rule["resourceNames"] == [
+        Shard(index=i, total=3).lease_name("selfheal") for i in range(3)
+    ]
+    # The other RBAC is the same as with one shard.
+    one = helm.template({"alertWebhook": values["alertWebhook"]})
+    assert [r for w, _, r in rules(docs) if "leases" not in r["resources"]] == [
+        r for w, _, r in rules(one) if "leases" not in r["resources"]
+    ]
+
+
+def test_a_long_release_name_keeps_the_shard_suffix(helm: Helm) -> None:
+    docs = helm.template({"shards": 2, "fullnameOverride": "a" * 63})
+    names = [d["metadata"]["name"] for d in of_kind(docs, "Deployment")]
+    assert [n[-8:] for n in names] == ["-shard-0", "-shard-1"]
+    assert all(len(n) <= 63 for n in names)
+
+
 # --- availability, monitoring -------------------------------------------------------------------
 
 
@@ -539,6 +596,7 @@ def test_the_schema_is_strict_at_every_level_it_defines() -> None:
         ({"image": {"digest": "latest"}}, "digest"),
         ({"leaderElection": {"enable": False}}, "'enable' not allowed"),
         ({"leaderElection": {"leaseDuration": "15s"}}, "leaseDuration"),
+        ({"shards": 0}, "shards"),
     ],
     ids=[
         "typo",
@@ -549,6 +607,7 @@ def test_the_schema_is_strict_at_every_level_it_defines() -> None:
         "digest",
         "leader-election-typo",
         "lease-duration-unit",
+        "zero-shards",
     ],
 )
 def test_the_schema_refuses_mistakes(helm: Helm, values: dict[str, Any], says: str) -> None:

@@ -139,3 +139,59 @@ the operator would refuse them at start (client-go's rules).
 {{- end }}
 {{- default (include "selfheal.fullname" .) $le.leaseName | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/*
+selfheal.shardName: the full name, with `-shard-<i>` when sharded (unsharded names stay
+as they were, so an upgrade keeps the Deployment); the full name is cut first so the
+suffix always survives the 63-character limit and shards never collide.
+*/}}
+{{- define "selfheal.shardName" -}}
+{{- $fullname := include "selfheal.fullname" .root }}
+{{- if gt (int .root.Values.shards) 1 }}
+{{- printf "%s-shard-%d" ($fullname | trunc 52 | trimSuffix "-") (int .shard) }}
+{{- else }}
+{{- $fullname }}
+{{- end }}
+{{- end }}
+
+{{/*
+selfheal.shardLabels: the pod label naming its shard (in selectors too, so two shards'
+Deployments never select each other's pods); nothing when unsharded, since a
+Deployment's selector cannot change after creation.
+*/}}
+{{- define "selfheal.shardLabels" -}}
+{{- if gt (int .root.Values.shards) 1 }}
+selfheal.dev/shard: {{ .shard | int | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+selfheal.leaseNames: every Lease the release campaigns for, as a JSON list: the one
+Lease, or one per shard named as the operator names it (sharding.Shard.lease_name).
+*/}}
+{{- define "selfheal.leaseNames" -}}
+{{- $lease := include "selfheal.leaseName" . }}
+{{- $total := int .Values.shards }}
+{{- $names := list }}
+{{- if gt $total 1 }}
+{{- range $i := until $total }}
+{{- $names = append $names (printf "%s-shard-%d-of-%d" $lease $i $total) }}
+{{- end }}
+{{- else }}
+{{- $names = list $lease }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/*
+selfheal.alertsServiceName: the webhook receiver's Service, `<fullname>-alerts`, with
+`-shard-<i>` when sharded; a DNS-1035 label, so cut to 63 characters before the suffix.
+*/}}
+{{- define "selfheal.alertsServiceName" -}}
+{{- $base := printf "%s-alerts" (include "selfheal.fullname" .root) }}
+{{- if gt (int .root.Values.shards) 1 }}
+{{- printf "%s-shard-%d" ($base | trunc 52 | trimSuffix "-") (int .shard) }}
+{{- else }}
+{{- $base | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}

@@ -20,9 +20,12 @@ is summarised:
 
 ``on_change(old, new)`` is called for each change of a summary: ``old`` ``None`` for a
 new Pod, ``new`` ``None`` for a deleted one; a change that leaves the summary equal is
-not reported. It runs on the event loop inside the stream's loop, so it must be quick
-(queue work, do not do it). ``synced`` turns True after the first complete listing and
-stays True across relists (the cache keeps serving what it had meanwhile).
+not reported. ``keep(namespace)`` (sharding) drops the objects of namespaces it refuses
+before they are summarised: a cluster-wide watch filtered on the client, as
+kube-state-metrics' shards do, so a shard holds only its share. ``on_change`` runs on
+the event loop inside the stream's loop, so it must be quick (queue work, do not do it).
+``synced`` turns True after the first complete listing and stays True across relists
+(the cache keeps serving what it had meanwhile).
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class Stats:
     """Times the server said 410 Gone (watch or continue token), each forcing a relist."""
     errors: int = 0
     """Failed requests or streams other than 410, each retried with backoff."""
+    dropped: int = 0
+    """Objects (listed or in events) of namespaces ``keep`` refused: never summarised."""
 
 
 def collection(api: str, plural: str, namespace: str | None) -> str:
@@ -100,6 +105,7 @@ class PodWatcher(Generic[T]):
         page_limit: int = PAGE_LIMIT,
         watch_timeout: int = WATCH_TIMEOUT,
         retry: tuple[float, float] = RETRY,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
         self.kube = kube
         self.summarize = summarize
@@ -109,6 +115,8 @@ class PodWatcher(Generic[T]):
         self.page_limit = page_limit
         self.watch_timeout = watch_timeout
         self.retry = retry
+        self.keep = keep
+        """Namespace -> whether this process holds its objects; ``None``: all."""
         self.path = collection(api, plural, namespace)
         self.items: dict[str, T] = {}
         """Pod uid -> its summary: the cache itself."""
@@ -176,8 +184,9 @@ class PodWatcher(Generic[T]):
                 del data
                 self.stats.pages += 1
                 for obj in page.get("items") or ():
-                    uid = (obj.get("metadata") or {}).get("uid")
-                    if uid:
+                    obj_meta = obj.get("metadata") or {}
+                    uid = obj_meta.get("uid")
+                    if uid and self._kept(obj_meta):
                         fresh[str(uid)] = self.summarize(obj)
                 meta = page.get("metadata") or {}
                 cont = str(meta.get("continue") or "")
@@ -263,7 +272,7 @@ class PodWatcher(Generic[T]):
                 old = self.items.pop(uid, None)
                 if old is not None:
                     self._emit(old, None)
-            else:
+            elif self._kept(meta):
                 new = self.summarize(obj)
                 old = self.items.get(uid)
                 self.items[uid] = new
@@ -271,6 +280,12 @@ class PodWatcher(Generic[T]):
                     self._emit(old, new)
         if version:
             self.resource_version = version
+
+    def _kept(self, meta: Mapping[str, Any]) -> bool:
+        if self.keep is None or self.keep(str(meta.get("namespace") or "")):
+            return True
+        self.stats.dropped += 1
+        return False
 
     def _emit(self, old: T | None, new: T | None) -> None:
         if self.on_change is None:

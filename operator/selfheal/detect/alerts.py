@@ -271,6 +271,20 @@ def workload_of(
     return None
 
 
+def split_by_shard(
+    alerts: Iterable[Alert], owns: Callable[[str], bool]
+) -> tuple[list[Alert], list[Alert]]:
+    """(this shard's alerts, other shards') by the ``namespace`` label: an alert about a
+    namespace ``owns`` refuses is another shard's to judge. One naming no namespace names
+    no workload either; it stays on this side, as without shards."""
+    mine: list[Alert] = []
+    others: list[Alert] = []
+    for alert in alerts:
+        namespace = alert.labels.get("namespace")
+        (mine if not namespace or owns(namespace) else others).append(alert)
+    return mine, others
+
+
 def pods_named(alerts: Iterable[Alert]) -> set[tuple[str, str]]:
     """(namespace, pod) of alerts that name a pod and no workload: what needs an owner."""
     out = set()

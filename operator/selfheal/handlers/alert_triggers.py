@@ -66,7 +66,9 @@ async def _poll(rt: Runtime, policy: HealingPolicy, trigger: Trigger, now: float
     except AlertmanagerError as e:
         logger.warning("Alertmanager's alerts for trigger %s unavailable: %s", trigger.name, e)
         return
-    changed = rt.alerts.replace_matching(trigger.alert, alerts.from_api(got), now=now)
+    # Only this shard's: another shard's namespaces are its to judge (and to resolve).
+    mine, _ = alerts.split_by_shard(alerts.from_api(got), rt.shard.owns)
+    changed = rt.alerts.replace_matching(trigger.alert, mine, now=now)
     if changed:
         logger.info("Alertmanager lists %d %s alert(s); %d changed", len(got), wanted, changed)
 
@@ -135,9 +137,8 @@ async def poll_workloads(
         except AlertmanagerError as e:
             logger.warning("Alertmanager's alerts for %s unavailable: %s", ref, e)
             continue
-        rt.alerts.replace_listed(
-            alerts.from_api(got), covers=functools.partial(_about, ref), now=now
-        )
+        mine, _ = alerts.split_by_shard(alerts.from_api(got), rt.shard.owns)
+        rt.alerts.replace_listed(mine, covers=functools.partial(_about, ref), now=now)
 
 
 def _about(ref: WorkloadRef, alert: alerts.Alert) -> bool:

@@ -6,6 +6,8 @@ Alertmanager's ``webhook_configs`` deliver notifications here with
 timer reads. Answers:
 
 - 200: taken (a resend of the same word changes nothing: fingerprints deduplicate);
+  with shards, alerts about another shard's namespaces are ignored (``ignored`` counts
+  them) and still answered 200, so Alertmanager does not retry what is not ours;
 - 400: not an Alertmanager notification (the message names the field);
 - 401: no or a wrong bearer token;
 - 503: this replica is a standby, or the token file cannot be read: Alertmanager retries,
@@ -109,6 +111,13 @@ def make_app(rt: Runtime, tokens: TokenFile) -> web.Application:
             got = alerts.parse_payload(body)
         except alerts.PayloadError as e:
             return _answer(400, str(e))
+        got, others = alerts.split_by_shard(got, rt.shard.owns)
+        if others:
+            logger.debug(
+                "Alertmanager: %d alert(s) about other shards' namespaces ignored (%s)",
+                len(others),
+                ", ".join(sorted({a.labels.get("namespace", "") for a in others})),
+            )
         changed = rt.alerts.receive(got, now=time.time())
         if changed:
             logger.info(
@@ -118,7 +127,7 @@ def make_app(rt: Runtime, tokens: TokenFile) -> web.Application:
                 ", ".join(sorted({f"{a.name} {a.status}" for a in got})),
             )
         metrics.ALERT_WEBHOOK.labels("200").inc()
-        return web.json_response({"received": len(got), "changed": changed})
+        return web.json_response({"received": len(got), "changed": changed, "ignored": len(others)})
 
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post(PATH, receive)

@@ -90,16 +90,22 @@ class PodCache:
                 del self._unready[namespace]
 
     def watch(
-        self, kube: k.Kube, *, namespaces: tuple[str, ...], on_change: OnChange
+        self,
+        kube: k.Kube,
+        *,
+        namespaces: tuple[str, ...],
+        on_change: OnChange,
+        keep: Callable[[str], bool] | None = None,
     ) -> list[Coroutine[Any, Any, None]]:
-        """The watchers' loops (to run as tasks); each change is filed, then passed on."""
+        """The watchers' loops (to run as tasks); each change is filed, then passed on.
+        ``keep(namespace)``: this shard's namespaces (others' Pods are never summarised)."""
 
         def changed(old: PodSummary | None, new: PodSummary | None) -> None:
             self.apply(old, new)
             on_change(old, new)
 
         self.watchers = [
-            PodWatcher(kube, summarize=summarize, on_change=changed, namespace=ns)
+            PodWatcher(kube, summarize=summarize, on_change=changed, namespace=ns, keep=keep)
             for ns in scopes(namespaces)
         ]
         return [w.run() for w in self.watchers]

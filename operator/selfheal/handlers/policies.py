@@ -81,9 +81,9 @@ def _count_ready(rt: Runtime) -> None:
     metrics.POLICIES.labels("false").set(len(rt.invalid))
 
 
-@kopf.on.resume(GROUP, VERSION, "healingpolicies")
-@kopf.on.create(GROUP, VERSION, "healingpolicies")
-@kopf.on.update(GROUP, VERSION, "healingpolicies", field="spec")  # type: ignore[arg-type]
+@kopf.on.resume(GROUP, VERSION, "healingpolicies", when=watch.in_shard)
+@kopf.on.create(GROUP, VERSION, "healingpolicies", when=watch.in_shard)
+@kopf.on.update(GROUP, VERSION, "healingpolicies", field="spec", when=watch.in_shard)  # type: ignore[arg-type]
 async def load(
     body: kopf.Body,
     namespace: str,
@@ -94,6 +94,7 @@ async def load(
     **_: Any,
 ) -> None:
     rt: Runtime = memo["runtime"]
+    watch.drop_stale_finalizers(body, patch, memo)
     key = (namespace, name)
     generation = int(body.get("metadata", {}).get("generation") or 0)
     try:
@@ -128,16 +129,19 @@ async def load(
     _count_ready(rt)
 
 
-@kopf.on.delete(GROUP, VERSION, "healingpolicies", optional=True)  # type: ignore[arg-type]
-async def unload(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.delete(GROUP, VERSION, "healingpolicies", optional=True, when=watch.in_shard)  # type: ignore[arg-type]
+async def unload(
+    namespace: str, name: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
     rt: Runtime = memo["runtime"]
+    watch.drop_stale_finalizers(body, patch, memo)  # or the deletion would wait for them
     rt.policies.pop((namespace, name), None)
     rt.invalid.pop((namespace, name), None)
     rt.prometheus.forget(namespace=namespace, policy=name)
     _count_ready(rt)
 
 
-@kopf.timer(GROUP, VERSION, "healingpolicies", interval=TICK, sharp=True)  # type: ignore[arg-type]
+@kopf.timer(GROUP, VERSION, "healingpolicies", interval=TICK, sharp=True, when=watch.in_shard)  # type: ignore[arg-type]
 async def tick(
     namespace: str,
     name: str,

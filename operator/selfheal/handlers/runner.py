@@ -97,7 +97,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP_PREFIX, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP_PREFIX}/finalizer"
+    # One per shard: kopf strips any finalizer of its name that it does not need.
+    settings.persistence.finalizer = watch.finalizer(cfg.sharding)
     settings.posting.enabled = False
     if cfg.namespaces:
         # Exact namespaces and known CRDs: no need for cluster-scoped scans (and RBAC).
@@ -152,6 +153,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         health=health,
         elector=memo.get("elector"),
         silencer=silencer,
+        shard=cfg.sharding,
     )
     rt.evaluations = Coalescer(functools.partial(watch.evaluate_owner, rt))
     memo["runtime"] = rt
@@ -159,10 +161,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Watches on a connection of their own: a stream never queues behind an action.
     pods_kube = await k.Kube.connect(kubeconfig=memo.get("kubeconfig"))
     memo["pods_kube"] = pods_kube
+    # Sharded: every watch stays cluster-wide (or on --namespace) and drops the objects of
+    # other shards' namespaces before they are summarised.
+    keep = rt.shard.owns if rt.shard.sharded else None
     watchers = rt.pods.watch(
         pods_kube,
         namespaces=cfg.namespaces,
         on_change=functools.partial(watch.pod_changed, rt),
+        keep=keep,
     )
     # ReplicaSets and Deployments the same way: kopf would hold every body (and its own
     # per-object machinery) to fill an index of a few small fields.
@@ -178,6 +184,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 namespace=ns,
                 summarize=summarize,
                 on_change=functools.partial(changed, rt),
+                keep=keep,
             )
             rt.pods.watchers.append(w)
             watchers.append(w.run())
@@ -198,8 +205,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         )
     elector = memo.get("elector")
     logger.info(
-        "selfheal started: %s, prometheus=%s, jira=%s, leader election=%s",
+        "selfheal started: %s%s, prometheus=%s, jira=%s, leader election=%s",
         "namespaces " + ",".join(cfg.namespaces) if cfg.namespaces else "cluster-wide",
+        f", shard {rt.shard} (namespaces whose hash falls in it)" if rt.shard.sharded else "",
         cfg.prometheus_url or "off",
         cfg.jira_url or "off",
         f"Lease {elector.namespace}/{elector.name} as {elector.identity}" if elector else "off",
@@ -257,7 +265,8 @@ def _elector(cfg: Settings, kube: k.Kube, timings: Timings, identity: str) -> Le
     return LeaderElector(
         kube=kube,
         namespace=cfg.leader_election_namespace or cfg.namespace,
-        name=cfg.leader_election_name,
+        # One Lease per shard: each shard has its own leader and standbys.
+        name=cfg.sharding.lease_name(cfg.leader_election_name),
         identity=identity,
         timings=timings,
         on_started_leading=lambda: gauge.set(1),
@@ -281,6 +290,8 @@ async def _operate(cfg: Settings, memo: kopf.Memo, timings: Timings) -> None:
         election = asyncio.create_task(memo["elector"].run(), name="leader election")
     else:
         metrics.LEADER.labels(identity).set(1)  # no election: this process always acts
+    shard = cfg.sharding
+    metrics.SHARD.labels(str(shard.index), str(shard.total)).set(1)
     try:
         await kopf.operator(
             clusterwide=not cfg.namespaces,
@@ -308,6 +319,10 @@ def check(cfg: Settings) -> str:
         )
     if bool(cfg.alert_webhook_cert_file) != bool(cfg.alert_webhook_key_file):
         return "--alert-webhook-cert-file and --alert-webhook-key-file go together for TLS"
+    try:
+        cfg.sharding  # noqa: B018 (validates --shard against --total-shards)
+    except ValueError as e:
+        return str(e)
     return ""
 
 
@@ -330,7 +345,8 @@ def run(cfg: Settings, *, kubeconfig: str | None) -> int:
     # Importing registers the handlers with kopf's default registry.
     from selfheal.handlers import policies, watch  # noqa: F401
 
-    memo = kopf.Memo(settings=cfg, kubeconfig=kubeconfig, elector=None)
+    # The shard in memo: kopf's filters (watch.in_shard) read it before start-up runs.
+    memo = kopf.Memo(settings=cfg, kubeconfig=kubeconfig, elector=None, shard=cfg.sharding)
     try:
         asyncio.run(_operate(cfg, memo, timings))
     except KeyboardInterrupt:

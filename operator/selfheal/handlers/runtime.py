@@ -22,6 +22,7 @@ from selfheal.policy.model import HealingPolicy
 from selfheal.remediation.driver import Driver
 from selfheal.remediation.silences import Silencer
 from selfheal.settings import Settings
+from selfheal.sharding import Shard
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -81,6 +82,9 @@ class Runtime:
     """(namespace, policy) -> ((version, count), the policy, its Deployments) (policies.tick)."""
     elector: LeaderElector | None = None
     """The Lease campaign (``--leader-election``); ``None``: election off, always leads."""
+    shard: Shard = dataclasses.field(default_factory=Shard)
+    """This process's shard (``--shard`` of ``--total-shards``): it serves only the
+    namespaces it owns. The default, 0 of 1, owns every namespace."""
 
     @property
     def is_leader(self) -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ from typing import Any
 
 import kopf
 from kopf._cogs.aiokits import aiotoggles
+from kopf._cogs.structs import finalizers as kopf_finalizers
 
 from selfheal import GROUP, VERSION, metrics
 from selfheal.detect import alerts, crashloop
@@ -50,6 +52,7 @@ from selfheal.remediation import naming
 from selfheal.remediation.facts import Facts
 from selfheal.remediation.guardrails import Availability
 from selfheal.remediation.records import Record, Records
+from selfheal.sharding import Shard
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +265,45 @@ def _rfc3339(t: float) -> str:
 # --- indexes ------------------------------------------------------------------------------
 
 
+FINALIZER = f"{GROUP}/finalizer"
+"""kopf's finalizer on HealingPolicies (kopf puts one on every object with a timer)."""
+
+
+def finalizer(shard: Shard) -> str:
+    """This shard's finalizer. kopf removes its finalizer from any object no handler of
+    its needs it on, so shards sharing one name would strip each other's, endlessly: each
+    shard has its own (unchanged when unsharded)."""
+    return shard.name(FINALIZER)
+
+
+def stale_finalizers(body: Mapping[str, Any], own: str) -> list[str]:
+    """selfheal finalizers on ``body`` that are not ``own``: left by a run with another
+    shard count, which no running process would ever remove (a deletion would hang)."""
+    return [
+        f
+        for f in (body.get("metadata") or {}).get("finalizers") or ()
+        if isinstance(f, str) and f.startswith(FINALIZER) and f != own
+    ]
+
+
+def drop_stale_finalizers(body: Mapping[str, Any], patch: kopf.Patch, memo: kopf.Memo) -> None:
+    shard: Shard = memo.get("shard") or Shard()
+    for stale in stale_finalizers(body, finalizer(shard)):
+        logger.info(
+            "removing the finalizer %s (another shard count's) from %s",
+            stale,
+            (body.get("metadata") or {}).get("name"),
+        )
+        patch.fns.append(functools.partial(kopf_finalizers.allow_deletion, finalizer=stale))
+
+
+def in_shard(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """kopf's ``when=`` filter on every handler and index: only this shard's namespaces.
+    kopf is then blind to the others' objects: nothing indexed, handled or written."""
+    shard: Shard | None = memo.get("shard")
+    return shard is None or shard.owns(namespace)
+
+
 def deployment_info(body: Mapping[str, Any]) -> DeploymentInfo:
     """A Deployment's summary, taken from its body at once (the body is not kept)."""
     meta = body.get("metadata") or {}
@@ -313,7 +355,7 @@ def deployment_changed(rt: Runtime, old: DeploymentInfo | None, new: DeploymentI
         rt.deployments.add(new.namespace, new.uid, new)
 
 
-@kopf.index("apps", "v1", "statefulsets")  # type: ignore[arg-type]
+@kopf.index("apps", "v1", "statefulsets", when=in_shard)  # type: ignore[arg-type]
 async def statefulsets(
     namespace: str, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
@@ -321,7 +363,7 @@ async def statefulsets(
     return {(namespace, name): info, namespace: info}
 
 
-@kopf.index("apps", "v1", "daemonsets")  # type: ignore[arg-type]
+@kopf.index("apps", "v1", "daemonsets", when=in_shard)  # type: ignore[arg-type]
 async def daemonsets(
     namespace: str, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
@@ -329,7 +371,7 @@ async def daemonsets(
     return {(namespace, name): info, namespace: info}
 
 
-@kopf.index("apps", "v1", "controllerrevisions")  # type: ignore[arg-type]
+@kopf.index("apps", "v1", "controllerrevisions", when=in_shard)  # type: ignore[arg-type]
 async def controller_revisions(
     namespace: str, name: str, body: kopf.Body, **_: Any
 ) -> dict[Any, Any] | None:
@@ -345,7 +387,7 @@ async def controller_revisions(
     return None
 
 
-@kopf.index(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
+@kopf.index(GROUP, VERSION, "remediations", when=in_shard)  # type: ignore[arg-type]
 async def remediations(
     namespace: str,
     body: kopf.Body,
@@ -663,7 +705,7 @@ async def evaluate_owner(rt: Runtime, key: OwnerKey) -> None:
 # --- events ----------------------------------------------------------------------------------
 
 
-@kopf.on.event(GROUP, VERSION, "remediations")  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, "remediations", when=in_shard)  # type: ignore[arg-type]
 async def remediation_event(
     event: kopf.RawEvent,
     namespace: str,
