@@ -6,14 +6,12 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from selfheal.__main__ import parse_args
-from selfheal.clients.podwatch import PodWatcher
 from selfheal.detect import alerts
 from selfheal.handlers import alert_webhook, watch
 from selfheal.handlers.runner import check
@@ -120,54 +118,6 @@ def test_kopf_sees_only_the_shards_namespaces() -> None:
     assert watch.in_shard(namespace="shop", memo=memo)  # type: ignore[arg-type]
     assert not watch.in_shard(namespace="payments", memo=memo)  # type: ignore[arg-type]
     assert watch.in_shard(namespace="payments", memo={})  # type: ignore[arg-type]
-
-
-def _obj(ns: str, name: str) -> dict[str, Any]:
-    return {
-        "metadata": {"namespace": ns, "name": name, "uid": f"{ns}/{name}", "resourceVersion": "7"}
-    }
-
-
-class _Pages:
-    """What the light watcher needs of a Kube for a listing: one page of objects."""
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-
-    async def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
-        return {"items": self.items, "metadata": {"resourceVersion": "9"}}
-
-
-async def test_the_light_watcher_drops_other_shards_objects_before_summarising() -> None:
-    summarised: list[str] = []
-    changes: list[tuple[Any, Any]] = []
-
-    def summarize(obj: Mapping[str, Any]) -> str:
-        summarised.append(obj["metadata"]["namespace"])
-        return str(obj["metadata"]["name"])
-
-    shard = Shard(index=1, total=2)  # owns shop, not payments
-    kube = _Pages([_obj("shop", "a"), _obj("payments", "b"), _obj("shop", "c")])
-    w: PodWatcher[str] = PodWatcher(
-        kube,  # type: ignore[arg-type]
-        summarize=summarize,
-        on_change=lambda old, new: changes.append((old, new)),
-        keep=shard.owns,
-    )
-    await w._relist()
-    assert sorted(w.items.values()) == ["a", "c"]
-    assert summarised == ["shop", "shop"]
-    assert w.stats.dropped == 1
-    # Events: the other shard's never reach the summary nor the cache.
-    w._event({"type": "ADDED", "object": _obj("payments", "d")})
-    w._event({"type": "MODIFIED", "object": _obj("payments", "b")})
-    w._event({"type": "DELETED", "object": _obj("payments", "b")})
-    w._event({"type": "ADDED", "object": _obj("shop", "e")})
-    assert sorted(w.items.values()) == ["a", "c", "e"]
-    assert summarised == ["shop", "shop", "shop"]
-    assert [new for _, new in changes] == ["a", "c", "e"]
-    assert w.stats.dropped == 3
-    assert w.resource_version == "7"  # other shards' events still move the version on
 
 
 def _alert(fp: str, **labels: str) -> alerts.Alert:
