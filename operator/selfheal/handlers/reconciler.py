@@ -55,6 +55,7 @@ async def await_ready(rt: Runtime) -> None:
     while not (watch.caches_synced() and rt.pods.synced):  # noqa: ASYNC110
         await asyncio.sleep(READY_POLL)
     rt.health.set(ready=True, reason="caches synced")
+    rt.judging = True  # changes from now on queue their owner; evaluate_all, what came before
     watch.evaluate_all(rt)
 
 

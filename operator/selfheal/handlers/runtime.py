@@ -47,6 +47,10 @@ class Runtime:
         default_factory=lambda: Coalescer(_nothing)
     )
     """Per-owner crash-loop evaluations queued by Pod changes (set at start-up)."""
+    judging: bool = False
+    """Set once every cache is in (``reconciler.await_ready``). Before, a change only
+    files its Pod: judging a workload from half a listing is wasted work that delays
+    readiness, and every owner is judged once when the caches are in."""
     histories: dict[str, crashloop.PodHistory] = dataclasses.field(default_factory=dict)
     """Pod uid -> crash-loop history; only pods of namespaces some policy covers."""
     unhealthy: dict[str, dict[tuple[str, str], float]] = dataclasses.field(default_factory=dict)

@@ -335,7 +335,7 @@ def rs_changed(rt: Runtime, old: RsInfo | None, new: RsInfo | None) -> None:
     if new is not None:
         rt.rs_owner.add((new.namespace, new.name), new.name, new.deployment)
         rt.rs_by_deployment.add((new.namespace, new.deployment), new.name, new)
-        if old is None and rt.covers(new.namespace):
+        if old is None and rt.judging and rt.covers(new.namespace):
             # Its Pods may have come first: judge them now that they have a workload.
             rt.evaluations.want((new.namespace, "ReplicaSet", new.name))
 
@@ -654,7 +654,7 @@ def pod_changed(
         rt.histories.pop(pod.uid, None)
     else:
         rt.histories[new.uid] = crashloop.observe(rt.histories.get(new.uid), new, now=time.time())
-    if covered and pod.owner:
+    if covered and pod.owner and rt.judging:
         rt.evaluations.want((pod.namespace, pod.owner_kind, pod.owner))
 
 
