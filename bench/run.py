@@ -2,11 +2,11 @@
 
 One local control plane grows through the sizes (1,000 / 10,000 / 50,000 Pods across
 100 / 1,000 / 5,000 Deployments in 10 namespaces, 9 in 10 Deployments covered by a
-policy; ``--sizes 1000,10000`` leaves 50,000 out and takes a third of the time). For each size the operator (``python -m selfheal``,
-cluster-wide) and the floor client (``bench.scale.floor``) start as separate
-processes, and the run measures start-up, footprint after the listing and after a
-minute idle, reaction latency over ``--incidents`` crash loops, API cost from the audit
-log, and an event storm. Then the
+policy; ``--sizes 1000,10000`` leaves 50,000 out and takes half the time). For each
+size the operator (``python -m selfheal``, cluster-wide) and the floor client
+(``bench.scale.floor``) start as separate processes, and the run measures start-up,
+footprint after the listing and after a minute idle, reaction latency over
+``--incidents`` crash loops, API cost from the audit log, and an event storm. Then the
 Prometheus cost with 10 and 500 Deployments. Writes ``bench/out/report.{md,json}`` and,
 for the default (full) run, the committed ``bench/REPORT.md`` and ``bench/report.json``.
 """
