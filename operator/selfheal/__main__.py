@@ -90,10 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import dataclasses
 
     cfg = dataclasses.replace(base, **overrides)
-    # Imported late: --help and --version must not need kopf or a cluster.
-    from selfheal.handlers import runner
+    # Imported late: --help and --version must not need a cluster (and boot not kopf).
+    from selfheal.handlers import boot
 
-    return runner.run(cfg, kubeconfig=args.kubeconfig)
+    return boot.run(cfg, kubeconfig=args.kubeconfig)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from selfheal.actions import rollback as rb
 from selfheal.actions import scale as sc
 from selfheal.actions.result import ActionResult, Outcome, Reason
 from selfheal.clients import kube as k
-from selfheal.handlers import watch
+from selfheal.handlers import summaries
 from selfheal.policy.model import RollbackTo
 from tests.support.cluster import Cluster
 from tests.support.fixtures.cluster import Kubectl
@@ -482,10 +482,10 @@ async def counting(cluster: Cluster) -> CountingKube:
 
 async def _cached(shop: Shop) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The Deployment and its ReplicaSets as the operator's watch caches hold them."""
-    d = watch.deployment_info(await shop.get()).body()
+    d = summaries.deployment_info(await shop.get()).body()
     assert d is not None
     listing = await shop.kube.get(k.apps(shop.ns, "replicasets"), labelSelector=f"app={NAME}")
-    rs = [info.body() for item in listing["items"] if (info := watch.rs_info(item)) is not None]
+    rs = [info.body() for item in listing["items"] if (info := summaries.rs_info(item)) is not None]
     return d, rs
 
 

@@ -13,7 +13,7 @@ import pytest
 from selfheal.detect import alerts
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.handlers.alert_webhook import authorized
-from selfheal.handlers.runner import check
+from selfheal.handlers.boot import check
 from selfheal.policy.model import AlertTrigger, PolicyError
 from selfheal.policy.parse import parse
 from selfheal.settings import Settings

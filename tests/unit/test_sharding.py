@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from selfheal.__main__ import parse_args
 from selfheal.detect import alerts
 from selfheal.handlers import alert_webhook, watch
-from selfheal.handlers.runner import check
+from selfheal.handlers.boot import check
 from selfheal.handlers.runtime import Runtime
 from selfheal.settings import Settings, from_env
 from selfheal.sharding import Shard, fnv1a_64, shard_of

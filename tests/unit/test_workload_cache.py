@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from selfheal.actions import rollback as rb
-from selfheal.handlers import watch
+from selfheal.handlers import summaries
 from selfheal.policy.model import RollbackTo
 from tests.unit.test_rollback import UID, deployment, replicaset
 
@@ -18,7 +18,7 @@ def test_a_cached_replicaset_decides_and_patches_as_the_listed_one() -> None:
     for rs in listed:
         rs["metadata"]["namespace"] = "ns"
         rs["spec"]["replicas"] = 3  # what the cache drops
-    infos = [watch.rs_info(rs) for rs in listed]
+    infos = [summaries.rs_info(rs) for rs in listed]
     cached = [i.body() for i in infos if i is not None]
     assert rb.revisions(d, cached) == rb.revisions(d, listed)
     kw = {"to": RollbackTo.LAST_HEALTHY, "known_bad": frozenset({"bbb"})}
@@ -34,7 +34,7 @@ def test_a_cached_replicaset_decides_and_patches_as_the_listed_one() -> None:
 
 def test_a_replicaset_no_deployment_controls_is_not_cached() -> None:
     rs = replicaset("app:v1", "aaa", 1, controller=False)
-    assert watch.rs_info(rs) is None
+    assert summaries.rs_info(rs) is None
 
 
 def test_deployment_summary() -> None:
@@ -42,7 +42,7 @@ def test_deployment_summary() -> None:
     d["metadata"]["labels"] = {"b": "2", "a": "1"}
     d["spec"]["replicas"] = 4
     d["status"] = {"availableReplicas": 3}
-    info = watch.deployment_info(d)
+    info = summaries.deployment_info(d)
     assert (info.namespace, info.name, info.uid) == ("ns", "shop", UID)
     assert info.labels == (("a", "1"), ("b", "2"))
     assert (info.availability().available, info.availability().desired) == (3, 4)

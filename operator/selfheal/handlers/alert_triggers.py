@@ -14,7 +14,7 @@ from selfheal import metrics
 from selfheal.clients.alertmanager import AlertmanagerError
 from selfheal.detect import alerts
 from selfheal.detect.signal import Signal, WorkloadRef
-from selfheal.handlers import watch
+from selfheal.handlers import summaries, watch
 from selfheal.handlers.podcache import Index, PodCache
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy.model import HealingPolicy, Trigger
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 def _pod_owners(
     namespace: str,
-    workloads: Sequence[watch.DeploymentInfo],
+    workloads: Sequence[summaries.DeploymentInfo],
     wanted: set[tuple[str, str]],
     *,
     rs_by_deployment: Index,
@@ -76,7 +76,7 @@ async def _poll(rt: Runtime, policy: HealingPolicy, trigger: Trigger, now: float
 async def signals(
     rt: Runtime,
     policy: HealingPolicy,
-    workloads: Sequence[watch.DeploymentInfo],
+    workloads: Sequence[summaries.DeploymentInfo],
     *,
     rs_by_deployment: Index,
     pods_by_rs: PodCache,

@@ -20,7 +20,7 @@ import kopf
 from selfheal import GROUP, VERSION, metrics
 from selfheal.clients.jira import JiraError, JiraRejected
 from selfheal.detect.signal import Health, Signal, WorkloadRef
-from selfheal.handlers import alert_triggers, reconciler, watch
+from selfheal.handlers import alert_triggers, reconciler, summaries, watch
 from selfheal.handlers.podcache import Index
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy import conditions as c
@@ -176,7 +176,7 @@ async def tick(
     trigger_status: list[dict[str, Any]] = []
     backend_problem: tuple[str, str] | None = None
     if policy.mode is not Mode.PAUSED:
-        signals: list[tuple[HealingPolicy, Signal, watch.DeploymentInfo]] = []
+        signals: list[tuple[HealingPolicy, Signal, summaries.DeploymentInfo]] = []
         for trigger in policy.triggers:
             if trigger.prometheus is None:
                 continue
@@ -271,7 +271,9 @@ async def tick(
     )
 
 
-def _targets(rt: Runtime, policy: HealingPolicy, deployments: Index) -> list[watch.DeploymentInfo]:
+def _targets(
+    rt: Runtime, policy: HealingPolicy, deployments: Index
+) -> list[summaries.DeploymentInfo]:
     """The Deployments the policy targets. Matched again only when a Deployment of its
     namespace changed (or the policy did), so an idle tick does not grow with them."""
     ns = policy.namespace

@@ -27,7 +27,7 @@ from typing import Any
 from selfheal import API_VERSION
 from selfheal.clients import kube as k
 from selfheal.detect.signal import WorkloadRef
-from selfheal.handlers import watch
+from selfheal.handlers import summaries, watch
 from selfheal.handlers.runtime import Runtime
 from selfheal.policy.model import HealingPolicy
 from selfheal.remediation import machine, silences
@@ -190,9 +190,9 @@ def _due(rec: Record, policy: HealingPolicy) -> bool:
     return rec.work_pending() or reverts_due(rec.state, policy)
 
 
-def _gone(rec: Record) -> watch.DeploymentInfo:
+def _gone(rec: Record) -> summaries.DeploymentInfo:
     """What is known of a workload the cache no longer holds."""
-    return watch.DeploymentInfo(
+    return summaries.DeploymentInfo(
         name=rec.workload,
         uid=rec.workload_uid,
         labels=(),

@@ -1,6 +1,7 @@
-"""Start-up: logging, clients, the driver, the HTTP endpoint, then kopf.
+"""Start-up, after ``handlers.boot``: clients, the driver, the HTTP endpoint, then kopf.
 
-Configuration is read once here (never at import time). kopf is told to keep its
+Configuration is read once (never at import time); logging and the light watchers were
+started by ``handlers.boot`` before this module was imported. kopf is told to keep its
 own bookkeeping in ``selfheal.dev`` annotations on the objects selfheal owns
 (HealingPolicy, Remediation) and never to post its log lines as Events.
 """
@@ -10,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +21,6 @@ import kopf
 
 from selfheal import metrics
 from selfheal.clients import kube as k
-from selfheal.clients import podwatch
 from selfheal.clients.alertmanager import Alertmanager
 from selfheal.clients.jira import Jira, JiraCredentials, credentials_from_secret
 from selfheal.clients.lease import LeaderElector, Timings, new_identity
@@ -31,6 +28,7 @@ from selfheal.clients.notify import Notifier
 from selfheal.clients.prometheus import Prometheus
 from selfheal.detect.prometheus import PrometheusEvaluator
 from selfheal.handlers import alert_webhook, reconciler, watch, web
+from selfheal.handlers.boot import Early
 from selfheal.handlers.podcache import Coalescer
 from selfheal.handlers.runtime import Runtime
 from selfheal.remediation import escalation
@@ -40,33 +38,6 @@ from selfheal.remediation.silences import Silencer
 from selfheal.settings import Settings
 
 logger = logging.getLogger("selfheal")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def configure_logging(cfg: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if cfg.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(cfg.log_level.upper())
-    # kopf's per-event chatter is DEBUG material for an SRE at 3 a.m.
-    logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 async def _jira_credentials(kube: k.Kube, ref: str | None) -> JiraCredentials | None:
@@ -148,6 +119,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     health = web.Health()
     rt = Runtime(
         settings=cfg,
+        pods=memo["early"].pods,
         driver=driver,
         prometheus=PrometheusEvaluator(client=prom),
         health=health,
@@ -158,40 +130,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     rt.evaluations = Coalescer(functools.partial(watch.evaluate_owner, rt))
     memo["runtime"] = rt
     memo["kube"] = kube
-    # Watches on a connection of their own: a stream never queues behind an action.
-    pods_kube = await k.Kube.connect(kubeconfig=memo.get("kubeconfig"))
-    memo["pods_kube"] = pods_kube
-    # Sharded: every watch stays cluster-wide (or on --namespace) and drops the objects of
-    # other shards' namespaces before they are summarised.
-    keep = rt.shard.owns if rt.shard.sharded else None
-    watchers = rt.pods.watch(
-        pods_kube,
-        namespaces=cfg.namespaces,
-        on_change=functools.partial(watch.pod_changed, rt),
-        keep=keep,
-    )
-    # ReplicaSets and Deployments the same way: kopf would hold every body (and its own
-    # per-object machinery) to fill an index of a few small fields.
-    for ns in podwatch.scopes(cfg.namespaces):
-        for plural, summarize, changed in (
-            ("replicasets", watch.rs_info, watch.rs_changed),
-            ("deployments", watch.deployment_info, watch.deployment_changed),
-        ):
-            w = podwatch.PodWatcher(
-                pods_kube,
-                api="apps/v1",
-                plural=plural,
-                namespace=ns,
-                summarize=summarize,
-                on_change=functools.partial(changed, rt),
-                keep=keep,
-            )
-            rt.pods.watchers.append(w)
-            watchers.append(w.run())
+    early: Early = memo["early"]
+    # The watchers started before kopf: their caches are bound now, replayed from what
+    # they hold (handlers.boot).
+    early.replicasets.bind(functools.partial(watch.rs_changed, rt))
+    early.deployments.bind(functools.partial(watch.deployment_changed, rt))
+    early.pod_changes.bind(functools.partial(watch.pod_changed, rt))
     memo["tasks"] = [
         asyncio.create_task(reconciler.await_ready(rt), name="selfheal readiness"),
         asyncio.create_task(reconciler.run(rt, kube), name="selfheal reconciler"),
-        *(asyncio.create_task(w, name="selfheal pod watch") for w in watchers),
     ]
     if cfg.metrics_port:
         memo["web"] = await web.serve(port=cfg.metrics_port, health=health)
@@ -220,6 +167,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if (early := memo.get("early")) is not None:
+        await early.close()  # no Pod change reaches the handlers once they stop
     rt: Runtime | None = memo.get("runtime")
     if rt is not None:
         await rt.evaluations.close()
@@ -229,9 +178,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for key in ("web", "alert_web"):
         if (runner := memo.get(key)) is not None:
             await runner.cleanup()
-    for name in ("kube", "pods_kube"):
-        if (kube := memo.get(name)) is not None:
-            await kube.close()
+    if (kube := memo.get("kube")) is not None:
+        await kube.close()
 
 
 @kopf.on.login()
@@ -310,48 +258,13 @@ async def _operate(cfg: Settings, memo: kopf.Memo, timings: Timings) -> None:
             await kube.close()
 
 
-def check(cfg: Settings) -> str:
-    """Why these settings cannot run, naming the flag and the fix; "" when they can."""
-    if cfg.alert_webhook_port and not cfg.alert_webhook_token_file:
-        return (
-            "--alert-webhook-port needs --alert-webhook-token-file (SELFHEAL_ALERT_WEBHOOK_"
-            "TOKEN_FILE): the receiver accepts only Alertmanager's bearer token"
-        )
-    if bool(cfg.alert_webhook_cert_file) != bool(cfg.alert_webhook_key_file):
-        return "--alert-webhook-cert-file and --alert-webhook-key-file go together for TLS"
-    try:
-        cfg.sharding  # noqa: B018 (validates --shard against --total-shards)
-    except ValueError as e:
-        return str(e)
-    return ""
-
-
-def run(cfg: Settings, *, kubeconfig: str | None) -> int:
-    configure_logging(cfg)
-    if problem := check(cfg):
-        logger.error("%s", problem)
-        return 2
-    try:
-        timings = Timings(
-            lease_duration=cfg.lease_duration,
-            renew_deadline=cfg.renew_deadline,
-            retry_period=cfg.retry_period,
-        )
-    except ValueError as e:
-        logger.error("leader election: %s", e)
-        return 2
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig
-    # Importing registers the handlers with kopf's default registry.
-    from selfheal.handlers import policies, watch  # noqa: F401
-
+async def operate(cfg: Settings, *, kubeconfig: str | None, timings: Timings, early: Early) -> None:
+    """kopf's operator, its caches bound to the watchers ``early`` started."""
     # The shard in memo: kopf's filters (watch.in_shard) read it before start-up runs.
-    memo = kopf.Memo(settings=cfg, kubeconfig=kubeconfig, elector=None, shard=cfg.sharding)
-    try:
-        asyncio.run(_operate(cfg, memo, timings))
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    memo = kopf.Memo(
+        settings=cfg, kubeconfig=kubeconfig, elector=None, shard=cfg.sharding, early=early
+    )
+    await _operate(cfg, memo, timings)
 
 
-__all__ = ["run"]
+__all__ = ["operate"]

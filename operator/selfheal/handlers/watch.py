@@ -26,10 +26,8 @@ workloads with an unhealthy verdict or an open incident reach the remediation dr
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Mapping
@@ -41,129 +39,24 @@ from kopf._cogs.structs import finalizers as kopf_finalizers
 
 from selfheal import GROUP, VERSION, metrics
 from selfheal.detect import alerts, crashloop
-from selfheal.detect.crashloop import POD_TEMPLATE_HASH
 from selfheal.detect.signal import Health, Signal, WorkloadRef
 from selfheal.handlers.podcache import Index, PodCache
 from selfheal.handlers.runtime import Runtime
+from selfheal.handlers.summaries import (
+    DeploymentInfo,
+    RevInfo,
+    RsInfo,
+    workload_info,
+)
 from selfheal.policy import ownership
 from selfheal.policy.model import HealingPolicy
 from selfheal.policy.selector import selector_matches
 from selfheal.remediation import naming
 from selfheal.remediation.facts import Facts
-from selfheal.remediation.guardrails import Availability
 from selfheal.remediation.records import Record, Records
 from selfheal.sharding import Shard
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RsInfo:
-    name: str
-    deployment: str
-    revision: int
-    template_hash: str
-    namespace: str = ""
-    owner_uid: str = ""
-    """uid of the Deployment that controls it (a re-created Deployment's differs)."""
-    annotations: tuple[tuple[str, str], ...] = ()
-    template: str = ""
-    """``spec.template`` as JSON: a rollback reads it from here instead of listing."""
-
-    def body(self) -> dict[str, Any]:
-        """The parts of the ReplicaSet a rollback reads, in the API's shape."""
-        return {
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "labels": {POD_TEMPLATE_HASH: self.template_hash} if self.template_hash else {},
-                "annotations": dict(self.annotations),
-                "ownerReferences": [
-                    {
-                        "kind": "Deployment",
-                        "name": self.deployment,
-                        "uid": self.owner_uid,
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {"template": json.loads(self.template) if self.template else {}},
-        }
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DeploymentInfo:
-    """A watched workload: a Deployment, or a StatefulSet or DaemonSet (``kind``)."""
-
-    name: str
-    uid: str
-    labels: tuple[tuple[str, str], ...]
-    desired: int
-    available: int
-    kind: str = "Deployment"
-    namespace: str = ""
-    view: str = ""
-    """A Deployment's parts a rollback reads (uid, generation, labels, annotations,
-    selector, paused, template) as JSON, so its decision needs no GET; empty: not kept
-    (StatefulSets and DaemonSets, from kopf's indexes)."""
-
-    def availability(self) -> Availability:
-        return Availability(available=self.available, desired=self.desired)
-
-    def body(self) -> dict[str, Any] | None:
-        """The parts of the object a rollback reads, in the API's shape; ``None``: not kept."""
-        return json.loads(self.view) if self.view else None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RevInfo:
-    """A ControllerRevision of a StatefulSet or DaemonSet."""
-
-    name: str
-    revision: int
-    revision_hash: str
-
-
-def _workload_info(
-    kind: str, name: str, uid: str, body: Mapping[str, Any], spec: Mapping[str, Any]
-) -> DeploymentInfo:
-    avail = Availability.of(kind, spec=spec, status=body.get("status") or {})
-    return DeploymentInfo(
-        name=name,
-        uid=uid,
-        labels=tuple(sorted((body.get("metadata", {}).get("labels") or {}).items())),
-        desired=avail.desired,
-        available=avail.available,
-        kind=kind,
-        namespace=str(body.get("metadata", {}).get("namespace", "")),
-    )
-
-
-def _controller(body: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for ref in body.get("metadata", {}).get("ownerReferences") or ():
-        if ref.get("controller") and ref.get("kind") == kind:
-            return ref  # type: ignore[no-any-return]
-    return None
-
-
-def rs_info(body: Mapping[str, Any]) -> RsInfo | None:
-    """A ReplicaSet's summary, ``None`` when no Deployment controls it."""
-    owner = _controller(body, "Deployment")
-    if owner is None:
-        return None
-    meta = body.get("metadata", {})
-    annotations = meta.get("annotations") or {}
-    rev = annotations.get("deployment.kubernetes.io/revision", "0")
-    return RsInfo(
-        name=str(meta.get("name")),
-        deployment=str(owner.get("name")),
-        revision=int(rev) if str(rev).isdigit() else 0,
-        template_hash=str((meta.get("labels") or {}).get(POD_TEMPLATE_HASH, "")),
-        namespace=str(meta.get("namespace", "")),
-        owner_uid=str(owner.get("uid", "")),
-        annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())),
-        template=json.dumps((body.get("spec") or {}).get("template") or {}, separators=(",", ":")),
-    )
 
 
 # --- kopf's index pre-population, in linear time ---------------------------------------------
@@ -304,29 +197,6 @@ def in_shard(namespace: str | None, memo: kopf.Memo, **_: Any) -> bool:
     return shard is None or shard.owns(namespace)
 
 
-def deployment_info(body: Mapping[str, Any]) -> DeploymentInfo:
-    """A Deployment's summary, taken from its body at once (the body is not kept)."""
-    meta = body.get("metadata") or {}
-    spec, status = body.get("spec") or {}, body.get("status") or {}
-    view = {
-        "metadata": {
-            key: meta[key]
-            for key in ("name", "namespace", "uid", "generation", "labels", "annotations")
-            if key in meta
-        },
-        "spec": {key: spec[key] for key in ("selector", "paused", "template") if key in spec},
-    }
-    return DeploymentInfo(
-        name=str(meta.get("name", "")),
-        uid=str(meta.get("uid", "")),
-        labels=tuple(sorted((meta.get("labels") or {}).items())),
-        desired=int(spec.get("replicas", 1) or 0),
-        available=int(status.get("availableReplicas", 0) or 0),
-        namespace=str(meta.get("namespace", "")),
-        view=json.dumps(view, separators=(",", ":")),
-    )
-
-
 def rs_changed(rt: Runtime, old: RsInfo | None, new: RsInfo | None) -> None:
     """File a ReplicaSet change in ``rs_owner`` and ``rs_by_deployment``."""
     if old is not None:
@@ -359,7 +229,7 @@ def deployment_changed(rt: Runtime, old: DeploymentInfo | None, new: DeploymentI
 async def statefulsets(
     namespace: str, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
-    info = _workload_info(ownership.STATEFULSET, name, uid, body, spec)
+    info = workload_info(ownership.STATEFULSET, name, uid, body, spec)
     return {(namespace, name): info, namespace: info}
 
 
@@ -367,7 +237,7 @@ async def statefulsets(
 async def daemonsets(
     namespace: str, name: str, uid: str, body: kopf.Body, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
-    info = _workload_info(ownership.DAEMONSET, name, uid, body, spec)
+    info = workload_info(ownership.DAEMONSET, name, uid, body, spec)
     return {(namespace, name): info, namespace: info}
 
 
