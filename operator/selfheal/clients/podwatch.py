@@ -33,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -180,18 +181,19 @@ class PodWatcher(Generic[T]):
                 # prepares it while the client decodes (the token heads the body).
                 guess = _continue_of(data)
                 ahead = asyncio.create_task(self._page(guess)) if guess else None
-                page = json.loads(data)
-                del data
+                with _collector_paused():
+                    page = json.loads(data)
+                    del data
+                    for obj in page.get("items") or ():
+                        obj_meta = obj.get("metadata") or {}
+                        uid = obj_meta.get("uid")
+                        if uid and self._kept(obj_meta):
+                            fresh[str(uid)] = self.summarize(obj)
+                    meta = page.get("metadata") or {}
+                    cont = str(meta.get("continue") or "")
+                    version = str(meta.get("resourceVersion") or "")
+                    del page  # the page's bodies go now, before the next page arrives
                 self.stats.pages += 1
-                for obj in page.get("items") or ():
-                    obj_meta = obj.get("metadata") or {}
-                    uid = obj_meta.get("uid")
-                    if uid and self._kept(obj_meta):
-                        fresh[str(uid)] = self.summarize(obj)
-                meta = page.get("metadata") or {}
-                cont = str(meta.get("continue") or "")
-                version = str(meta.get("resourceVersion") or "")
-                del page  # the page's bodies go now, before the next page arrives
                 if ahead is not None and guess != cont:
                     await _cancelled(ahead)  # a wrong guess: ask for the right page
                     ahead = None
@@ -309,6 +311,23 @@ def _continue_of(data: bytes) -> str:
     items = data.find(b'"items":', 0, HEAD)
     found = _CONTINUE.search(data, 0, items if items >= 0 else HEAD)
     return found.group(1).decode() if found else ""
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while one page is decoded, summarised and
+    dropped (no ``await`` inside). A page is a tree of some 100,000 fresh dicts and
+    lists; with the collector on, they set off collections that also walk every object
+    the process holds, which made decoding a page three times slower than the decoding
+    itself. A JSON tree has no cycles: reference counting frees it when it is dropped."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 async def _cancelled(task: asyncio.Task[bytes]) -> None:
