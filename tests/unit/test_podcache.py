@@ -1,11 +1,14 @@
-"""The Pod cache's filing and the coalescing of evaluations: pure, no cluster."""
+"""The Pod cache's filing, the Pods each workload is judged on, and the coalescing of
+evaluations: pure, no cluster."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from selfheal.detect.crashloop import PodSummary
-from selfheal.handlers.podcache import Coalescer, PodCache
+from selfheal.handlers import summaries, watch
+from selfheal.handlers.podcache import Coalescer, Index, PodCache
 
 
 def _pod(name: str, *, owner: str = "web-1", ready: bool = True, ns: str = "shop") -> PodSummary:
@@ -104,3 +107,31 @@ async def test_a_failing_evaluation_does_not_stop_the_others() -> None:
     c.want("bad")  # asked again, it runs again
     await asyncio.sleep(0)
     assert c.runs == 3
+
+
+def test_a_statefulset_and_a_daemonset_of_one_name_are_judged_on_their_own_pods() -> None:
+    # One namespace, one name, two kinds: the cache files both under (namespace, name).
+    cache = PodCache()
+    sts = [_pod(f"logs-{i}", owner="logs", ready=True) for i in range(2)]
+    sts = [dataclasses.replace(p, owner_kind="StatefulSet", replicaset="") for p in sts]
+    ds = dataclasses.replace(
+        _pod("logs-x7k2p", owner="logs", ready=False), owner_kind="DaemonSet", replicaset=""
+    )
+    rs = _pod("logs-5d8f9-a", owner="logs")  # a ReplicaSet named like them too
+    for p in (*sts, ds, rs):
+        cache.apply(None, p)
+    none = Index()
+    assert (
+        watch.workload_pods(
+            "shop", "logs", rs_by_deployment=none, pods_by_rs=cache, kind="StatefulSet"
+        )
+        == sts
+    )
+    assert watch.workload_pods(
+        "shop", "logs", rs_by_deployment=none, pods_by_rs=cache, kind="DaemonSet"
+    ) == [ds]
+    by_deployment = Index()
+    by_deployment.add(("shop", "web"), "logs", summaries.RsInfo("logs", "web", 1, "5d8f9"))
+    assert watch.workload_pods("shop", "web", rs_by_deployment=by_deployment, pods_by_rs=cache) == [
+        rs
+    ]
