@@ -29,10 +29,10 @@ def test_pods_are_filed_by_namespace_and_owner() -> None:
     for p in (a, b, c):
         cache.apply(None, p)
     cache.apply(None, _pod("d", ns="other"))
-    assert set(cache.get(("shop", "web-1"))) == {a, b}
-    assert list(cache.get(("shop", "web-2"))) == [c]
-    assert list(cache.get(("shop", "nobody"))) == []
-    assert sorted(cache.owners("shop")) == ["web-1", "web-2"]
+    assert set(cache.get(("shop", "ReplicaSet", "web-1"))) == {a, b}
+    assert list(cache.get(("shop", "ReplicaSet", "web-2"))) == [c]
+    assert list(cache.get(("shop", "ReplicaSet", "nobody"))) == []
+    assert sorted(cache.owners("shop")) == [("ReplicaSet", "web-1"), ("ReplicaSet", "web-2")]
     assert len(cache) == 4
 
 
@@ -42,9 +42,9 @@ def test_a_change_replaces_and_a_deletion_removes() -> None:
     cache.apply(None, a)
     a2 = _pod("a", ready=True)
     cache.apply(a, a2)
-    assert list(cache.get(("shop", "web-1"))) == [a2]
+    assert list(cache.get(("shop", "ReplicaSet", "web-1"))) == [a2]
     cache.apply(a2, None)
-    assert list(cache.get(("shop", "web-1"))) == []
+    assert list(cache.get(("shop", "ReplicaSet", "web-1"))) == []
     assert cache.owners("shop") == []
 
 
@@ -110,7 +110,7 @@ async def test_a_failing_evaluation_does_not_stop_the_others() -> None:
 
 
 def test_a_statefulset_and_a_daemonset_of_one_name_are_judged_on_their_own_pods() -> None:
-    # One namespace, one name, two kinds: the cache files both under (namespace, name).
+    # One namespace, one name, three kinds of owner.
     cache = PodCache()
     sts = [_pod(f"logs-{i}", owner="logs", ready=True) for i in range(2)]
     sts = [dataclasses.replace(p, owner_kind="StatefulSet", replicaset="") for p in sts]

@@ -1,11 +1,11 @@
-"""The process's first second: logging, the settings' check, and the light watchers.
+"""The process's start: logging, the settings' check, and the light watchers.
 
-Listing every Pod is most of a start-up at scale, and most of that is waiting for the
-API server. So the Pod, ReplicaSet and Deployment watchers start here, before kopf
-and the rest of the operator are imported: the imports run in a thread while the first
-pages are on their way, and the handlers' caches are bound to the watchers (replayed
-from what the watchers already hold) once the runtime exists. Nothing here imports
-kopf: ``--help``, a bad flag or a missing token file answer in well under a second.
+Listing every Pod is most of a start-up at scale. So the Pod, ReplicaSet and
+Deployment watchers start here, before kopf and the rest of the operator are imported:
+the imports run in a thread while the first pages are on their way, and the handlers'
+caches are bound to the watchers (replayed from what the watchers already hold) once
+the runtime exists. Nothing here imports kopf: settings that cannot run (``check``) are
+refused before it loads.
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ from selfheal.detect.crashloop import PodSummary, summarize
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, str]
-"""(namespace, controller owner name)."""
+Key = tuple[str, str, str]
+"""(namespace, controller owner kind, owner name): a StatefulSet, a DaemonSet and a
+ReplicaSet may share a name in one namespace, and each is judged on its own Pods."""
 OnChange = Callable[[PodSummary | None, PodSummary | None], None]
 
 
@@ -49,11 +50,12 @@ class PodCache:
     def __len__(self) -> int:
         return sum(len(p) for p in self._by_owner.values())
 
-    def owners(self, namespace: str) -> list[str]:
-        return [owner for ns, owner in self._by_owner if ns == namespace]
+    def owners(self, namespace: str) -> list[tuple[str, str]]:
+        """(kind, name) of every Pod owner in ``namespace``."""
+        return [(kind, owner) for ns, kind, owner in self._by_owner if ns == namespace]
 
     def unready_owners(self, namespace: str) -> Collection[str]:
-        """Owners in ``namespace`` with at least one Pod that is not Ready."""
+        """Names of the owners in ``namespace`` with at least one Pod that is not Ready."""
         return self._unready.get(namespace, {}).keys()
 
     @property
@@ -66,7 +68,7 @@ class PodCache:
     def apply(self, old: PodSummary | None, new: PodSummary | None) -> None:
         """File one change (``old`` None: a new Pod; ``new`` None: a deleted one)."""
         if old is not None:
-            key = (old.namespace, old.owner)
+            key = (old.namespace, old.owner_kind, old.owner)
             pods = self._by_owner.get(key)
             if pods is not None:
                 pods.pop(old.uid, None)
@@ -75,7 +77,7 @@ class PodCache:
             if old.owner and not old.ready:
                 self._count(old.namespace, old.owner, -1)
         if new is not None and new.owner:
-            self._by_owner.setdefault((new.namespace, new.owner), {})[new.uid] = new
+            self._by_owner.setdefault((new.namespace, new.owner_kind, new.owner), {})[new.uid] = new
             if not new.ready:
                 self._count(new.namespace, new.owner, +1)
 

@@ -293,15 +293,11 @@ def workload_pods(
     pods_by_rs: PodCache,
     kind: str = "Deployment",
 ) -> list[crashloop.PodSummary]:
-    # The cache files Pods by owner name; a StatefulSet and a DaemonSet (or a ReplicaSet)
-    # of one name in one namespace share that key, so each reader keeps its own kind.
     if kind != "Deployment":
-        return [p for p in pods_by_rs.get((namespace, deployment), ()) if p.owner_kind == kind]
+        return list(pods_by_rs.get((namespace, kind, deployment), ()))
     pods: list[crashloop.PodSummary] = []
     for rs in rs_by_deployment.get((namespace, deployment), ()):
-        pods.extend(
-            p for p in pods_by_rs.get((namespace, rs.name), ()) if p.owner_kind == "ReplicaSet"
-        )
+        pods.extend(pods_by_rs.get((namespace, "ReplicaSet", rs.name), ()))
     return pods
 
 
@@ -536,10 +532,8 @@ def evaluate_all(rt: Runtime) -> None:
     """Queue every owner of a covered namespace once (at start, when the caches are in:
     what kopf's first event per Pod did)."""
     for ns in {ns for ns, _ in rt.policies}:
-        for owner in rt.pods.owners(ns):
-            # Every kind filed under the name (a StatefulSet and a DaemonSet may share it).
-            for kind in sorted({pod.owner_kind for pod in rt.pods.get((ns, owner))}):
-                rt.evaluations.want((ns, kind, owner))
+        for kind, owner in rt.pods.owners(ns):
+            rt.evaluations.want((ns, kind, owner))
 
 
 async def evaluate_owner(rt: Runtime, key: OwnerKey) -> None:
